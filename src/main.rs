@@ -1,0 +1,298 @@
+//! The `unet-gpu` command line.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::{Path, PathBuf};
+use unet_gpu::graph::prepare::Prepared;
+use unet_gpu::graph::{Dim, fmt_dims};
+use unet_gpu::tensor::fmt_shape;
+use unet_gpu::{Model, Tensor, npy};
+
+#[derive(Parser)]
+#[command(
+    name = "unet-gpu",
+    version,
+    about = "Run ONNX-exported U-Nets on the GPU (wgpu + WGSL) or the CPU reference"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Device {
+    Cpu,
+    Gpu,
+    Auto,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a model on a .npy input and write its first output as .npy
+    Run {
+        /// The ONNX model (external data is read from beside it)
+        model: PathBuf,
+        /// float32 .npy holding the model's single input, in the model's own layout
+        #[arg(long)]
+        input: PathBuf,
+        /// Where to write the model's first output (float32 .npy)
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Write every output as DIR/<output name>.npy
+        #[arg(long, value_name = "DIR")]
+        all_outputs: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Device::Auto)]
+        device: Device,
+    },
+    /// Describe a model: inputs, outputs, ops, parameters, and (for an input shape) every node's
+    /// output shape and the ops that would run
+    Info {
+        model: PathBuf,
+        /// Input shape such as 1x3x256x256 (defaults to the declared shape when it is fixed)
+        #[arg(long, value_name = "NxCxHxW")]
+        input_shape: Option<String>,
+    },
+}
+
+fn parse_shape(s: &str) -> Result<Vec<usize>> {
+    s.split(['x', 'X', ','])
+        .map(|p| {
+            p.trim()
+                .parse::<usize>()
+                .with_context(|| format!("bad dimension '{p}' in shape '{s}'"))
+        })
+        .collect()
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    if let Err(e) = real_main(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Run {
+            model,
+            input,
+            output,
+            all_outputs,
+            device,
+        } => {
+            if output.is_none() && all_outputs.is_none() {
+                bail!("give --output FILE and/or --all-outputs DIR");
+            }
+            let m = Model::load(&model)?;
+            if m.graph.inputs.len() != 1 {
+                let names: Vec<&str> = m.graph.inputs.iter().map(|&v| m.graph.name(v)).collect();
+                bail!(
+                    "`run` feeds one input, but {} has {} inputs: {}",
+                    model.display(),
+                    names.len(),
+                    names.join(", ")
+                );
+            }
+            let x = npy::read(&input)?;
+            let prepared = m.prepare(&[x.shape.clone()])?;
+            let outs = match device {
+                Device::Cpu => unet_gpu::cpu::run(&prepared, &[x])?,
+                Device::Gpu => bail!("the GPU executor is not built yet; use --device cpu"),
+                Device::Auto => {
+                    eprintln!("warning: no GPU executor available; running on the CPU reference");
+                    unet_gpu::cpu::run(&prepared, &[x])?
+                }
+            };
+            write_outputs(&prepared, &outs, output.as_deref(), all_outputs.as_deref())
+        }
+        Cmd::Info { model, input_shape } => info(&model, input_shape.as_deref()),
+    }
+}
+
+/// File name for an output value: its ONNX name with path separators and odd characters replaced.
+fn file_stem(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() || s.starts_with('.') {
+        format!("output{s}")
+    } else {
+        s
+    }
+}
+
+fn write_outputs(
+    p: &Prepared,
+    outs: &[Tensor],
+    first: Option<&Path>,
+    dir: Option<&Path>,
+) -> Result<()> {
+    let mut written: Vec<PathBuf> = Vec::new();
+    let res = (|| -> Result<()> {
+        if let Some(dir) = dir {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            for (v, t) in p.graph.outputs.iter().zip(outs) {
+                let path = dir.join(format!("{}.npy", file_stem(p.graph.name(*v))));
+                npy::write(&path, t)?;
+                written.push(path);
+            }
+        }
+        if let Some(path) = first {
+            npy::write(path, &outs[0])?;
+        }
+        Ok(())
+    })();
+    if res.is_err() {
+        for w in written {
+            let _ = std::fs::remove_file(w);
+        }
+    }
+    res
+}
+
+fn info(path: &Path, shape: Option<&str>) -> Result<()> {
+    let m = Model::load(path)?;
+    let g = &m.graph;
+    println!("model: {}", path.display());
+    println!(
+        "producer: {}  opset: {}",
+        if g.producer.is_empty() {
+            "?"
+        } else {
+            &g.producer
+        },
+        g.opset
+    );
+    for &v in &g.inputs {
+        let vi = &g.values[v];
+        println!(
+            "input  {}: {} {}",
+            vi.name,
+            vi.dtype.map(|d| d.name()).unwrap_or("?"),
+            vi.dims
+                .as_ref()
+                .map(|d| fmt_dims(d))
+                .unwrap_or_else(|| "[?]".into())
+        );
+    }
+    for &v in &g.outputs {
+        let vi = &g.values[v];
+        println!(
+            "output {}: {} {}",
+            vi.name,
+            vi.dtype.map(|d| d.name()).unwrap_or("?"),
+            vi.dims
+                .as_ref()
+                .map(|d| fmt_dims(d))
+                .unwrap_or_else(|| "[?]".into())
+        );
+    }
+    println!(
+        "nodes: {}  parameters: {}",
+        g.nodes.len(),
+        g.parameter_count()
+    );
+    let hist: Vec<String> = g
+        .op_histogram()
+        .iter()
+        .map(|(k, c)| format!("{k} {c}"))
+        .collect();
+    println!("ops in file: {}", hist.join(", "));
+
+    let shapes: Option<Vec<Vec<usize>>> = match shape {
+        Some(s) => {
+            if g.inputs.len() != 1 {
+                bail!(
+                    "--input-shape gives one shape, the model has {} inputs",
+                    g.inputs.len()
+                );
+            }
+            Some(vec![parse_shape(s)?])
+        }
+        None => g
+            .inputs
+            .iter()
+            .map(|&v| {
+                g.values[v].dims.as_ref().and_then(|d| {
+                    d.iter()
+                        .map(|x| {
+                            if let Dim::Fixed(n) = x {
+                                Some(*n)
+                            } else {
+                                None
+                            }
+                        })
+                        .collect::<Option<Vec<_>>>()
+                })
+            })
+            .collect(),
+    };
+    let Some(shapes) = shapes else {
+        println!(
+            "(the input size is not fixed: pass --input-shape NxCxHxW to see shapes and the ops that would run)"
+        );
+        return Ok(());
+    };
+    let p = m.prepare(&shapes)?;
+    println!();
+    println!(
+        "prepared for input {}: {} nodes run",
+        shapes
+            .iter()
+            .map(|s| fmt_shape(s))
+            .collect::<Vec<_>>()
+            .join(", "),
+        p.graph.nodes.len()
+    );
+    let mut run_hist: std::collections::BTreeMap<String, usize> = Default::default();
+    for n in &p.graph.nodes {
+        *run_hist.entry(op_label(&n.op, &n.op_type)).or_default() += 1;
+    }
+    let rh: Vec<String> = run_hist.iter().map(|(k, c)| format!("{k} {c}")).collect();
+    println!("ops that run: {}", rh.join(", "));
+    for n in &p.graph.nodes {
+        let outs: Vec<String> = n
+            .outputs
+            .iter()
+            .flatten()
+            .map(|&v| format!("{} {}", p.graph.name(v), fmt_shape(p.shape(v))))
+            .collect();
+        println!(
+            "  {:<40} {:<24} -> {}",
+            n.name,
+            op_label(&n.op, &n.op_type),
+            outs.join(", ")
+        );
+    }
+    for &v in &p.graph.outputs {
+        println!("output {}: {}", p.graph.name(v), fmt_shape(p.shape(v)));
+    }
+    Ok(())
+}
+
+/// The op as it will run (a conv shows its fused activation).
+fn op_label(op: &unet_gpu::ops::Op, op_type: &str) -> String {
+    use unet_gpu::ops::Op;
+    let act = match op {
+        Op::Conv(c) => c.act,
+        Op::ConvTranspose(c) => c.act,
+        _ => None,
+    };
+    match act {
+        Some(k) => format!(
+            "{op_type}+{}",
+            format!("{k:?}").split([' ', '{']).next().unwrap_or("")
+        ),
+        None => op_type.to_string(),
+    }
+}
