@@ -226,12 +226,13 @@ pub fn erf(x: f64) -> f64 {
         let mut term = ax;
         let mut sum = ax;
         let mut n = 0.0;
-        loop {
+        // |x| < 2.5: the terms fall below 1e-17 of the sum within 60 steps
+        for _ in 0..80 {
             n += 1.0;
             term *= -x2 / n;
             let add = term / (2.0 * n + 1.0);
             sum += add;
-            if add.abs() < 1e-17 * sum.abs() {
+            if add.abs() <= 1e-17 * sum.abs() {
                 break;
             }
         }
@@ -596,10 +597,23 @@ pub fn variadic_infer(ins: &[Option<InInfo>]) -> OpResult<OutInfo> {
     Ok((first.dtype, shape))
 }
 
-pub fn prelu_infer(ins: &[Option<InInfo>]) -> OpResult<OutInfo> {
+/// The slope's shape as it broadcasts against X: before opset 7 a 1-D slope of C values is per
+/// channel (axis 1).
+pub fn prelu_slope_shape(x: &[usize], s: &[usize], legacy_channel: bool) -> Vec<usize> {
+    if legacy_channel && s.len() == 1 && x.len() >= 2 && s[0] == x[1] && s[0] != 1 {
+        let mut v = vec![1; x.len() - 1];
+        v[0] = s[0];
+        v
+    } else {
+        s.to_vec()
+    }
+}
+
+pub fn prelu_infer(ins: &[Option<InInfo>], legacy_channel: bool) -> OpResult<OutInfo> {
     let x = float_input(ins, 0)?;
     let s = float_input(ins, 1)?;
-    let out = broadcast_shapes(x.shape, s.shape)?;
+    let ss = prelu_slope_shape(x.shape, s.shape, legacy_channel);
+    let out = broadcast_shapes(x.shape, &ss)?;
     if out != x.shape {
         op_bail!(
             "slope shape {} does not broadcast to input shape {}",
@@ -610,12 +624,12 @@ pub fn prelu_infer(ins: &[Option<InInfo>]) -> OpResult<OutInfo> {
     Ok((x.dtype, out))
 }
 
-pub fn prelu_eval(ins: &[Option<&Tensor>]) -> OpResult<Tensor> {
+pub fn prelu_eval(ins: &[Option<&Tensor>], legacy_channel: bool) -> OpResult<Tensor> {
     let x = input(ins, 0)?;
     let s = input(ins, 1)?;
-    let (dt, shape) = prelu_infer(&[Some(InInfo::of(x)), Some(InInfo::of(s))])?;
+    let (dt, shape) = prelu_infer(&[Some(InInfo::of(x)), Some(InInfo::of(s))], legacy_channel)?;
     let sx = broadcast_strides(&x.shape, &shape);
-    let ss = broadcast_strides(&s.shape, &shape);
+    let ss = broadcast_strides(&prelu_slope_shape(&x.shape, &s.shape, legacy_channel), &shape);
     let (vx, vs) = (x.as_f32()?, s.as_f32()?);
     let mut out = Vec::with_capacity(vx.len());
     for_each_offset(&shape, [&sx, &ss], |[i, j]| {

@@ -49,7 +49,8 @@ pub enum Op {
     Unary(elementwise::Unary),
     Binary(elementwise::Binary),
     Variadic(elementwise::Variadic),
-    PRelu,
+    /// `legacy_channel`: PRelu before opset 7 broadcasts a 1-D slope over the channel axis.
+    PRelu { legacy_channel: bool },
     Where,
     BatchNorm(norm::BatchNorm),
     InstanceNorm(norm::InstanceNorm),
@@ -226,7 +227,7 @@ impl Op {
             }
             "PRelu" => {
                 need_inputs(2, 2)?;
-                Op::PRelu
+                Op::PRelu { legacy_channel: opset < 7 }
             }
             "Where" => {
                 need_inputs(3, 3)?;
@@ -460,7 +461,7 @@ impl Op {
             Op::Unary(u) => vec![u.infer(ins)?],
             Op::Binary(b) => vec![b.infer(ins)?],
             Op::Variadic(_) => vec![elementwise::variadic_infer(ins)?],
-            Op::PRelu => vec![elementwise::prelu_infer(ins)?],
+            Op::PRelu { legacy_channel } => vec![elementwise::prelu_infer(ins, *legacy_channel)?],
             Op::Where => vec![elementwise::where_infer(ins)?],
             Op::BatchNorm(_) => vec![norm::batchnorm_infer(ins)?],
             Op::InstanceNorm(_) => vec![norm::instancenorm_infer(ins)?],
@@ -507,7 +508,7 @@ impl Op {
             Op::Unary(u) => vec![u.eval(ins)?],
             Op::Binary(b) => vec![b.eval(ins)?],
             Op::Variadic(v) => vec![v.eval(ins)?],
-            Op::PRelu => vec![elementwise::prelu_eval(ins)?],
+            Op::PRelu { legacy_channel } => vec![elementwise::prelu_eval(ins, *legacy_channel)?],
             Op::Where => vec![elementwise::where_eval(ins)?],
             Op::BatchNorm(b) => vec![b.eval(ins)?],
             Op::InstanceNorm(n) => vec![n.eval(ins)?],
