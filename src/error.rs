@@ -16,11 +16,7 @@ pub enum Error {
     Model(String),
     /// A node could not be loaded, shape-inferred or executed.
     #[error("node '{node}' ({op}): {msg}")]
-    Node {
-        node: String,
-        op: String,
-        msg: String,
-    },
+    Node { node: String, op: String, msg: String },
     /// A model input given by the caller does not fit the model.
     #[error("input '{name}': {msg}")]
     Input { name: String, msg: String },
@@ -36,17 +32,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
     pub fn node(node: &str, op: &str, msg: impl Into<String>) -> Self {
-        Error::Node {
-            node: node.to_string(),
-            op: op.to_string(),
-            msg: msg.into(),
-        }
+        Error::Node { node: node.to_string(), op: op.to_string(), msg: msg.into() }
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod cpu;
 pub mod error;
+pub mod gpu;
 pub mod graph;
 pub mod io_util;
 pub mod model;

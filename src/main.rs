@@ -3,17 +3,14 @@
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
+use unet_gpu::gpu::{GpuContext, GpuModel};
 use unet_gpu::graph::prepare::Prepared;
 use unet_gpu::graph::{Dim, fmt_dims};
 use unet_gpu::tensor::fmt_shape;
 use unet_gpu::{Model, Tensor, npy};
 
 #[derive(Parser)]
-#[command(
-    name = "unet-gpu",
-    version,
-    about = "Run ONNX-exported U-Nets on the GPU (wgpu + WGSL) or the CPU reference"
-)]
+#[command(name = "unet-gpu", version, about = "Run ONNX-exported U-Nets on the GPU (wgpu + WGSL) or the CPU reference")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -41,9 +38,18 @@ enum Cmd {
         /// Write every output as DIR/<output name>.npy
         #[arg(long, value_name = "DIR")]
         all_outputs: Option<PathBuf>,
-        #[arg(long, value_enum, default_value_t = Device::Auto)]
+        /// Where to run: the GPU (default), the CPU reference, or the GPU with a fallback to the CPU
+        #[arg(long, value_enum, default_value_t = Device::Gpu)]
         device: Device,
+        /// GPU adapter to use (a substring of its name; also UNET_GPU_ADAPTER)
+        #[arg(long)]
+        adapter: Option<String>,
+        /// Write run statistics (dispatches, transfers, memory, per-op GPU time) as JSON
+        #[arg(long, value_name = "FILE")]
+        stats: Option<PathBuf>,
     },
+    /// List the GPU adapters wgpu can see, best first
+    Devices,
     /// Describe a model: inputs, outputs, ops, parameters, and (for an input shape) every node's
     /// output shape and the ops that would run
     Info {
@@ -56,11 +62,7 @@ enum Cmd {
 
 fn parse_shape(s: &str) -> Result<Vec<usize>> {
     s.split(['x', 'X', ','])
-        .map(|p| {
-            p.trim()
-                .parse::<usize>()
-                .with_context(|| format!("bad dimension '{p}' in shape '{s}'"))
-        })
+        .map(|p| p.trim().parse::<usize>().with_context(|| format!("bad dimension '{p}' in shape '{s}'")))
         .collect()
 }
 
@@ -75,13 +77,27 @@ fn main() {
 
 fn real_main(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Run {
-            model,
-            input,
-            output,
-            all_outputs,
-            device,
-        } => {
+        Cmd::Devices => {
+            let all = unet_gpu::gpu::list_adapters();
+            if all.is_empty() {
+                println!(
+                    "no GPU adapter found (on Linux without a GPU: apt-get install mesa-vulkan-drivers libvulkan1)"
+                );
+            }
+            for (i, a) in all.iter().enumerate() {
+                println!("[{i}] {} ({}, {}) driver: {} {}", a.name, a.backend, a.device_type, a.driver, a.driver_info);
+                let f: Vec<String> =
+                    a.features.iter().map(|(n, on)| format!("{n}={}", if *on { "yes" } else { "no" })).collect();
+                println!("    {}", f.join(" "));
+                println!(
+                    "    cooperative matrix 16x16x16 f16->f32: {}; max storage binding {} MiB",
+                    if a.coop_16x16x16_f16_f32 { "yes" } else { "no" },
+                    a.max_storage_binding >> 20
+                );
+            }
+            Ok(())
+        }
+        Cmd::Run { model, input, output, all_outputs, device, adapter, stats } => {
             if output.is_none() && all_outputs.is_none() {
                 bail!("give --output FILE and/or --all-outputs DIR");
             }
@@ -97,15 +113,37 @@ fn real_main(cli: Cli) -> Result<()> {
             }
             let x = npy::read(&input)?;
             let prepared = m.prepare(&[x.shape.clone()])?;
-            let outs = match device {
-                Device::Cpu => unet_gpu::cpu::run(&prepared, &[x])?,
-                Device::Gpu => bail!("the GPU executor is not built yet; use --device cpu"),
-                Device::Auto => {
-                    eprintln!("warning: no GPU executor available; running on the CPU reference");
-                    unet_gpu::cpu::run(&prepared, &[x])?
+            let ctx = match device {
+                Device::Cpu => None,
+                Device::Gpu => Some(GpuContext::new(adapter.as_deref())?),
+                Device::Auto => match GpuContext::new(adapter.as_deref()) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        eprintln!("warning: {e}; running on the CPU reference instead");
+                        None
+                    }
+                },
+            };
+            let (outs, st) = match ctx {
+                None => {
+                    let t = std::time::Instant::now();
+                    let outs = unet_gpu::cpu::run(&prepared, &[x])?;
+                    let st = serde_json::json!({"device": "cpu", "wall_ms": t.elapsed().as_secs_f64() * 1e3});
+                    (outs, st)
+                }
+                Some(ctx) => {
+                    let gm = GpuModel::new(ctx.clone(), &prepared)?;
+                    let (outs, s) = gm.run_with_stats(&[x], stats.is_some())?;
+                    let mut j = s.to_json();
+                    j["device"] = ctx.describe().into();
+                    (outs, j)
                 }
             };
-            write_outputs(&prepared, &outs, output.as_deref(), all_outputs.as_deref())
+            write_outputs(&prepared, &outs, output.as_deref(), all_outputs.as_deref())?;
+            if let Some(path) = stats {
+                unet_gpu::io_util::write_atomic(&path, format!("{st}\n").as_bytes())?;
+            }
+            Ok(())
         }
         Cmd::Info { model, input_shape } => info(&model, input_shape.as_deref()),
     }
@@ -113,34 +151,16 @@ fn real_main(cli: Cli) -> Result<()> {
 
 /// File name for an output value: its ONNX name with path separators and odd characters replaced.
 fn file_stem(name: &str) -> String {
-    let s: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if s.is_empty() || s.starts_with('.') {
-        format!("output{s}")
-    } else {
-        s
-    }
+    let s: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
+    if s.is_empty() || s.starts_with('.') { format!("output{s}") } else { s }
 }
 
-fn write_outputs(
-    p: &Prepared,
-    outs: &[Tensor],
-    first: Option<&Path>,
-    dir: Option<&Path>,
-) -> Result<()> {
+fn write_outputs(p: &Prepared, outs: &[Tensor], first: Option<&Path>, dir: Option<&Path>) -> Result<()> {
     let mut written: Vec<PathBuf> = Vec::new();
     let res = (|| -> Result<()> {
         if let Some(dir) = dir {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
             for (v, t) in p.graph.outputs.iter().zip(outs) {
                 let path = dir.join(format!("{}.npy", file_stem(p.graph.name(*v))));
                 npy::write(&path, t)?;
@@ -164,25 +184,14 @@ fn info(path: &Path, shape: Option<&str>) -> Result<()> {
     let m = Model::load(path)?;
     let g = &m.graph;
     println!("model: {}", path.display());
-    println!(
-        "producer: {}  opset: {}",
-        if g.producer.is_empty() {
-            "?"
-        } else {
-            &g.producer
-        },
-        g.opset
-    );
+    println!("producer: {}  opset: {}", if g.producer.is_empty() { "?" } else { &g.producer }, g.opset);
     for &v in &g.inputs {
         let vi = &g.values[v];
         println!(
             "input  {}: {} {}",
             vi.name,
             vi.dtype.map(|d| d.name()).unwrap_or("?"),
-            vi.dims
-                .as_ref()
-                .map(|d| fmt_dims(d))
-                .unwrap_or_else(|| "[?]".into())
+            vi.dims.as_ref().map(|d| fmt_dims(d)).unwrap_or_else(|| "[?]".into())
         );
     }
     for &v in &g.outputs {
@@ -191,31 +200,17 @@ fn info(path: &Path, shape: Option<&str>) -> Result<()> {
             "output {}: {} {}",
             vi.name,
             vi.dtype.map(|d| d.name()).unwrap_or("?"),
-            vi.dims
-                .as_ref()
-                .map(|d| fmt_dims(d))
-                .unwrap_or_else(|| "[?]".into())
+            vi.dims.as_ref().map(|d| fmt_dims(d)).unwrap_or_else(|| "[?]".into())
         );
     }
-    println!(
-        "nodes: {}  parameters: {}",
-        g.nodes.len(),
-        g.parameter_count()
-    );
-    let hist: Vec<String> = g
-        .op_histogram()
-        .iter()
-        .map(|(k, c)| format!("{k} {c}"))
-        .collect();
+    println!("nodes: {}  parameters: {}", g.nodes.len(), g.parameter_count());
+    let hist: Vec<String> = g.op_histogram().iter().map(|(k, c)| format!("{k} {c}")).collect();
     println!("ops in file: {}", hist.join(", "));
 
     let shapes: Option<Vec<Vec<usize>>> = match shape {
         Some(s) => {
             if g.inputs.len() != 1 {
-                bail!(
-                    "--input-shape gives one shape, the model has {} inputs",
-                    g.inputs.len()
-                );
+                bail!("--input-shape gives one shape, the model has {} inputs", g.inputs.len());
             }
             Some(vec![parse_shape(s)?])
         }
@@ -224,34 +219,20 @@ fn info(path: &Path, shape: Option<&str>) -> Result<()> {
             .iter()
             .map(|&v| {
                 g.values[v].dims.as_ref().and_then(|d| {
-                    d.iter()
-                        .map(|x| {
-                            if let Dim::Fixed(n) = x {
-                                Some(*n)
-                            } else {
-                                None
-                            }
-                        })
-                        .collect::<Option<Vec<_>>>()
+                    d.iter().map(|x| if let Dim::Fixed(n) = x { Some(*n) } else { None }).collect::<Option<Vec<_>>>()
                 })
             })
             .collect(),
     };
     let Some(shapes) = shapes else {
-        println!(
-            "(the input size is not fixed: pass --input-shape NxCxHxW to see shapes and the ops that would run)"
-        );
+        println!("(the input size is not fixed: pass --input-shape NxCxHxW to see shapes and the ops that would run)");
         return Ok(());
     };
     let p = m.prepare(&shapes)?;
     println!();
     println!(
         "prepared for input {}: {} nodes run",
-        shapes
-            .iter()
-            .map(|s| fmt_shape(s))
-            .collect::<Vec<_>>()
-            .join(", "),
+        shapes.iter().map(|s| fmt_shape(s)).collect::<Vec<_>>().join(", "),
         p.graph.nodes.len()
     );
     let mut run_hist: std::collections::BTreeMap<String, usize> = Default::default();
@@ -261,18 +242,9 @@ fn info(path: &Path, shape: Option<&str>) -> Result<()> {
     let rh: Vec<String> = run_hist.iter().map(|(k, c)| format!("{k} {c}")).collect();
     println!("ops that run: {}", rh.join(", "));
     for n in &p.graph.nodes {
-        let outs: Vec<String> = n
-            .outputs
-            .iter()
-            .flatten()
-            .map(|&v| format!("{} {}", p.graph.name(v), fmt_shape(p.shape(v))))
-            .collect();
-        println!(
-            "  {:<40} {:<24} -> {}",
-            n.name,
-            op_label(&n.op, &n.op_type),
-            outs.join(", ")
-        );
+        let outs: Vec<String> =
+            n.outputs.iter().flatten().map(|&v| format!("{} {}", p.graph.name(v), fmt_shape(p.shape(v)))).collect();
+        println!("  {:<40} {:<24} -> {}", n.name, op_label(&n.op, &n.op_type), outs.join(", "));
     }
     for &v in &p.graph.outputs {
         println!("output {}: {}", p.graph.name(v), fmt_shape(p.shape(v)));
@@ -289,10 +261,7 @@ fn op_label(op: &unet_gpu::ops::Op, op_type: &str) -> String {
         _ => None,
     };
     match act {
-        Some(k) => format!(
-            "{op_type}+{}",
-            format!("{k:?}").split([' ', '{']).next().unwrap_or("")
-        ),
+        Some(k) => format!("{op_type}+{}", format!("{k:?}").split([' ', '{']).next().unwrap_or("")),
         None => op_type.to_string(),
     }
 }

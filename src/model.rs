@@ -16,18 +16,12 @@ pub struct Model {
 impl Model {
     /// Load an ONNX file; external data is read from beside it.
     pub fn load(path: &Path) -> Result<Model> {
-        Ok(Model {
-            graph: crate::onnx::load_file(path)?,
-            source: path.display().to_string(),
-        })
+        Ok(Model { graph: crate::onnx::load_file(path)?, source: path.display().to_string() })
     }
 
     /// Load from bytes (no external data possible).
     pub fn from_bytes(bytes: &[u8], name: &str) -> Result<Model> {
-        Ok(Model {
-            graph: crate::onnx::load_bytes(bytes, crate::onnx::DataDir::None)?,
-            source: name.to_string(),
-        })
+        Ok(Model { graph: crate::onnx::load_bytes(bytes, crate::onnx::DataDir::None)?, source: name.to_string() })
     }
 
     /// Specialise for run-time inputs of these shapes (one per graph input).

@@ -21,16 +21,11 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Tensor> {
             if bytes.len() < 12 {
                 return Err(bad(path, "truncated header"));
             }
-            (
-                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-                12,
-            )
+            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
         }
         v => return Err(bad(path, format!("format version {v} is not supported"))),
     };
-    let header = bytes
-        .get(start..start + hlen)
-        .ok_or_else(|| bad(path, "truncated header"))?;
+    let header = bytes.get(start..start + hlen).ok_or_else(|| bad(path, "truncated header"))?;
     let header = std::str::from_utf8(header).map_err(|_| bad(path, "header is not text"))?;
     let field = |key: &str| -> Option<&str> {
         let i = header.find(&format!("'{key}'"))?;
@@ -40,22 +35,13 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Tensor> {
     };
     let descr = field("descr").ok_or_else(|| bad(path, "header has no 'descr'"))?;
     let descr = descr.trim_start_matches(['\'', '"']);
-    let descr: String = descr
-        .chars()
-        .take_while(|&c| c != '\'' && c != '"')
-        .collect();
-    let fortran =
-        field("fortran_order").ok_or_else(|| bad(path, "header has no 'fortran_order'"))?;
+    let descr: String = descr.chars().take_while(|&c| c != '\'' && c != '"').collect();
+    let fortran = field("fortran_order").ok_or_else(|| bad(path, "header has no 'fortran_order'"))?;
     if fortran.starts_with("True") {
-        return Err(bad(
-            path,
-            "Fortran-ordered arrays are not supported (save with np.ascontiguousarray)",
-        ));
+        return Err(bad(path, "Fortran-ordered arrays are not supported (save with np.ascontiguousarray)"));
     }
     let shape_s = field("shape").ok_or_else(|| bad(path, "header has no 'shape'"))?;
-    let shape_s = shape_s
-        .strip_prefix('(')
-        .ok_or_else(|| bad(path, "bad shape"))?;
+    let shape_s = shape_s.strip_prefix('(').ok_or_else(|| bad(path, "bad shape"))?;
     let shape_s = &shape_s[..shape_s.find(')').ok_or_else(|| bad(path, "bad shape"))?];
     let mut shape = Vec::new();
     for part in shape_s.split(',') {
@@ -63,35 +49,20 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Tensor> {
         if p.is_empty() {
             continue;
         }
-        shape.push(
-            p.parse::<usize>()
-                .map_err(|_| bad(path, format!("bad dimension '{p}' in shape")))?,
-        );
+        shape.push(p.parse::<usize>().map_err(|_| bad(path, format!("bad dimension '{p}' in shape")))?);
     }
     let n = checked_numel(&shape).map_err(|m| bad(path, m))?;
     let data = &bytes[start + hlen..];
     let (es, conv): (usize, fn(&[u8]) -> f32) = match descr.as_str() {
         "<f4" | "=f4" | "f4" => (4, |c| f32::from_le_bytes(c.try_into().unwrap())),
         "<f8" | "=f8" | "f8" => (8, |c| f64::from_le_bytes(c.try_into().unwrap()) as f32),
-        "<f2" | "=f2" | "f2" => (2, |c| {
-            half::f16::from_le_bytes(c.try_into().unwrap()).to_f32()
-        }),
+        "<f2" | "=f2" | "f2" => (2, |c| half::f16::from_le_bytes(c.try_into().unwrap()).to_f32()),
         other => {
-            return Err(bad(
-                path,
-                format!("dtype '{other}' is not supported (expected float32 '<f4')"),
-            ));
+            return Err(bad(path, format!("dtype '{other}' is not supported (expected float32 '<f4')")));
         }
     };
     if data.len() < n * es {
-        return Err(bad(
-            path,
-            format!(
-                "shape {shape:?} needs {} bytes of data, the file has {}",
-                n * es,
-                data.len()
-            ),
-        ));
+        return Err(bad(path, format!("shape {shape:?} needs {} bytes of data, the file has {}", n * es, data.len())));
     }
     let v: Vec<f32> = data[..n * es].chunks_exact(es).map(conv).collect();
     Ok(Tensor::f32(shape, v))
@@ -105,11 +76,7 @@ pub fn read(path: &Path) -> Result<Tensor> {
 /// The .npy bytes of a float32 tensor (integer tensors are written as int64).
 pub fn to_bytes(t: &Tensor) -> Vec<u8> {
     let shape: Vec<String> = t.shape.iter().map(|d| d.to_string()).collect();
-    let shape = if t.shape.len() == 1 {
-        format!("({},)", shape[0])
-    } else {
-        format!("({})", shape.join(", "))
-    };
+    let shape = if t.shape.len() == 1 { format!("({},)", shape[0]) } else { format!("({})", shape.join(", ")) };
     let descr = if t.dtype.is_float() { "<f4" } else { "<i8" };
     let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
     let total = 10 + header.len() + 1;
@@ -120,12 +87,8 @@ pub fn to_bytes(t: &Tensor) -> Vec<u8> {
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
     match &t.data {
-        crate::tensor::Data::F32(v) => v
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        crate::tensor::Data::I64(v) => v
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        crate::tensor::Data::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        crate::tensor::Data::I64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
     }
     out
 }

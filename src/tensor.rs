@@ -128,10 +128,7 @@ pub struct Tensor {
 /// Largest tensor the engine will allocate, in bytes (default 4 GiB; `UNET_GPU_MAX_TENSOR_BYTES`
 /// overrides it). Shapes past it are refused with an error instead of aborting on allocation.
 pub fn max_tensor_bytes() -> u64 {
-    std::env::var("UNET_GPU_MAX_TENSOR_BYTES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(4u64 << 30)
+    std::env::var("UNET_GPU_MAX_TENSOR_BYTES").ok().and_then(|s| s.parse().ok()).unwrap_or(4u64 << 30)
 }
 
 /// Number of elements of a shape, refusing overflow and sizes past [`max_tensor_bytes`].
@@ -175,38 +172,22 @@ pub fn strides(shape: &[usize]) -> Vec<usize> {
 impl Tensor {
     pub fn f32(shape: Vec<usize>, data: Vec<f32>) -> Tensor {
         debug_assert_eq!(numel(&shape), data.len());
-        Tensor {
-            dtype: DType::F32,
-            shape,
-            data: Data::F32(data),
-        }
+        Tensor { dtype: DType::F32, shape, data: Data::F32(data) }
     }
     pub fn i64(shape: Vec<usize>, data: Vec<i64>) -> Tensor {
         debug_assert_eq!(numel(&shape), data.len());
-        Tensor {
-            dtype: DType::I64,
-            shape,
-            data: Data::I64(data),
-        }
+        Tensor { dtype: DType::I64, shape, data: Data::I64(data) }
     }
     /// A tensor of the given logical type; floats are rounded to it, integers wrapped.
     pub fn with_dtype(dtype: DType, shape: Vec<usize>, data: Data) -> Tensor {
         let data = match data {
-            Data::F32(v) if dtype.is_float() => {
-                Data::F32(if matches!(dtype, DType::F16 | DType::BF16) {
-                    v.into_iter().map(|x| dtype.round_float(x)).collect()
-                } else {
-                    v
-                })
-            }
-            Data::I64(v) if !dtype.is_float() => {
-                Data::I64(v.into_iter().map(|x| dtype.wrap_int(x)).collect())
-            }
-            Data::F32(v) => Data::I64(
-                v.into_iter()
-                    .map(|x| dtype.wrap_int(float_to_int(x)))
-                    .collect(),
-            ),
+            Data::F32(v) if dtype.is_float() => Data::F32(if matches!(dtype, DType::F16 | DType::BF16) {
+                v.into_iter().map(|x| dtype.round_float(x)).collect()
+            } else {
+                v
+            }),
+            Data::I64(v) if !dtype.is_float() => Data::I64(v.into_iter().map(|x| dtype.wrap_int(x)).collect()),
+            Data::F32(v) => Data::I64(v.into_iter().map(|x| dtype.wrap_int(float_to_int(x))).collect()),
             Data::I64(v) => Data::F32(v.into_iter().map(|x| dtype.round_float(x as f32)).collect()),
         };
         Tensor { dtype, shape, data }
@@ -229,19 +210,13 @@ impl Tensor {
     pub fn as_f32(&self) -> OpResult<&[f32]> {
         match &self.data {
             Data::F32(v) => Ok(v),
-            Data::I64(_) => Err(format!(
-                "expected a float tensor, got {}",
-                self.dtype.name()
-            )),
+            Data::I64(_) => Err(format!("expected a float tensor, got {}", self.dtype.name())),
         }
     }
     pub fn as_i64(&self) -> OpResult<&[i64]> {
         match &self.data {
             Data::I64(v) => Ok(v),
-            Data::F32(_) => Err(format!(
-                "expected an integer tensor, got {}",
-                self.dtype.name()
-            )),
+            Data::F32(_) => Err(format!("expected an integer tensor, got {}", self.dtype.name())),
         }
     }
     /// Values as i64 whatever the type (floats truncated): for shape-like inputs.
@@ -280,11 +255,7 @@ impl Tensor {
             Data::F32(v) => Data::F32(idx.map(|i| v[i]).collect()),
             Data::I64(v) => Data::I64(idx.map(|i| v[i]).collect()),
         };
-        Tensor {
-            dtype: self.dtype,
-            shape,
-            data,
-        }
+        Tensor { dtype: self.dtype, shape, data }
     }
     /// An empty tensor of the same type holding `n` copies of `fill` (0 for integers when the
     /// fill is a float).
@@ -294,11 +265,7 @@ impl Tensor {
             Data::F32(_) => Data::F32(vec![fill as f32; n]),
             Data::I64(_) => Data::I64(vec![fill as i64; n]),
         };
-        Tensor {
-            dtype: self.dtype,
-            shape,
-            data,
-        }
+        Tensor { dtype: self.dtype, shape, data }
     }
 }
 

@@ -11,7 +11,9 @@ fn onnx_node_tests_cpu() {
     let mut passed = 0;
     let mut skipped = 0;
     for case in &cases {
-        if std::env::var("VERBOSE").is_ok() { eprintln!("{}", case.name); }
+        if std::env::var("VERBOSE").is_ok() {
+            eprintln!("{}", case.name);
+        }
         let res = run_case(case, &|p, x| unet_gpu::cpu::run(p, x));
         match (res, skip_reason(&case.name)) {
             (Ok(()), None) => passed += 1,

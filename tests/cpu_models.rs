@@ -30,7 +30,10 @@ fn bilinear_unet_has_shape_subgraphs_that_fold() {
     let p = m.prepare(&[pairs[0].0.shape.clone()]).unwrap();
     for n in &p.graph.nodes {
         assert!(
-            !matches!(n.op_type.as_str(), "Shape" | "Gather" | "Cast" | "Unsqueeze" | "ConstantOfShape" | "BatchNormalization"),
+            !matches!(
+                n.op_type.as_str(),
+                "Shape" | "Gather" | "Cast" | "Unsqueeze" | "ConstantOfShape" | "BatchNormalization"
+            ),
             "{} ({}) should have been folded",
             n.name,
             n.op_type

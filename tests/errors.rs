@@ -200,7 +200,16 @@ fn cli_failures_leave_no_output_file() {
     let x = d.join("x.npy");
     // wrong input shape
     npy::write(&x, &Tensor::f32(vec![1, 2, 4, 4], vec![0.5; 32])).unwrap();
-    let (ok, err) = cli(&["run".as_ref(), model.as_os_str(), "--input".as_ref(), x.as_os_str(), "--output".as_ref(), out.as_os_str(), "--device".as_ref(), "cpu".as_ref()]);
+    let (ok, err) = cli(&[
+        "run".as_ref(),
+        model.as_os_str(),
+        "--input".as_ref(),
+        x.as_os_str(),
+        "--output".as_ref(),
+        out.as_os_str(),
+        "--device".as_ref(),
+        "cpu".as_ref(),
+    ]);
     assert!(!ok);
     assert_contains(&err, &["input 'x'", "dimension 2 must be 5"]);
     assert!(!out.exists());
@@ -209,21 +218,52 @@ fn cli_failures_leave_no_output_file() {
     let b = bytes(&small_conv());
     std::fs::write(&trunc, &b[..b.len() - 9]).unwrap();
     npy::write(&x, &Tensor::f32(vec![1, 2, 5, 5], vec![0.5; 50])).unwrap();
-    let (ok, err) = cli(&["run".as_ref(), trunc.as_os_str(), "--input".as_ref(), x.as_os_str(), "--output".as_ref(), out.as_os_str(), "--device".as_ref(), "cpu".as_ref()]);
+    let (ok, err) = cli(&[
+        "run".as_ref(),
+        trunc.as_os_str(),
+        "--input".as_ref(),
+        x.as_os_str(),
+        "--output".as_ref(),
+        out.as_os_str(),
+        "--device".as_ref(),
+        "cpu".as_ref(),
+    ]);
     assert!(!ok);
     assert_contains(&err, &["t.onnx", "not an ONNX model"]);
     assert!(!out.exists());
     // output into a directory that does not exist
     let bad_out = d.join("no/such/dir/y.npy");
-    let (ok, err) = cli(&["run".as_ref(), model.as_os_str(), "--input".as_ref(), x.as_os_str(), "--output".as_ref(), bad_out.as_os_str(), "--device".as_ref(), "cpu".as_ref()]);
+    let (ok, err) = cli(&[
+        "run".as_ref(),
+        model.as_os_str(),
+        "--input".as_ref(),
+        x.as_os_str(),
+        "--output".as_ref(),
+        bad_out.as_os_str(),
+        "--device".as_ref(),
+        "cpu".as_ref(),
+    ]);
     assert!(!ok);
     assert_contains(&err, &["y.npy"]);
     // the good run works and leaves only the output
-    let (ok, err) = cli(&["run".as_ref(), model.as_os_str(), "--input".as_ref(), x.as_os_str(), "--output".as_ref(), out.as_os_str(), "--device".as_ref(), "cpu".as_ref()]);
+    let (ok, err) = cli(&[
+        "run".as_ref(),
+        model.as_os_str(),
+        "--input".as_ref(),
+        x.as_os_str(),
+        "--output".as_ref(),
+        out.as_os_str(),
+        "--device".as_ref(),
+        "cpu".as_ref(),
+    ]);
     assert!(ok, "{err}");
     let y = npy::read(&out).unwrap();
     assert_eq!(y.shape, vec![1, 3, 5, 5]);
-    let leftovers: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n.to_string_lossy().contains("partial")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().contains("partial"))
+        .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     let _ = std::fs::remove_dir_all(&d);
     let _ = Path::new("");

@@ -21,11 +21,7 @@ pub fn check_inputs(p: &Prepared, inputs: &[Tensor]) -> Result<()> {
         if t.shape != p.shape(v) {
             return Err(Error::Input {
                 name: p.graph.name(v).to_string(),
-                msg: format!(
-                    "shape {} differs from the prepared {}",
-                    fmt_shape(&t.shape),
-                    fmt_shape(p.shape(v))
-                ),
+                msg: format!("shape {} differs from the prepared {}", fmt_shape(&t.shape), fmt_shape(p.shape(v))),
             });
         }
         if !t.dtype.is_float() {
@@ -40,11 +36,7 @@ pub fn check_inputs(p: &Prepared, inputs: &[Tensor]) -> Result<()> {
 
 /// Run the graph; returns the graph outputs in order. `observe` sees every value computed
 /// (for activation dumps); pass `|_, _| {}` otherwise.
-pub fn run_observed(
-    p: &Prepared,
-    inputs: &[Tensor],
-    mut observe: impl FnMut(ValueId, &Tensor),
-) -> Result<Vec<Tensor>> {
+pub fn run_observed(p: &Prepared, inputs: &[Tensor], mut observe: impl FnMut(ValueId, &Tensor)) -> Result<Vec<Tensor>> {
     check_inputs(p, inputs)?;
     let g = &p.graph;
     let mut vals: Vec<Option<Arc<Tensor>>> = vec![None; g.values.len()];
@@ -80,9 +72,7 @@ pub fn run_observed(
             });
         }
         let refs: Vec<Option<&Tensor>> = ins.iter().map(|t| t.as_deref()).collect();
-        let outs =
-            n.op.eval(&refs)
-                .map_err(|m| Error::node(&n.name, &n.op_type, m))?;
+        let outs = n.op.eval(&refs).map_err(|m| Error::node(&n.name, &n.op_type, m))?;
         drop(refs);
         drop(ins);
         for (o, t) in n.outputs.iter().zip(outs) {

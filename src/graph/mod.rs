@@ -85,11 +85,7 @@ impl Graph {
     }
     /// Number of parameters: elements of float constants.
     pub fn parameter_count(&self) -> usize {
-        self.consts
-            .values()
-            .filter(|t| t.dtype.is_float())
-            .map(|t| t.len())
-            .sum()
+        self.consts.values().filter(|t| t.dtype.is_float()).map(|t| t.len()).sum()
     }
     /// Count of nodes per op type, sorted by count then name.
     pub fn op_histogram(&self) -> Vec<(String, usize)> {

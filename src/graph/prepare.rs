@@ -38,10 +38,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options {
-            fold_batchnorm: true,
-            fuse_activations: true,
-        }
+        Options { fold_batchnorm: true, fuse_activations: true }
     }
 }
 
@@ -56,21 +53,14 @@ pub struct Prepared {
 
 impl Prepared {
     pub fn shape(&self, v: ValueId) -> &[usize] {
-        self.types[v]
-            .as_ref()
-            .map(|t| t.1.as_slice())
-            .unwrap_or(&[])
+        self.types[v].as_ref().map(|t| t.1.as_slice()).unwrap_or(&[])
     }
     pub fn dtype(&self, v: ValueId) -> DType {
         self.types[v].as_ref().map(|t| t.0).unwrap_or(DType::F32)
     }
     /// Shapes of the runtime inputs, in order.
     pub fn input_shapes(&self) -> Vec<Vec<usize>> {
-        self.graph
-            .inputs
-            .iter()
-            .map(|&v| self.shape(v).to_vec())
-            .collect()
+        self.graph.inputs.iter().map(|&v| self.shape(v).to_vec()).collect()
     }
 }
 
@@ -84,11 +74,7 @@ pub fn prepare(g: &Graph, bindings: &[Binding], opts: &Options) -> Result<Prepar
 
     // 1. inputs
     if bindings.len() != g.inputs.len() {
-        let names: Vec<String> = g
-            .inputs
-            .iter()
-            .map(|&v| format!("'{}'", g.name(v)))
-            .collect();
+        let names: Vec<String> = g.inputs.iter().map(|&v| format!("'{}'", g.name(v))).collect();
         return Err(Error::Model(format!(
             "the model has {} input(s) ({}) but {} were given",
             g.inputs.len(),
@@ -133,9 +119,7 @@ pub fn prepare(g: &Graph, bindings: &[Binding], opts: &Options) -> Result<Prepar
                             if prev != s {
                                 return Err(Error::Input {
                                     name: info.name.clone(),
-                                    msg: format!(
-                                        "dimension '{sym}' is {prev} in another input but {s} here"
-                                    ),
+                                    msg: format!("dimension '{sym}' is {prev} in another input but {s} here"),
                                 });
                             }
                         } else {
@@ -146,10 +130,7 @@ pub fn prepare(g: &Graph, bindings: &[Binding], opts: &Options) -> Result<Prepar
                 }
             }
         }
-        crate::tensor::checked_numel(&shape).map_err(|m| Error::Input {
-            name: info.name.clone(),
-            msg: m,
-        })?;
+        crate::tensor::checked_numel(&shape).map_err(|m| Error::Input { name: info.name.clone(), msg: m })?;
         match b {
             Binding::Const(t) => {
                 types[v] = Some((t.dtype, t.shape.clone()));
@@ -160,10 +141,7 @@ pub fn prepare(g: &Graph, bindings: &[Binding], opts: &Options) -> Result<Prepar
                 if !dt.is_float() {
                     return Err(Error::Input {
                         name: info.name.clone(),
-                        msg: format!(
-                            "has type {}; only float inputs can be fed at run time",
-                            dt.name()
-                        ),
+                        msg: format!("has type {}; only float inputs can be fed at run time", dt.name()),
                     });
                 }
                 types[v] = Some((DType::F32, s.clone()));
@@ -189,18 +167,11 @@ pub fn prepare(g: &Graph, bindings: &[Binding], opts: &Options) -> Result<Prepar
                 None => infos.push(None),
                 Some(v) => {
                     let Some((dt, shape)) = &types[*v] else {
-                        return Err(node_err(
-                            n,
-                            format!("internal: input {i} '{}' has no type", g.name(*v)),
-                        ));
+                        return Err(node_err(n, format!("internal: input {i} '{}' has no type", g.name(*v))));
                     };
                     let value = g.consts.get(v).map(|t| t.as_ref());
                     all_const &= value.is_some();
-                    infos.push(Some(InInfo {
-                        dtype: *dt,
-                        shape,
-                        value,
-                    }));
+                    infos.push(Some(InInfo { dtype: *dt, shape, value }));
                 }
             }
         }
@@ -208,16 +179,10 @@ pub fn prepare(g: &Graph, bindings: &[Binding], opts: &Options) -> Result<Prepar
             let ins: Vec<Option<&Tensor>> = infos.iter().map(|i| i.and_then(|i| i.value)).collect();
             Some(n.op.eval(&ins).map_err(|m| node_err(n, m))?)
         } else if let (Op::Shape(s), Some(Some(x))) = (&n.op, infos.first()) {
-            let v: Vec<i64> = x.shape[s.range(x.shape.len())]
-                .iter()
-                .map(|&d| d as i64)
-                .collect();
+            let v: Vec<i64> = x.shape[s.range(x.shape.len())].iter().map(|&d| d as i64).collect();
             Some(vec![Tensor::i64(vec![v.len()], v)])
         } else if let (Op::Size, Some(Some(x))) = (&n.op, infos.first()) {
-            Some(vec![Tensor::i64(
-                vec![],
-                vec![x.shape.iter().product::<usize>() as i64],
-            )])
+            Some(vec![Tensor::i64(vec![], vec![x.shape.iter().product::<usize>() as i64])])
         } else {
             None
         };
@@ -275,13 +240,7 @@ pub fn prepare(g: &Graph, bindings: &[Binding], opts: &Options) -> Result<Prepar
         for (j, out) in n.outputs.iter().enumerate() {
             if let Some(v) = out {
                 if types[*v].is_none() && (!consumers[*v].is_empty() || g.outputs.contains(v)) {
-                    return Err(node_err(
-                        n,
-                        format!(
-                            "output {j} '{}' is not supported (inference only)",
-                            g.name(*v)
-                        ),
-                    ));
+                    return Err(node_err(n, format!("output {j} '{}' is not supported (inference only)", g.name(*v))));
                 }
             }
         }
@@ -358,11 +317,7 @@ fn prune(g: &mut Graph) {
     let mut needed: HashSet<ValueId> = g.outputs.iter().copied().collect();
     let mut keep = vec![false; g.nodes.len()];
     for (k, n) in g.nodes.iter().enumerate().rev() {
-        if n.outputs
-            .iter()
-            .flatten()
-            .any(|v| needed.contains(v) && !g.consts.contains_key(v))
-        {
+        if n.outputs.iter().flatten().any(|v| needed.contains(v) && !g.consts.contains_key(v)) {
             keep[k] = true;
             needed.extend(n.inputs.iter().flatten().copied());
         }
@@ -374,18 +329,9 @@ fn prune(g: &mut Graph) {
     });
 }
 
-fn new_const(
-    g: &mut Graph,
-    types: &mut Vec<Option<(DType, Vec<usize>)>>,
-    name: String,
-    t: Tensor,
-) -> ValueId {
+fn new_const(g: &mut Graph, types: &mut Vec<Option<(DType, Vec<usize>)>>, name: String, t: Tensor) -> ValueId {
     let id = g.values.len();
-    g.values.push(super::ValueInfo {
-        name,
-        dtype: Some(t.dtype),
-        dims: None,
-    });
+    g.values.push(super::ValueInfo { name, dtype: Some(t.dtype), dims: None });
     types.push(Some((t.dtype, t.shape.clone())));
     g.consts.insert(id, Arc::new(t));
     id
@@ -426,11 +372,8 @@ fn fold_batchnorm(g: &mut Graph, types: &mut Vec<Option<(DType, Vec<usize>)>>) {
             },
             None => None,
         };
-        let params: Vec<Option<&Tensor>> = g.nodes[bi]
-            .inputs
-            .iter()
-            .map(|v| v.and_then(|v| g.consts.get(&v)).map(|t| t.as_ref()))
-            .collect();
+        let params: Vec<Option<&Tensor>> =
+            g.nodes[bi].inputs.iter().map(|v| v.and_then(|v| g.consts.get(&v)).map(|t| t.as_ref())).collect();
         if params.iter().skip(1).any(|p| p.is_none()) {
             continue;
         }
@@ -483,22 +426,10 @@ fn fold_batchnorm(g: &mut Graph, types: &mut Vec<Option<(DType, Vec<usize>)>>) {
             },
             None => vec![0.0; m],
         };
-        let nb: Vec<f32> = (0..m)
-            .map(|i| (old_b[i] as f64 * scale[i] + shift[i]) as f32)
-            .collect();
+        let nb: Vec<f32> = (0..m).map(|i| (old_b[i] as f64 * scale[i] + shift[i]) as f32).collect();
         let base = g.nodes[ci].name.clone();
-        let w_id = new_const(
-            g,
-            types,
-            format!("{base}.weight_bnfolded"),
-            Tensor::f32(w.shape.clone(), nw),
-        );
-        let b_id = new_const(
-            g,
-            types,
-            format!("{base}.bias_bnfolded"),
-            Tensor::f32(vec![m], nb),
-        );
+        let w_id = new_const(g, types, format!("{base}.weight_bnfolded"), Tensor::f32(w.shape.clone(), nw));
+        let b_id = new_const(g, types, format!("{base}.bias_bnfolded"), Tensor::f32(vec![m], nb));
         let y = g.nodes[bi].output(0);
         let conv = &mut g.nodes[ci];
         conv.inputs.resize(3, None);
@@ -552,12 +483,8 @@ fn fuse_activations(g: &mut Graph) {
                         .iter()
                         .map(|v| v.and_then(|v| g.consts.get(&v)).map(|t| t.as_ref()))
                         .collect();
-                    let non_const_bounds = g.nodes[ui]
-                        .inputs
-                        .iter()
-                        .skip(1)
-                        .flatten()
-                        .any(|v| !g.consts.contains_key(v));
+                    let non_const_bounds =
+                        g.nodes[ui].inputs.iter().skip(1).flatten().any(|v| !g.consts.contains_key(v));
                     if non_const_bounds {
                         continue;
                     }
@@ -577,14 +504,10 @@ fn fuse_activations(g: &mut Graph) {
             if users.len() == 2 {
                 let (a, b) = (users[0], users[1]);
                 let (si, mi) = match (&g.nodes[a].op, &g.nodes[b].op) {
-                    (Op::Unary(u), Op::Binary(m))
-                        if u.kind == UnaryKind::Sigmoid && m.kind == BinaryKind::Mul =>
-                    {
+                    (Op::Unary(u), Op::Binary(m)) if u.kind == UnaryKind::Sigmoid && m.kind == BinaryKind::Mul => {
                         (a, b)
                     }
-                    (Op::Binary(m), Op::Unary(u))
-                        if u.kind == UnaryKind::Sigmoid && m.kind == BinaryKind::Mul =>
-                    {
+                    (Op::Binary(m), Op::Unary(u)) if u.kind == UnaryKind::Sigmoid && m.kind == BinaryKind::Mul => {
                         (b, a)
                     }
                     _ => continue,

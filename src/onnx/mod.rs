@@ -30,18 +30,8 @@ pub enum DataDir {
 /// Load a model file (and its external data, if any).
 pub fn load_file(path: &Path) -> Result<Graph> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let dir = path.parent().map(|p| {
-        if p.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            p.to_path_buf()
-        }
-    });
-    load_bytes(
-        &bytes,
-        DataDir::Dir(dir.unwrap_or_else(|| PathBuf::from("."))),
-    )
-    .map_err(|e| match e {
+    let dir = path.parent().map(|p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() });
+    load_bytes(&bytes, DataDir::Dir(dir.unwrap_or_else(|| PathBuf::from(".")))).map_err(|e| match e {
         Error::Model(m) => Error::Model(format!("{}: {m}", path.display())),
         other => other,
     })
@@ -52,11 +42,8 @@ pub fn decode_model(bytes: &[u8]) -> Result<ModelProto> {
     if bytes.is_empty() {
         return Err(Error::Model("not an ONNX model: the file is empty".into()));
     }
-    let model = ModelProto::decode(bytes).map_err(|e| {
-        Error::Model(format!(
-            "not an ONNX model, or a truncated one: protobuf decoding failed ({e})"
-        ))
-    })?;
+    let model = ModelProto::decode(bytes)
+        .map_err(|e| Error::Model(format!("not an ONNX model, or a truncated one: protobuf decoding failed ({e})")))?;
     if model.graph.is_none() {
         return Err(Error::Model("not an ONNX model: it holds no graph".into()));
     }
@@ -79,15 +66,10 @@ pub fn load_bytes(bytes: &[u8], dir: DataDir) -> Result<Graph> {
     }
     // IR version 3 files without an opset_import entry for the default domain mean opset 1-ish;
     // nobody exports U-Nets like that any more, so ask for one.
-    let opset = opset.ok_or_else(|| {
-        Error::Model("the model imports no version of the default ONNX opset".into())
-    })?;
+    let opset = opset.ok_or_else(|| Error::Model("the model imports no version of the default ONNX opset".into()))?;
     let graph = model.graph.as_ref().unwrap();
-    let functions: HashMap<(String, String), &FunctionProto> = model
-        .functions
-        .iter()
-        .map(|f| ((f.domain.clone(), f.name.clone()), f))
-        .collect();
+    let functions: HashMap<(String, String), &FunctionProto> =
+        model.functions.iter().map(|f| ((f.domain.clone(), f.name.clone()), f)).collect();
     build_graph(graph, opset, &functions, &dir, &model.producer_name)
 }
 
@@ -102,29 +84,19 @@ fn read_external(t: &TensorProto, dir: &DataDir) -> Result<Vec<u8>> {
             "location" => location = Some(kv.value.clone()),
             "offset" => {
                 offset = kv.value.parse().map_err(|_| {
-                    Error::Model(format!(
-                        "tensor '{}': external data offset '{}' is not a number",
-                        t.name, kv.value
-                    ))
+                    Error::Model(format!("tensor '{}': external data offset '{}' is not a number", t.name, kv.value))
                 })?
             }
             "length" => {
                 length = Some(kv.value.parse().map_err(|_| {
-                    Error::Model(format!(
-                        "tensor '{}': external data length '{}' is not a number",
-                        t.name, kv.value
-                    ))
+                    Error::Model(format!("tensor '{}': external data length '{}' is not a number", t.name, kv.value))
                 })?)
             }
             _ => {}
         }
     }
-    let location = location.ok_or_else(|| {
-        Error::Model(format!(
-            "tensor '{}': external data without a location",
-            t.name
-        ))
-    })?;
+    let location =
+        location.ok_or_else(|| Error::Model(format!("tensor '{}': external data without a location", t.name)))?;
     let base = match dir {
         DataDir::None => {
             return Err(Error::Model(format!(
@@ -136,12 +108,7 @@ fn read_external(t: &TensorProto, dir: &DataDir) -> Result<Vec<u8>> {
     };
     let rel = Path::new(&location);
     if rel.is_absolute()
-        || rel.components().any(|c| {
-            !matches!(
-                c,
-                std::path::Component::Normal(_) | std::path::Component::CurDir
-            )
-        })
+        || rel.components().any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir))
     {
         return Err(Error::Model(format!(
             "tensor '{}': external data location '{location}' escapes the model's directory; refused",
@@ -169,39 +136,26 @@ fn read_external(t: &TensorProto, dir: &DataDir) -> Result<Vec<u8>> {
         return Err(Error::Model(format!(
             "tensor '{}': external data range offset {offset} length {} is past the end of '{}' ({size} bytes)",
             t.name,
-            length
-                .map(|l| l.to_string())
-                .unwrap_or_else(|| "(rest of file)".into()),
+            length.map(|l| l.to_string()).unwrap_or_else(|| "(rest of file)".into()),
             path.display()
         )));
     }
     let mut buf = vec![0u8; len as usize];
-    f.seek(SeekFrom::Start(offset))
-        .map_err(|e| Error::io(&path, e))?;
+    f.seek(SeekFrom::Start(offset)).map_err(|e| Error::io(&path, e))?;
     f.read_exact(&mut buf).map_err(|e| Error::io(&path, e))?;
     Ok(buf)
 }
 
 /// Convert a `TensorProto` to a host tensor.
 pub fn tensor_from_proto(t: &TensorProto, dir: &DataDir) -> Result<Tensor> {
-    let name = if t.name.is_empty() {
-        "(unnamed)"
-    } else {
-        t.name.as_str()
-    };
+    let name = if t.name.is_empty() { "(unnamed)" } else { t.name.as_str() };
     let dtype = DType::from_onnx(t.data_type).ok_or_else(|| {
-        Error::Model(format!(
-            "tensor '{name}': data type {} is not supported",
-            data_type::name(t.data_type)
-        ))
+        Error::Model(format!("tensor '{name}': data type {} is not supported", data_type::name(t.data_type)))
     })?;
     let mut shape = Vec::with_capacity(t.dims.len());
     for &d in &t.dims {
         if d < 0 {
-            return Err(Error::Model(format!(
-                "tensor '{name}': negative dimension {d} in {:?}",
-                t.dims
-            )));
+            return Err(Error::Model(format!("tensor '{name}': negative dimension {d} in {:?}", t.dims)));
         }
         shape.push(d as usize);
     }
@@ -234,56 +188,32 @@ pub fn tensor_from_proto(t: &TensorProto, dir: &DataDir) -> Result<Tensor> {
             )));
         }
         match dtype {
-            DType::F32 => Data::F32(
-                raw.chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                    .collect(),
-            ),
+            DType::F32 => Data::F32(raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()),
             DType::F16 => Data::F32(
-                raw.chunks_exact(2)
-                    .map(|c| half::f16::from_le_bytes(c.try_into().unwrap()).to_f32())
-                    .collect(),
+                raw.chunks_exact(2).map(|c| half::f16::from_le_bytes(c.try_into().unwrap()).to_f32()).collect(),
             ),
             DType::BF16 => Data::F32(
-                raw.chunks_exact(2)
-                    .map(|c| half::bf16::from_le_bytes(c.try_into().unwrap()).to_f32())
-                    .collect(),
+                raw.chunks_exact(2).map(|c| half::bf16::from_le_bytes(c.try_into().unwrap()).to_f32()).collect(),
             ),
-            DType::F64 => Data::F32(
-                raw.chunks_exact(8)
-                    .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
-                    .collect(),
-            ),
-            DType::I64 => Data::I64(
-                raw.chunks_exact(8)
-                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-                    .collect(),
-            ),
-            DType::U64 => Data::I64(
-                raw.chunks_exact(8)
-                    .map(|c| u64::from_le_bytes(c.try_into().unwrap()) as i64)
-                    .collect(),
-            ),
-            DType::I32 => Data::I64(
-                raw.chunks_exact(4)
-                    .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)
-                    .collect(),
-            ),
-            DType::U32 => Data::I64(
-                raw.chunks_exact(4)
-                    .map(|c| u32::from_le_bytes(c.try_into().unwrap()) as i64)
-                    .collect(),
-            ),
-            DType::I16 => Data::I64(
-                raw.chunks_exact(2)
-                    .map(|c| i16::from_le_bytes(c.try_into().unwrap()) as i64)
-                    .collect(),
-            ),
-            DType::U16 => Data::I64(
-                raw.chunks_exact(2)
-                    .map(|c| u16::from_le_bytes(c.try_into().unwrap()) as i64)
-                    .collect(),
-            ),
+            DType::F64 => {
+                Data::F32(raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect())
+            }
+            DType::I64 => Data::I64(raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()),
+            DType::U64 => {
+                Data::I64(raw.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap()) as i64).collect())
+            }
+            DType::I32 => {
+                Data::I64(raw.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64).collect())
+            }
+            DType::U32 => {
+                Data::I64(raw.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap()) as i64).collect())
+            }
+            DType::I16 => {
+                Data::I64(raw.chunks_exact(2).map(|c| i16::from_le_bytes(c.try_into().unwrap()) as i64).collect())
+            }
+            DType::U16 => {
+                Data::I64(raw.chunks_exact(2).map(|c| u16::from_le_bytes(c.try_into().unwrap()) as i64).collect())
+            }
             DType::I8 => Data::I64(raw.iter().map(|&b| b as i8 as i64).collect()),
             DType::U8 => Data::I64(raw.iter().map(|&b| b as i64).collect()),
             DType::Bool => Data::I64(raw.iter().map(|&b| (b != 0) as i64).collect()),
@@ -335,12 +265,7 @@ pub fn tensor_from_proto(t: &TensorProto, dir: &DataDir) -> Result<Tensor> {
                 if t.int32_data.len() != n {
                     return Err(bad_count(t.int32_data.len()));
                 }
-                Data::I64(
-                    t.int32_data
-                        .iter()
-                        .map(|&x| dtype.wrap_int(x as i64))
-                        .collect(),
-                )
+                Data::I64(t.int32_data.iter().map(|&x| dtype.wrap_int(x as i64)).collect())
             }
         }
     };
@@ -367,18 +292,12 @@ fn attr_from_proto(a: &AttributeProto, dir: &DataDir) -> Result<Attr> {
         at::INT => Attr::Int(a.i),
         at::STRING => Attr::String(String::from_utf8_lossy(&a.s).into_owned()),
         at::TENSOR => Attr::Tensor(Arc::new(tensor_from_proto(
-            a.t.as_ref()
-                .ok_or_else(|| Error::Model(format!("attribute '{}' has no tensor", a.name)))?,
+            a.t.as_ref().ok_or_else(|| Error::Model(format!("attribute '{}' has no tensor", a.name)))?,
             dir,
         )?)),
         at::FLOATS => Attr::Floats(a.floats.clone()),
         at::INTS => Attr::Ints(a.ints.clone()),
-        at::STRINGS => Attr::Strings(
-            a.strings
-                .iter()
-                .map(|s| String::from_utf8_lossy(s).into_owned())
-                .collect(),
-        ),
+        at::STRINGS => Attr::Strings(a.strings.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect()),
         at::GRAPH | at::GRAPHS => Attr::Graph,
         _ => Attr::Other(ty),
     })
@@ -404,20 +323,14 @@ fn inline_functions(
     out: &mut Vec<RawNode>,
 ) -> Result<()> {
     if depth > 16 {
-        return Err(Error::Model(
-            "model-local functions nest more than 16 deep".into(),
-        ));
+        return Err(Error::Model("model-local functions nest more than 16 deep".into()));
     }
     for (i, n) in nodes.iter().enumerate() {
         let mut attrs = Attrs::default();
         for a in &n.attribute {
             attrs.0.insert(a.name.clone(), attr_from_proto(a, dir)?);
         }
-        let base_name = if n.name.is_empty() {
-            format!("{}#{}", n.op_type, i)
-        } else {
-            n.name.clone()
-        };
+        let base_name = if n.name.is_empty() { format!("{}#{}", n.op_type, i) } else { n.name.clone() };
         let name = format!("{prefix}{base_name}");
         if let Some(f) = functions.get(&(n.domain.clone(), n.op_type.clone())) {
             // Rename the body's values: formal inputs/outputs to the call's, the rest made unique.
@@ -436,24 +349,18 @@ fn inline_functions(
                     if v.is_empty() {
                         continue;
                     }
-                    *v = map
-                        .get(v.as_str())
-                        .cloned()
-                        .unwrap_or_else(|| format!("{inner_prefix}{v}"));
+                    *v = map.get(v.as_str()).cloned().unwrap_or_else(|| format!("{inner_prefix}{v}"));
                 }
                 // Attributes that refer to the caller's attributes.
                 let mut resolved = Vec::with_capacity(c.attribute.len());
                 for a in c.attribute.drain(..) {
                     if a.ref_attr_name.is_empty() {
                         resolved.push(a);
-                    } else if let Some(src) = n.attribute.iter().find(|x| x.name == a.ref_attr_name)
-                    {
+                    } else if let Some(src) = n.attribute.iter().find(|x| x.name == a.ref_attr_name) {
                         let mut r = src.clone();
                         r.name = a.name.clone();
                         resolved.push(r);
-                    } else if let Some(src) =
-                        f.attribute_proto.iter().find(|x| x.name == a.ref_attr_name)
-                    {
+                    } else if let Some(src) = f.attribute_proto.iter().find(|x| x.name == a.ref_attr_name) {
                         let mut r = src.clone();
                         r.name = a.name.clone();
                         resolved.push(r);
@@ -502,19 +409,11 @@ fn build_graph(
     dir: &DataDir,
     producer: &str,
 ) -> Result<Graph> {
-    let mut graph = Graph {
-        opset,
-        producer: producer.to_string(),
-        ..Default::default()
-    };
+    let mut graph = Graph { opset, producer: producer.to_string(), ..Default::default() };
     let mut ids: HashMap<String, usize> = HashMap::new();
     let new_value = |graph: &mut Graph, ids: &mut HashMap<String, usize>, name: &str| -> usize {
         let id = graph.values.len();
-        graph.values.push(ValueInfo {
-            name: name.to_string(),
-            dtype: None,
-            dims: None,
-        });
+        graph.values.push(ValueInfo { name: name.to_string(), dtype: None, dims: None });
         ids.insert(name.to_string(), id);
         id
     };
@@ -536,17 +435,11 @@ fn build_graph(
         return Err(Error::Model("sparse initializers are not supported".into()));
     }
     for vi in &g.input {
-        if graph
-            .consts
-            .contains_key(ids.get(&vi.name).unwrap_or(&usize::MAX))
-        {
+        if graph.consts.contains_key(ids.get(&vi.name).unwrap_or(&usize::MAX)) {
             continue;
         }
         if ids.contains_key(&vi.name) {
-            return Err(Error::Model(format!(
-                "graph input '{}' is declared twice",
-                vi.name
-            )));
+            return Err(Error::Model(format!("graph input '{}' is declared twice", vi.name)));
         }
         let id = new_value(&mut graph, &mut ids, &vi.name);
         let (dtype, dims) = value_info_dims(vi);
@@ -562,19 +455,14 @@ fn build_graph(
     let mut nodes: Vec<RawNode> = Vec::with_capacity(raw.len());
     for n in raw {
         if n.op_type == "Constant" && (n.domain.is_empty() || n.domain == "ai.onnx") {
-            let t = crate::ops::constant_value(&n.attrs)
-                .map_err(|m| Error::node(&n.name, "Constant", m))?;
+            let t = crate::ops::constant_value(&n.attrs).map_err(|m| Error::node(&n.name, "Constant", m))?;
             let out = n
                 .outputs
                 .first()
                 .filter(|s| !s.is_empty())
                 .ok_or_else(|| Error::node(&n.name, "Constant", "has no output"))?;
             if ids.contains_key(out) {
-                return Err(Error::node(
-                    &n.name,
-                    "Constant",
-                    format!("output '{out}' is produced twice"),
-                ));
+                return Err(Error::node(&n.name, "Constant", format!("output '{out}' is produced twice")));
             }
             let id = new_value(&mut graph, &mut ids, out);
             graph.values[id].dtype = Some(t.dtype);
@@ -599,11 +487,7 @@ fn build_graph(
                 } else {
                     "another node"
                 };
-                return Err(Error::node(
-                    &n.name,
-                    &n.op_type,
-                    format!("output '{o}' is also produced by {what}"),
-                ));
+                return Err(Error::node(&n.name, &n.op_type, format!("output '{o}' is also produced by {what}")));
             }
             let id = new_value(&mut graph, &mut ids, o);
             producer_of.insert(id, k);
@@ -661,8 +545,7 @@ fn build_graph(
             }
         }
     }
-    let mut ready: std::collections::VecDeque<usize> =
-        (0..nodes.len()).filter(|&k| indeg[k] == 0).collect();
+    let mut ready: std::collections::VecDeque<usize> = (0..nodes.len()).filter(|&k| indeg[k] == 0).collect();
     let mut order = Vec::with_capacity(nodes.len());
     while let Some(k) = ready.pop_front() {
         order.push(k);
@@ -674,11 +557,8 @@ fn build_graph(
         }
     }
     if order.len() != nodes.len() {
-        let stuck: Vec<String> = (0..nodes.len())
-            .filter(|&k| indeg[k] > 0)
-            .take(5)
-            .map(|k| format!("'{}'", nodes[k].name))
-            .collect();
+        let stuck: Vec<String> =
+            (0..nodes.len()).filter(|&k| indeg[k] > 0).take(5).map(|k| format!("'{}'", nodes[k].name)).collect();
         return Err(Error::Model(format!(
             "the graph has a cycle: nodes {} (and maybe others) depend on each other",
             stuck.join(", ")
@@ -692,25 +572,12 @@ fn build_graph(
             return Err(Error::node(
                 &n.name,
                 &n.op_type,
-                format!(
-                    "op domain '{}' is not supported (only the default ONNX domain is)",
-                    n.domain
-                ),
+                format!("op domain '{}' is not supported (only the default ONNX domain is)", n.domain),
             ));
         }
         let op = Op::parse(&n.op_type, &n.attrs, opset, n.inputs.len(), n.outputs.len())
             .map_err(|m| Error::node(&n.name, &n.op_type, m))?;
-        let outputs = n
-            .outputs
-            .iter()
-            .map(|o| {
-                if o.is_empty() {
-                    None
-                } else {
-                    ids.get(o).copied()
-                }
-            })
-            .collect();
+        let outputs = n.outputs.iter().map(|o| if o.is_empty() { None } else { ids.get(o).copied() }).collect();
         graph.nodes.push(Node {
             name: n.name,
             op_type: n.op_type,
@@ -721,12 +588,10 @@ fn build_graph(
     }
 
     for vi in &g.output {
-        let id = ids.get(&vi.name).copied().ok_or_else(|| {
-            Error::Model(format!(
-                "graph output '{}' is not produced by any node",
-                vi.name
-            ))
-        })?;
+        let id = ids
+            .get(&vi.name)
+            .copied()
+            .ok_or_else(|| Error::Model(format!("graph output '{}' is not produced by any node", vi.name)))?;
         graph.outputs.push(id);
     }
     if graph.outputs.is_empty() {

@@ -19,12 +19,7 @@ impl Concat {
         let mut out = first.shape.to_vec();
         out[axis] = 0;
         for i in &all {
-            if i.shape.len() != r
-                || i.shape
-                    .iter()
-                    .enumerate()
-                    .any(|(k, &d)| k != axis && d != first.shape[k])
-            {
+            if i.shape.len() != r || i.shape.iter().enumerate().any(|(k, &d)| k != axis && d != first.shape[k]) {
                 op_bail!(
                     "inputs {} and {} cannot be concatenated on axis {axis}",
                     fmt_shape(first.shape),
@@ -32,11 +27,7 @@ impl Concat {
                 );
             }
             if i.dtype.is_float() != first.dtype.is_float() {
-                op_bail!(
-                    "input types differ: {} and {}",
-                    first.dtype.name(),
-                    i.dtype.name()
-                );
+                op_bail!("input types differ: {} and {}", first.dtype.name(), i.dtype.name());
             }
             out[axis] += i.shape[axis];
         }

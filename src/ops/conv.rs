@@ -23,9 +23,7 @@ impl AutoPad {
             "SAME_UPPER" => AutoPad::SameUpper,
             "SAME_LOWER" => AutoPad::SameLower,
             "VALID" => AutoPad::Valid,
-            other => op_bail!(
-                "attribute auto_pad='{other}' is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID"
-            ),
+            other => op_bail!("attribute auto_pad='{other}' is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID"),
         })
     }
 }
@@ -49,11 +47,7 @@ impl Window {
             dilations: a.usizes("dilations")?,
             pads: a.usizes("pads")?,
         };
-        for (name, v) in [
-            ("strides", &w.strides),
-            ("dilations", &w.dilations),
-            ("kernel_shape", &w.kernel_shape),
-        ] {
+        for (name, v) in [("strides", &w.strides), ("dilations", &w.dilations), ("kernel_shape", &w.kernel_shape)] {
             if let Some(v) = v {
                 if v.contains(&0) {
                     op_bail!("attribute {name}={v:?} contains 0");
@@ -80,9 +74,7 @@ impl Window {
         let dil = get(&self.dilations, "dilations")?;
         if let Some(k) = &self.kernel_shape {
             if k.as_slice() != kernel {
-                op_bail!(
-                    "attribute kernel_shape={k:?} does not match the weight's kernel {kernel:?}"
-                );
+                op_bail!("attribute kernel_shape={k:?} does not match the weight's kernel {kernel:?}");
             }
         }
         let pads = match &self.pads {
@@ -103,11 +95,7 @@ impl Window {
                             "kernel extent {ek} (kernel {k}, dilation {d}) is larger than the padded input {span} on spatial axis {i}"
                         );
                     }
-                    let mut o = if ceil {
-                        (span - ek).div_ceil(s) + 1
-                    } else {
-                        (span - ek) / s + 1
-                    };
+                    let mut o = if ceil { (span - ek).div_ceil(s) + 1 } else { (span - ek) / s + 1 };
                     // the last window must start inside the input or the left padding
                     if ceil && (o - 1) * s >= n + pb {
                         o -= 1;
@@ -116,15 +104,9 @@ impl Window {
                 }
                 AutoPad::Valid => {
                     if n < ek {
-                        op_bail!(
-                            "kernel extent {ek} is larger than the input {n} on spatial axis {i}"
-                        );
+                        op_bail!("kernel extent {ek} is larger than the input {n} on spatial axis {i}");
                     }
-                    let o = if ceil {
-                        (n - ek).div_ceil(s) + 1
-                    } else {
-                        (n - ek) / s + 1
-                    };
+                    let o = if ceil { (n - ek).div_ceil(s) + 1 } else { (n - ek) / s + 1 };
                     (0, 0, o)
                 }
                 AutoPad::SameUpper | AutoPad::SameLower => {
@@ -141,15 +123,7 @@ impl Window {
             if o == 0 {
                 op_bail!("output size is 0 on spatial axis {i}");
             }
-            out.push(Axis {
-                stride: s,
-                dilation: d,
-                kernel: k,
-                pad_begin: pb,
-                pad_end: pe,
-                input: n,
-                output: o,
-            });
+            out.push(Axis { stride: s, dilation: d, kernel: k, pad_begin: pb, pad_end: pe, input: n, output: o });
         }
         Ok(out)
     }
@@ -170,15 +144,7 @@ pub struct Axis {
 impl Axis {
     /// A unit axis (for 1-D ops treated as 2-D with H = 1).
     pub fn unit() -> Axis {
-        Axis {
-            stride: 1,
-            dilation: 1,
-            kernel: 1,
-            pad_begin: 0,
-            pad_end: 0,
-            input: 1,
-            output: 1,
-        }
+        Axis { stride: 1, dilation: 1, kernel: 1, pad_begin: 0, pad_end: 0, input: 1, output: 1 }
     }
     /// Input coordinate of output `o` and kernel tap `k` (may be outside the input).
     #[inline]
@@ -189,21 +155,10 @@ impl Axis {
     pub fn valid_range(&self, k: usize) -> (usize, usize) {
         let off = k * self.dilation;
         // need pad_begin <= o*s + off < input + pad_begin
-        let lo = if self.pad_begin > off {
-            (self.pad_begin - off).div_ceil(self.stride)
-        } else {
-            0
-        };
+        let lo = if self.pad_begin > off { (self.pad_begin - off).div_ceil(self.stride) } else { 0 };
         let lim = self.input + self.pad_begin; // o*s + off < lim
-        let hi = if lim > off {
-            (lim - off - 1) / self.stride + 1
-        } else {
-            0
-        };
-        (
-            lo.min(self.output),
-            hi.min(self.output).max(lo.min(self.output)),
-        )
+        let hi = if lim > off { (lim - off - 1) / self.stride + 1 } else { 0 };
+        (lo.min(self.output), hi.min(self.output).max(lo.min(self.output)))
     }
 }
 
@@ -250,26 +205,15 @@ impl Conv {
         if group < 1 {
             op_bail!("attribute group={group} must be >= 1");
         }
-        Ok(Conv {
-            window: Window::parse(a)?,
-            group: group as usize,
-            act: None,
-        })
+        Ok(Conv { window: Window::parse(a)?, group: group as usize, act: None })
     }
 
     pub fn geom(&self, x: &[usize], w: &[usize]) -> OpResult<ConvGeom> {
         if !(x.len() == 3 || x.len() == 4) {
-            op_bail!(
-                "only 1-D and 2-D convolutions are supported; input has shape {}",
-                fmt_shape(x)
-            );
+            op_bail!("only 1-D and 2-D convolutions are supported; input has shape {}", fmt_shape(x));
         }
         if w.len() != x.len() {
-            op_bail!(
-                "weight shape {} does not fit input shape {}",
-                fmt_shape(w),
-                fmt_shape(x)
-            );
+            op_bail!("weight shape {} does not fit input shape {}", fmt_shape(w), fmt_shape(x));
         }
         let (n, c, m) = (x[0], x[1], w[0]);
         let g = self.group;
@@ -285,20 +229,8 @@ impl Conv {
             );
         }
         let axes = self.window.resolve(&x[2..], &w[2..], false)?;
-        let (y, xa) = if axes.len() == 1 {
-            (Axis::unit(), axes[0])
-        } else {
-            (axes[0], axes[1])
-        };
-        let geom = ConvGeom {
-            n,
-            c,
-            m,
-            group: g,
-            y,
-            x: xa,
-            rank: x.len() - 2,
-        };
+        let (y, xa) = if axes.len() == 1 { (Axis::unit(), axes[0]) } else { (axes[0], axes[1]) };
+        let geom = ConvGeom { n, c, m, group: g, y, x: xa, rank: x.len() - 2 };
         checked_numel(&geom.out_shape())?;
         Ok(geom)
     }
@@ -319,31 +251,15 @@ impl Conv {
         let x = input(ins, 0)?;
         let w = input(ins, 1)?;
         let bias = ins.get(2).copied().flatten();
-        let (dt, shape) = self.infer(&[
-            Some(InInfo::of(x)),
-            Some(InInfo::of(w)),
-            bias.map(InInfo::of),
-        ])?;
+        let (dt, shape) = self.infer(&[Some(InInfo::of(x)), Some(InInfo::of(w)), bias.map(InInfo::of)])?;
         let g = self.geom(&x.shape, &w.shape)?;
-        let out = conv2d_ref(
-            &g,
-            x.as_f32()?,
-            w.as_f32()?,
-            bias.map(|b| b.as_f32()).transpose()?,
-            self.act,
-        );
+        let out = conv2d_ref(&g, x.as_f32()?, w.as_f32()?, bias.map(|b| b.as_f32()).transpose()?, self.act);
         Ok(Tensor::with_dtype(dt, shape, crate::tensor::Data::F32(out)))
     }
 }
 
 /// The reference convolution: f64 accumulation, one output plane per task.
-pub fn conv2d_ref(
-    g: &ConvGeom,
-    x: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    act: Activation,
-) -> Vec<f32> {
+pub fn conv2d_ref(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Activation) -> Vec<f32> {
     let (oh, ow) = (g.y.output, g.x.output);
     let (ih, iw) = (g.y.input, g.x.input);
     let (cg, mg) = (g.c_per_group(), g.m_per_group());
@@ -373,9 +289,7 @@ pub fn conv2d_ref(
                         let ix0 = g.x.src(xlo, kx);
                         if g.x.stride == 1 {
                             let ix0 = ix0 as usize;
-                            for (a, &v) in
-                                arow[xlo..xhi].iter_mut().zip(&row[ix0..ix0 + (xhi - xlo)])
-                            {
+                            for (a, &v) in arow[xlo..xhi].iter_mut().zip(&row[ix0..ix0 + (xhi - xlo)]) {
                                 *a += wv * v as f64;
                             }
                         } else {

@@ -36,14 +36,7 @@ pub struct TAxis {
 
 impl TAxis {
     fn unit() -> TAxis {
-        TAxis {
-            stride: 1,
-            dilation: 1,
-            kernel: 1,
-            pad_begin: 0,
-            input: 1,
-            output: 1,
-        }
+        TAxis { stride: 1, dilation: 1, kernel: 1, pad_begin: 0, input: 1, output: 1 }
     }
     #[inline]
     pub fn dst(&self, i: usize, k: usize) -> isize {
@@ -107,17 +100,10 @@ impl ConvTranspose {
 
     pub fn geom(&self, x: &[usize], w: &[usize]) -> OpResult<ConvTransposeGeom> {
         if !(x.len() == 3 || x.len() == 4) {
-            op_bail!(
-                "only 1-D and 2-D transposed convolutions are supported; input has shape {}",
-                fmt_shape(x)
-            );
+            op_bail!("only 1-D and 2-D transposed convolutions are supported; input has shape {}", fmt_shape(x));
         }
         if w.len() != x.len() {
-            op_bail!(
-                "weight shape {} does not fit input shape {}",
-                fmt_shape(w),
-                fmt_shape(x)
-            );
+            op_bail!("weight shape {} does not fit input shape {}", fmt_shape(w), fmt_shape(x));
         }
         let g = self.group;
         let (n, c) = (x[0], x[1]);
@@ -147,9 +133,7 @@ impl ConvTranspose {
         let kernel = &w[2..];
         if let Some(k) = &self.kernel_shape {
             if k.as_slice() != kernel {
-                op_bail!(
-                    "attribute kernel_shape={k:?} does not match the weight's kernel {kernel:?}"
-                );
+                op_bail!("attribute kernel_shape={k:?} does not match the weight's kernel {kernel:?}");
             }
         }
         let out_shape = match &self.output_shape {
@@ -168,10 +152,7 @@ impl ConvTranspose {
         for i in 0..r {
             let (s, d, k, inp) = (strides[i], dil[i], kernel[i], x[2 + i]);
             if opad[i] >= s.max(d) {
-                op_bail!(
-                    "output_padding {} must be smaller than the stride or dilation on axis {i}",
-                    opad[i]
-                );
+                op_bail!("output_padding {} must be smaller than the stride or dilation on axis {i}", opad[i]);
             }
             let full = (s * (inp.max(1) - 1) + opad[i] + (k - 1) * d + 1) as isize;
             let (pb, out) = if let (Some(p), false) = (&pads, self.auto_pad == AutoPad::Valid) {
@@ -188,11 +169,7 @@ impl ConvTranspose {
                 };
                 let total = full - out;
                 let half = total.div_euclid(2);
-                let pb = if self.auto_pad == AutoPad::SameUpper {
-                    half
-                } else {
-                    total - half
-                };
+                let pb = if self.auto_pad == AutoPad::SameUpper { half } else { total - half };
                 (pb, out)
             } else {
                 (0, full)
@@ -200,29 +177,10 @@ impl ConvTranspose {
             if out <= 0 {
                 op_bail!("output size {out} on spatial axis {i} is not positive");
             }
-            axes.push(TAxis {
-                stride: s,
-                dilation: d,
-                kernel: k,
-                pad_begin: pb,
-                input: inp,
-                output: out as usize,
-            });
+            axes.push(TAxis { stride: s, dilation: d, kernel: k, pad_begin: pb, input: inp, output: out as usize });
         }
-        let (y, xa) = if r == 1 {
-            (TAxis::unit(), axes[0])
-        } else {
-            (axes[0], axes[1])
-        };
-        let geom = ConvTransposeGeom {
-            n,
-            c,
-            m,
-            group: g,
-            y,
-            x: xa,
-            rank: r,
-        };
+        let (y, xa) = if r == 1 { (TAxis::unit(), axes[0]) } else { (axes[0], axes[1]) };
+        let geom = ConvTransposeGeom { n, c, m, group: g, y, x: xa, rank: r };
         checked_numel(&geom.out_shape())?;
         Ok(geom)
     }
@@ -243,19 +201,9 @@ impl ConvTranspose {
         let x = input(ins, 0)?;
         let w = input(ins, 1)?;
         let bias = ins.get(2).copied().flatten();
-        let (dt, shape) = self.infer(&[
-            Some(InInfo::of(x)),
-            Some(InInfo::of(w)),
-            bias.map(InInfo::of),
-        ])?;
+        let (dt, shape) = self.infer(&[Some(InInfo::of(x)), Some(InInfo::of(w)), bias.map(InInfo::of)])?;
         let g = self.geom(&x.shape, &w.shape)?;
-        let out = conv_transpose_ref(
-            &g,
-            x.as_f32()?,
-            w.as_f32()?,
-            bias.map(|b| b.as_f32()).transpose()?,
-            self.act,
-        );
+        let out = conv_transpose_ref(&g, x.as_f32()?, w.as_f32()?, bias.map(|b| b.as_f32()).transpose()?, self.act);
         Ok(Tensor::with_dtype(dt, shape, Data::F32(out)))
     }
 }

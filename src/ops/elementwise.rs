@@ -2,9 +2,7 @@
 //! Max/Min/Sum/Mean, PRelu and Where. Also the activation set that conv kernels fuse into their
 //! epilogue.
 
-use super::{
-    InInfo, OutInfo, broadcast_shapes, broadcast_strides, float_input, for_each_offset, input,
-};
+use super::{InInfo, OutInfo, broadcast_shapes, broadcast_strides, float_input, for_each_offset, input};
 use crate::error::OpResult;
 use crate::graph::Attrs;
 use crate::op_bail;
@@ -67,32 +65,18 @@ impl UnaryKind {
         let _ = opset;
         Ok(Some(match op {
             "Relu" => Relu,
-            "LeakyRelu" => LeakyRelu {
-                alpha: a.float("alpha", 0.01)?,
-            },
+            "LeakyRelu" => LeakyRelu { alpha: a.float("alpha", 0.01)? },
             "Sigmoid" => Sigmoid,
-            "HardSigmoid" => HardSigmoid {
-                alpha: a.float("alpha", 0.2)?,
-                beta: a.float("beta", 0.5)?,
-            },
+            "HardSigmoid" => HardSigmoid { alpha: a.float("alpha", 0.2)?, beta: a.float("beta", 0.5)? },
             "HardSwish" => HardSwish,
             "Tanh" => Tanh,
-            "Elu" => Elu {
-                alpha: a.float("alpha", 1.0)?,
-            },
-            "Selu" => Selu {
-                alpha: a.float("alpha", 1.673_263_2)?,
-                gamma: a.float("gamma", 1.050_701)?,
-            },
-            "Celu" => Celu {
-                alpha: a.float("alpha", 1.0)?,
-            },
+            "Elu" => Elu { alpha: a.float("alpha", 1.0)? },
+            "Selu" => Selu { alpha: a.float("alpha", 1.673_263_2)?, gamma: a.float("gamma", 1.050_701)? },
+            "Celu" => Celu { alpha: a.float("alpha", 1.0)? },
             "Softplus" => Softplus,
             "Softsign" => Softsign,
             "Mish" => Mish,
-            "Swish" => Swish {
-                alpha: a.float("alpha", 1.0)?,
-            },
+            "Swish" => Swish { alpha: a.float("alpha", 1.0)? },
             "Erf" => Erf,
             "Gelu" => {
                 let approx = a.string("approximate", "none")?;
@@ -149,14 +133,7 @@ impl UnaryKind {
                     alpha as f64 * (x.exp() - 1.0)
                 }
             }
-            Selu { alpha, gamma } => {
-                gamma as f64
-                    * if x > 0.0 {
-                        x
-                    } else {
-                        alpha as f64 * (x.exp() - 1.0)
-                    }
-            }
+            Selu { alpha, gamma } => gamma as f64 * if x > 0.0 { x } else { alpha as f64 * (x.exp() - 1.0) },
             Celu { alpha } => {
                 let a = alpha as f64;
                 x.max(0.0) + (0.0f64).min(a * ((x / a).exp() - 1.0))
@@ -278,10 +255,7 @@ impl Unary {
             for (i, slot) in [(1usize, min), (2usize, max)] {
                 if let Some(t) = ins.get(i).copied().flatten() {
                     if t.len() != 1 {
-                        op_bail!(
-                            "Clip bound (input {i}) must be a scalar, has shape {}",
-                            fmt_shape(&t.shape)
-                        );
+                        op_bail!("Clip bound (input {i}) must be a scalar, has shape {}", fmt_shape(&t.shape));
                     }
                     *slot = t.get_f64(0) as f32;
                 }
@@ -316,17 +290,11 @@ impl Unary {
                         UnaryKind::Neg => -a,
                         UnaryKind::Sign => a.signum(),
                         UnaryKind::Not => (a == 0) as i64,
-                        UnaryKind::Clip { min, max } => {
-                            (a as f64).max(min as f64).min(max as f64) as i64
-                        }
+                        UnaryKind::Clip { min, max } => (a as f64).max(min as f64).min(max as f64) as i64,
                         _ => a,
                     }
                 };
-                Tensor::with_dtype(
-                    x.dtype,
-                    x.shape.clone(),
-                    Data::I64(v.iter().map(|&a| f(a)).collect()),
-                )
+                Tensor::with_dtype(x.dtype, x.shape.clone(), Data::I64(v.iter().map(|&a| f(a)).collect()))
             }
         })
     }
@@ -378,10 +346,7 @@ pub struct Binary {
 impl BinaryKind {
     pub fn is_compare(self) -> bool {
         use BinaryKind::*;
-        matches!(
-            self,
-            Equal | Less | Greater | LessOrEqual | GreaterOrEqual | And | Or
-        )
+        matches!(self, Equal | Less | Greater | LessOrEqual | GreaterOrEqual | And | Or)
     }
     pub fn apply_f(self, a: f64, b: f64) -> f64 {
         use BinaryKind::*;
@@ -476,11 +441,7 @@ impl Binary {
             a.dtype
         } else {
             if a.dtype.is_float() != b.dtype.is_float() {
-                op_bail!(
-                    "input types differ: {} and {}",
-                    a.dtype.name(),
-                    b.dtype.name()
-                );
+                op_bail!("input types differ: {} and {}", a.dtype.name(), b.dtype.name());
             }
             a.dtype
         };
@@ -495,13 +456,7 @@ impl Binary {
 }
 
 /// Broadcast `a op b` to `shape`, computing in f64 for floats and i64 for integers.
-pub fn binary_broadcast(
-    k: BinaryKind,
-    a: &Tensor,
-    b: &Tensor,
-    dt: DType,
-    shape: Vec<usize>,
-) -> OpResult<Tensor> {
+pub fn binary_broadcast(k: BinaryKind, a: &Tensor, b: &Tensor, dt: DType, shape: Vec<usize>) -> OpResult<Tensor> {
     let sa = broadcast_strides(&a.shape, &shape);
     let sb = broadcast_strides(&b.shape, &shape);
     let n = crate::tensor::numel(&shape);
@@ -523,9 +478,7 @@ pub fn binary_broadcast(
         return Ok(Tensor::with_dtype(dt, shape, Data::I64(out)));
     }
     let mut out = Vec::with_capacity(n);
-    for_each_offset(&shape, [&sa, &sb], |[i, j]| {
-        out.push(k.apply_f(a.get_f64(i), b.get_f64(j)))
-    });
+    for_each_offset(&shape, [&sa, &sb], |[i, j]| out.push(k.apply_f(a.get_f64(i), b.get_f64(j))));
     let data = if dt.is_float() {
         Data::F32(out.into_iter().map(|v| v as f32).collect())
     } else {
@@ -615,11 +568,7 @@ pub fn prelu_infer(ins: &[Option<InInfo>], legacy_channel: bool) -> OpResult<Out
     let ss = prelu_slope_shape(x.shape, s.shape, legacy_channel);
     let out = broadcast_shapes(x.shape, &ss)?;
     if out != x.shape {
-        op_bail!(
-            "slope shape {} does not broadcast to input shape {}",
-            fmt_shape(s.shape),
-            fmt_shape(x.shape)
-        );
+        op_bail!("slope shape {} does not broadcast to input shape {}", fmt_shape(s.shape), fmt_shape(x.shape));
     }
     Ok((x.dtype, out))
 }
@@ -651,41 +600,18 @@ pub fn where_eval(ins: &[Option<&Tensor>]) -> OpResult<Tensor> {
     let c = input(ins, 0)?;
     let x = input(ins, 1)?;
     let y = input(ins, 2)?;
-    let (dt, shape) = where_infer(&[
-        Some(InInfo::of(c)),
-        Some(InInfo::of(x)),
-        Some(InInfo::of(y)),
-    ])?;
-    let (sc, sx, sy) = (
-        broadcast_strides(&c.shape, &shape),
-        broadcast_strides(&x.shape, &shape),
-        broadcast_strides(&y.shape, &shape),
-    );
+    let (dt, shape) = where_infer(&[Some(InInfo::of(c)), Some(InInfo::of(x)), Some(InInfo::of(y))])?;
+    let (sc, sx, sy) =
+        (broadcast_strides(&c.shape, &shape), broadcast_strides(&x.shape, &shape), broadcast_strides(&y.shape, &shape));
     let mut idx = Vec::with_capacity(crate::tensor::numel(&shape));
     // pick from x or y; encode the choice with the flat index
     for_each_offset(&shape, [&sc, &sx, &sy], |[i, j, k]| {
-        idx.push(if c.get_f64(i) != 0.0 {
-            (true, j)
-        } else {
-            (false, k)
-        })
+        idx.push(if c.get_f64(i) != 0.0 { (true, j) } else { (false, k) })
     });
     let data = match (&x.data, &y.data) {
-        (Data::F32(a), Data::F32(b)) => Data::F32(
-            idx.iter()
-                .map(|&(t, i)| if t { a[i] } else { b[i] })
-                .collect(),
-        ),
-        (Data::I64(a), Data::I64(b)) => Data::I64(
-            idx.iter()
-                .map(|&(t, i)| if t { a[i] } else { b[i] })
-                .collect(),
-        ),
-        _ => op_bail!(
-            "X and Y types differ: {} and {}",
-            x.dtype.name(),
-            y.dtype.name()
-        ),
+        (Data::F32(a), Data::F32(b)) => Data::F32(idx.iter().map(|&(t, i)| if t { a[i] } else { b[i] }).collect()),
+        (Data::I64(a), Data::I64(b)) => Data::I64(idx.iter().map(|&(t, i)| if t { a[i] } else { b[i] }).collect()),
+        _ => op_bail!("X and Y types differ: {} and {}", x.dtype.name(), y.dtype.name()),
     };
     Ok(Tensor::with_dtype(dt, shape, data))
 }

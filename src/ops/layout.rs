@@ -11,10 +11,7 @@ use crate::tensor::{Tensor, fmt_shape, strides};
 /// input axis `perm[i]`. Returns the output shape and the per-output-axis input strides.
 pub fn permute_strides(view: &[usize], perm: &[usize]) -> (Vec<usize>, Vec<usize>) {
     let st = strides(view);
-    (
-        perm.iter().map(|&p| view[p]).collect(),
-        perm.iter().map(|&p| st[p]).collect(),
-    )
+    (perm.iter().map(|&p| view[p]).collect(), perm.iter().map(|&p| st[p]).collect())
 }
 
 pub fn permute(t: &Tensor, view: &[usize], perm: &[usize], out_shape: Vec<usize>) -> Tensor {
@@ -70,9 +67,7 @@ pub struct DepthToSpace {
 
 impl DepthToSpace {
     pub fn parse(a: &Attrs) -> OpResult<DepthToSpace> {
-        let b = a
-            .int_opt("blocksize")?
-            .ok_or("attribute 'blocksize' is required")?;
+        let b = a.int_opt("blocksize")?.ok_or("attribute 'blocksize' is required")?;
         if b < 1 {
             op_bail!("blocksize={b} must be >= 1");
         }
@@ -81,10 +76,7 @@ impl DepthToSpace {
             "CRD" => true,
             other => op_bail!("mode='{other}' is not DCR or CRD"),
         };
-        Ok(DepthToSpace {
-            block: b as usize,
-            crd,
-        })
+        Ok(DepthToSpace { block: b as usize, crd })
     }
     /// The 6-D view of the input and the permutation that produce the output.
     pub fn view_perm(&self, x: &[usize]) -> OpResult<(Vec<usize>, [usize; 6], Vec<usize>)> {

@@ -30,11 +30,7 @@ pub struct InInfo<'a> {
 
 impl<'a> InInfo<'a> {
     pub fn of(t: &'a Tensor) -> Self {
-        InInfo {
-            dtype: t.dtype,
-            shape: &t.shape,
-            value: Some(t),
-        }
+        InInfo { dtype: t.dtype, shape: &t.shape, value: Some(t) }
     }
 }
 
@@ -50,7 +46,9 @@ pub enum Op {
     Binary(elementwise::Binary),
     Variadic(elementwise::Variadic),
     /// `legacy_channel`: PRelu before opset 7 broadcasts a 1-D slope over the channel axis.
-    PRelu { legacy_channel: bool },
+    PRelu {
+        legacy_channel: bool,
+    },
     Where,
     BatchNorm(norm::BatchNorm),
     InstanceNorm(norm::InstanceNorm),
@@ -221,9 +219,7 @@ impl Op {
             }
             "GlobalAveragePool" | "GlobalMaxPool" => {
                 need_inputs(1, 1)?;
-                Op::GlobalPool(pool::GlobalPool {
-                    max: op_type == "GlobalMaxPool",
-                })
+                Op::GlobalPool(pool::GlobalPool { max: op_type == "GlobalMaxPool" })
             }
             "PRelu" => {
                 need_inputs(2, 2)?;
@@ -242,8 +238,8 @@ impl Op {
                     },
                 })
             }
-            "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Equal" | "Less" | "Greater"
-            | "LessOrEqual" | "GreaterOrEqual" | "And" | "Or" => {
+            "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Equal" | "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual"
+            | "And" | "Or" => {
                 need_inputs(2, 2)?;
                 if a.int("broadcast", 1)? == 0 && opset < 7 {
                     op_bail!("broadcast=0 (opset < 7) is not supported");
@@ -260,9 +256,7 @@ impl Op {
             }
             "InstanceNormalization" => {
                 need_inputs(3, 3)?;
-                Op::InstanceNorm(norm::InstanceNorm {
-                    epsilon: a.float("epsilon", 1e-5)?,
-                })
+                Op::InstanceNorm(norm::InstanceNorm { epsilon: a.float("epsilon", 1e-5)? })
             }
             "Resize" => {
                 need_inputs(1, 4)?;
@@ -282,9 +276,7 @@ impl Op {
             }
             "Transpose" => {
                 need_inputs(1, 1)?;
-                Op::Transpose(layout::Transpose {
-                    perm: a.ints("perm")?,
-                })
+                Op::Transpose(layout::Transpose { perm: a.ints("perm")? })
             }
             "Softmax" | "LogSoftmax" => {
                 need_inputs(1, 1)?;
@@ -301,32 +293,22 @@ impl Op {
             }
             "Reshape" => {
                 if opset < 5 {
-                    op_bail!(
-                        "Reshape-1 (shape as attribute) is not supported; re-export with opset >= 5"
-                    );
+                    op_bail!("Reshape-1 (shape as attribute) is not supported; re-export with opset >= 5");
                 }
                 need_inputs(2, 2)?;
-                Op::Reshape(shape_ops::Reshape {
-                    allowzero: a.int("allowzero", 0)? != 0,
-                })
+                Op::Reshape(shape_ops::Reshape { allowzero: a.int("allowzero", 0)? != 0 })
             }
             "Flatten" => {
                 need_inputs(1, 1)?;
-                Op::Flatten(shape_ops::Flatten {
-                    axis: a.int("axis", 1)?,
-                })
+                Op::Flatten(shape_ops::Flatten { axis: a.int("axis", 1)? })
             }
             "Squeeze" => {
                 need_inputs(1, 2)?;
-                Op::Squeeze(shape_ops::Squeeze {
-                    axes: a.ints("axes")?,
-                })
+                Op::Squeeze(shape_ops::Squeeze { axes: a.ints("axes")? })
             }
             "Unsqueeze" => {
                 need_inputs(1, 2)?;
-                Op::Unsqueeze(shape_ops::Unsqueeze {
-                    axes: a.ints("axes")?,
-                })
+                Op::Unsqueeze(shape_ops::Unsqueeze { axes: a.ints("axes")? })
             }
             "Slice" => {
                 need_inputs(1, 5)?;
@@ -334,16 +316,11 @@ impl Op {
             }
             "Gather" => {
                 need_inputs(2, 2)?;
-                Op::Gather(shape_ops::Gather {
-                    axis: a.int("axis", 0)?,
-                })
+                Op::Gather(shape_ops::Gather { axis: a.int("axis", 0)? })
             }
             "Shape" => {
                 need_inputs(1, 1)?;
-                Op::Shape(shape_ops::ShapeOp {
-                    start: a.int("start", 0)?,
-                    end: a.int_opt("end")?,
-                })
+                Op::Shape(shape_ops::ShapeOp { start: a.int("start", 0)?, end: a.int_opt("end")? })
             }
             "Size" => {
                 need_inputs(1, 1)?;
@@ -353,10 +330,7 @@ impl Op {
                 need_inputs(1, 1)?;
                 let to = a.int_opt("to")?.ok_or("attribute 'to' is required")?;
                 let dt = DType::from_onnx(to as i32).ok_or_else(|| {
-                    format!(
-                        "cast to {} is not supported",
-                        crate::onnx::proto::data_type::name(to as i32)
-                    )
+                    format!("cast to {} is not supported", crate::onnx::proto::data_type::name(to as i32))
                 })?;
                 Op::Cast(dt)
             }
@@ -405,10 +379,7 @@ impl Op {
                     need_inputs(1, 1)?;
                     Op::Unary(Unary { kind })
                 } else {
-                    op_bail!(
-                        "op '{op_type}' is not supported (supported: {})",
-                        SUPPORTED_OPS.join(", ")
-                    );
+                    op_bail!("op '{op_type}' is not supported (supported: {})", SUPPORTED_OPS.join(", "));
                 }
             }
         })
@@ -418,21 +389,14 @@ impl Op {
     /// after constant folding they are constants, or the model cannot run.
     pub fn static_inputs(&self) -> &'static [usize] {
         match self {
-            Op::Reshape(_)
-            | Op::Squeeze(_)
-            | Op::Unsqueeze(_)
-            | Op::Expand
-            | Op::Tile
-            | Op::Split(_) => &[1],
+            Op::Reshape(_) | Op::Squeeze(_) | Op::Unsqueeze(_) | Op::Expand | Op::Tile | Op::Split(_) => &[1],
             Op::Reduce(_) => &[1],
             Op::Resize(_) => &[1, 2, 3],
             Op::Pad(_) => &[1, 2, 3],
             Op::Slice(_) => &[1, 2, 3, 4],
             Op::ConstantOfShape(_) => &[0],
             Op::Range => &[0, 1, 2],
-            Op::Unary(elementwise::Unary {
-                kind: elementwise::UnaryKind::Clip { .. },
-            }) => &[1, 2],
+            Op::Unary(elementwise::Unary { kind: elementwise::UnaryKind::Clip { .. } }) => &[1, 2],
             _ => &[],
         }
     }
@@ -447,10 +411,7 @@ impl Op {
             Op::GlobalPool(_) => {
                 let x = float_input(ins, 0)?;
                 if x.shape.len() < 3 {
-                    op_bail!(
-                        "expects an N x C x spatial input, got {}",
-                        fmt_shape(x.shape)
-                    );
+                    op_bail!("expects an N x C x spatial input, got {}", fmt_shape(x.shape));
                 }
                 let mut s = x.shape.to_vec();
                 for d in s.iter_mut().skip(2) {
@@ -494,12 +455,7 @@ impl Op {
 
     /// Run the op on the CPU (the reference every GPU kernel is tested against).
     pub fn eval(&self, ins: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
-        let x = || -> OpResult<&Tensor> {
-            ins.first()
-                .copied()
-                .flatten()
-                .ok_or_else(|| "missing input 0".to_string())
-        };
+        let x = || -> OpResult<&Tensor> { ins.first().copied().flatten().ok_or_else(|| "missing input 0".to_string()) };
         Ok(match self {
             Op::Conv(c) => vec![c.eval(ins)?],
             Op::ConvTranspose(c) => vec![c.eval(ins)?],
@@ -569,10 +525,7 @@ impl Op {
 }
 
 fn first<'a>(ins: &'a [Option<InInfo<'a>>]) -> OpResult<InInfo<'a>> {
-    ins.first()
-        .copied()
-        .flatten()
-        .ok_or_else(|| "missing input 0".to_string())
+    ins.first().copied().flatten().ok_or_else(|| "missing input 0".to_string())
 }
 
 fn float_or_any(i: InInfo) -> InInfo {
@@ -581,11 +534,7 @@ fn float_or_any(i: InInfo) -> InInfo {
 
 /// Input `k`, required and of a float type.
 pub fn float_input<'a>(ins: &'a [Option<InInfo<'a>>], k: usize) -> OpResult<InInfo<'a>> {
-    let i = ins
-        .get(k)
-        .copied()
-        .flatten()
-        .ok_or_else(|| format!("missing required input {k}"))?;
+    let i = ins.get(k).copied().flatten().ok_or_else(|| format!("missing required input {k}"))?;
     if !i.dtype.is_float() {
         op_bail!("input {k} must be a float tensor, got {}", i.dtype.name());
     }
@@ -594,10 +543,7 @@ pub fn float_input<'a>(ins: &'a [Option<InInfo<'a>>], k: usize) -> OpResult<InIn
 
 /// Input `k` as a tensor, required.
 pub fn input<'a>(ins: &[Option<&'a Tensor>], k: usize) -> OpResult<&'a Tensor> {
-    ins.get(k)
-        .copied()
-        .flatten()
-        .ok_or_else(|| format!("missing required input {k}"))
+    ins.get(k).copied().flatten().ok_or_else(|| format!("missing required input {k}"))
 }
 
 /// Normalise a possibly negative axis for a tensor of rank `rank`.
@@ -615,16 +561,8 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> OpResult<Vec<usize>> {
     let r = a.len().max(b.len());
     let mut out = vec![0; r];
     for i in 0..r {
-        let da = if i + a.len() >= r {
-            a[i + a.len() - r]
-        } else {
-            1
-        };
-        let db = if i + b.len() >= r {
-            b[i + b.len() - r]
-        } else {
-            1
-        };
+        let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
+        let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
         out[i] = if da == db {
             da
         } else if da == 1 {
@@ -632,11 +570,7 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> OpResult<Vec<usize>> {
         } else if db == 1 {
             da
         } else {
-            op_bail!(
-                "shapes {} and {} cannot be broadcast together",
-                fmt_shape(a),
-                fmt_shape(b)
-            );
+            op_bail!("shapes {} and {} cannot be broadcast together", fmt_shape(a), fmt_shape(b));
         };
     }
     Ok(out)
@@ -646,24 +580,12 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> OpResult<Vec<usize>> {
 pub fn broadcast_strides(src: &[usize], dst: &[usize]) -> Vec<usize> {
     let s = crate::tensor::strides(src);
     let off = dst.len() - src.len();
-    (0..dst.len())
-        .map(|i| {
-            if i < off || src[i - off] == 1 {
-                0
-            } else {
-                s[i - off]
-            }
-        })
-        .collect()
+    (0..dst.len()).map(|i| if i < off || src[i - off] == 1 { 0 } else { s[i - off] }).collect()
 }
 
 /// Visit every multi-index of `shape` in row-major order, passing the flat offsets given by
 /// each stride set. Used by broadcasting and strided copies.
-pub fn for_each_offset<const K: usize>(
-    shape: &[usize],
-    strides: [&[usize]; K],
-    mut f: impl FnMut([usize; K]),
-) {
+pub fn for_each_offset<const K: usize>(shape: &[usize], strides: [&[usize]; K], mut f: impl FnMut([usize; K])) {
     let n: usize = shape.iter().product();
     if n == 0 {
         return;
@@ -697,9 +619,7 @@ pub fn par_chunks<T: Send>(out: &mut [T], chunk: usize, f: impl Fn(usize, &mut [
     if chunk == 0 || out.is_empty() {
         return;
     }
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let n_chunks = out.len().div_ceil(chunk);
     if threads <= 1 || n_chunks <= 1 || out.len() < 4096 {
         for (i, c) in out.chunks_mut(chunk).enumerate() {

@@ -19,19 +19,13 @@ impl BatchNorm {
         if opset < 9 && a.int("spatial", 1)? == 0 {
             op_bail!("spatial=0 is not supported");
         }
-        Ok(BatchNorm {
-            epsilon: a.float("epsilon", 1e-5)?,
-        })
+        Ok(BatchNorm { epsilon: a.float("epsilon", 1e-5)? })
     }
 
     /// Per-channel (scale, shift) so that y = x * scale + shift.
     pub fn affine(&self, ins: &[Option<&Tensor>]) -> OpResult<(Vec<f64>, Vec<f64>)> {
-        let (s, b, m, v) = (
-            input(ins, 1)?.as_f32()?,
-            input(ins, 2)?.as_f32()?,
-            input(ins, 3)?.as_f32()?,
-            input(ins, 4)?.as_f32()?,
-        );
+        let (s, b, m, v) =
+            (input(ins, 1)?.as_f32()?, input(ins, 2)?.as_f32()?, input(ins, 3)?.as_f32()?, input(ins, 4)?.as_f32()?);
         let c = s.len();
         if b.len() != c || m.len() != c || v.len() != c {
             op_bail!("scale, B, mean and var must all have the channel count {c}");
@@ -69,20 +63,13 @@ impl BatchNorm {
 
 fn per_channel_check(x: InInfo, ins: &[Option<InInfo>], names: &[(usize, &str)]) -> OpResult<()> {
     if x.shape.len() < 2 {
-        op_bail!(
-            "input must have at least 2 dimensions (N, C), got {}",
-            fmt_shape(x.shape)
-        );
+        op_bail!("input must have at least 2 dimensions (N, C), got {}", fmt_shape(x.shape));
     }
     let c = x.shape[1];
     for &(k, name) in names {
         let t = float_input(ins, k)?;
         if t.shape != [c] {
-            op_bail!(
-                "{name} has shape {}, expected [{c}] for input {}",
-                fmt_shape(t.shape),
-                fmt_shape(x.shape)
-            );
+            op_bail!("{name} has shape {}, expected [{c}] for input {}", fmt_shape(t.shape), fmt_shape(x.shape));
         }
     }
     Ok(())
@@ -103,10 +90,7 @@ pub fn instancenorm_infer(ins: &[Option<InInfo>]) -> OpResult<OutInfo> {
     let x = float_input(ins, 0)?;
     per_channel_check(x, ins, &[(1, "scale"), (2, "B")])?;
     if x.shape.len() < 3 {
-        op_bail!(
-            "input must have spatial dimensions, got {}",
-            fmt_shape(x.shape)
-        );
+        op_bail!("input must have spatial dimensions, got {}", fmt_shape(x.shape));
     }
     Ok((x.dtype, x.shape.to_vec()))
 }
@@ -127,8 +111,7 @@ impl InstanceNorm {
                 let ch = p % c;
                 let src = &v[p * plane..][..plane];
                 let mean = src.iter().map(|&a| a as f64).sum::<f64>() / plane as f64;
-                let var =
-                    src.iter().map(|&a| (a as f64 - mean).powi(2)).sum::<f64>() / plane as f64;
+                let var = src.iter().map(|&a| (a as f64 - mean).powi(2)).sum::<f64>() / plane as f64;
                 let k = s[ch] as f64 / (var + eps).sqrt();
                 for (d, &a) in dst.iter_mut().zip(src) {
                     *d = ((a as f64 - mean) * k + b[ch] as f64) as f32;

@@ -41,19 +41,11 @@ impl Pad {
             other => op_bail!("mode='{other}' is not supported (constant, reflect, edge, wrap)"),
         };
         let attr_pads = if opset < 11 {
-            Some(
-                a.ints("pads")?
-                    .or(a.ints("paddings")?)
-                    .ok_or("attribute 'pads' is required")?,
-            )
+            Some(a.ints("pads")?.or(a.ints("paddings")?).ok_or("attribute 'pads' is required")?)
         } else {
             None
         };
-        Ok(Pad {
-            mode,
-            attr_pads,
-            attr_value: a.float("value", 0.0)?,
-        })
+        Ok(Pad { mode, attr_pads, attr_value: a.float("value", 0.0)? })
     }
 
     pub fn spec(&self, ins: &[Option<InInfo>]) -> OpResult<PadSpec> {
@@ -71,9 +63,7 @@ impl Pad {
         let (raw, value) = match &self.attr_pads {
             Some(p) => (p.clone(), self.attr_value as f64),
             None => {
-                let p = konst(1, "pads")?
-                    .ok_or("input 'pads' is required")?
-                    .to_i64_vec();
+                let p = konst(1, "pads")?.ok_or("input 'pads' is required")?.to_i64_vec();
                 let v = match konst(2, "constant_value")? {
                     Some(t) if !t.is_empty() => t.get_f64(0),
                     _ => 0.0,
@@ -92,12 +82,7 @@ impl Pad {
             None => (0..r).collect(),
         };
         if raw.len() != 2 * axes.len() {
-            op_bail!(
-                "pads has {} values, expected {} for input {}",
-                raw.len(),
-                2 * axes.len(),
-                fmt_shape(x.shape)
-            );
+            op_bail!("pads has {} values, expected {} for input {}", raw.len(), 2 * axes.len(), fmt_shape(x.shape));
         }
         let mut pads = vec![(0i64, 0i64); r];
         for (k, &ax) in axes.iter().enumerate() {
@@ -107,10 +92,7 @@ impl Pad {
         for (i, &(b, e)) in pads.iter().enumerate() {
             let n = x.shape[i] as i64 + b + e;
             if n < 0 {
-                op_bail!(
-                    "pads {raw:?} crop axis {i} of input {} below zero",
-                    fmt_shape(x.shape)
-                );
+                op_bail!("pads {raw:?} crop axis {i} of input {} below zero", fmt_shape(x.shape));
             }
             if self.mode != PadMode::Constant && x.shape[i] == 0 && (b > 0 || e > 0) {
                 op_bail!("cannot pad an empty axis {i} in this mode");
@@ -118,11 +100,7 @@ impl Pad {
             out_shape.push(n as usize);
         }
         checked_numel(&out_shape)?;
-        Ok(PadSpec {
-            pads,
-            value,
-            out_shape,
-        })
+        Ok(PadSpec { pads, value, out_shape })
     }
 
     /// Source index along one axis for output coordinate `o` (None: the fill value).
@@ -159,11 +137,7 @@ impl Pad {
         let spec = self.spec(&infos)?;
         let r = x.rank();
         let maps: Vec<Vec<Option<usize>>> = (0..r)
-            .map(|i| {
-                (0..spec.out_shape[i])
-                    .map(|o| self.source(o, spec.pads[i].0, x.shape[i]))
-                    .collect()
-            })
+            .map(|i| (0..spec.out_shape[i]).map(|o| self.source(o, spec.pads[i].0, x.shape[i])).collect())
             .collect();
         let st = strides(&x.shape);
         let n = numel(&spec.out_shape);
@@ -187,16 +161,8 @@ impl Pad {
             }
         }
         let data = match &x.data {
-            Data::F32(v) => Data::F32(
-                src.iter()
-                    .map(|s| s.map(|i| v[i]).unwrap_or(spec.value as f32))
-                    .collect(),
-            ),
-            Data::I64(v) => Data::I64(
-                src.iter()
-                    .map(|s| s.map(|i| v[i]).unwrap_or(spec.value as i64))
-                    .collect(),
-            ),
+            Data::F32(v) => Data::F32(src.iter().map(|s| s.map(|i| v[i]).unwrap_or(spec.value as f32)).collect()),
+            Data::I64(v) => Data::I64(src.iter().map(|s| s.map(|i| v[i]).unwrap_or(spec.value as i64)).collect()),
         };
         Ok(Tensor::with_dtype(x.dtype, spec.out_shape, data))
     }

@@ -55,31 +55,15 @@ impl Pool {
 
     pub fn geom(&self, x: &[usize]) -> OpResult<PoolGeom> {
         if !(x.len() == 3 || x.len() == 4) {
-            op_bail!(
-                "only 1-D and 2-D pooling is supported; input has shape {}",
-                fmt_shape(x)
-            );
+            op_bail!("only 1-D and 2-D pooling is supported; input has shape {}", fmt_shape(x));
         }
         let kernel = self.window.kernel_shape.clone().unwrap();
         if kernel.len() != x.len() - 2 {
-            op_bail!(
-                "kernel_shape {kernel:?} does not fit input shape {}",
-                fmt_shape(x)
-            );
+            op_bail!("kernel_shape {kernel:?} does not fit input shape {}", fmt_shape(x));
         }
         let axes = self.window.resolve(&x[2..], &kernel, self.ceil_mode)?;
-        let (y, xa) = if axes.len() == 1 {
-            (Axis::unit(), axes[0])
-        } else {
-            (axes[0], axes[1])
-        };
-        let g = PoolGeom {
-            n: x[0],
-            c: x[1],
-            y,
-            x: xa,
-            rank: x.len() - 2,
-        };
+        let (y, xa) = if axes.len() == 1 { (Axis::unit(), axes[0]) } else { (axes[0], axes[1]) };
+        let g = PoolGeom { n: x[0], c: x[1], y, x: xa, rank: x.len() - 2 };
         checked_numel(&g.out_shape())?;
         Ok(g)
     }
@@ -104,12 +88,10 @@ impl Pool {
                     for ky in 0..g.y.kernel {
                         let iy = g.y.src(oy, ky);
                         // positions inside the explicitly padded input count for count_include_pad
-                        let in_padded_y =
-                            iy >= -(g.y.pad_begin as isize) && iy < (ih + g.y.pad_end) as isize;
+                        let in_padded_y = iy >= -(g.y.pad_begin as isize) && iy < (ih + g.y.pad_end) as isize;
                         for kx in 0..g.x.kernel {
                             let ix = g.x.src(ox, kx);
-                            let in_padded_x =
-                                ix >= -(g.x.pad_begin as isize) && ix < (iw + g.x.pad_end) as isize;
+                            let in_padded_x = ix >= -(g.x.pad_begin as isize) && ix < (iw + g.x.pad_end) as isize;
                             if in_padded_y && in_padded_x {
                                 cnt_pad += 1;
                             }
@@ -145,10 +127,7 @@ pub struct GlobalPool {
 impl GlobalPool {
     pub fn eval(&self, x: &Tensor) -> OpResult<Tensor> {
         if x.rank() < 3 {
-            op_bail!(
-                "expects an N x C x spatial input, got {}",
-                fmt_shape(&x.shape)
-            );
+            op_bail!("expects an N x C x spatial input, got {}", fmt_shape(&x.shape));
         }
         let v = x.as_f32()?;
         let plane: usize = x.shape[2..].iter().product();
@@ -157,10 +136,7 @@ impl GlobalPool {
         for p in 0..planes {
             let s = &v[p * plane..][..plane];
             out.push(if self.max {
-                s.iter().copied().fold(
-                    f32::NEG_INFINITY,
-                    |a, b| if b > a || b.is_nan() { b } else { a },
-                )
+                s.iter().copied().fold(f32::NEG_INFINITY, |a, b| if b > a || b.is_nan() { b } else { a })
             } else {
                 (s.iter().map(|&a| a as f64).sum::<f64>() / plane as f64) as f32
             });

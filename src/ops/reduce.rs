@@ -102,17 +102,11 @@ impl Reduce {
             return Ok(x.clone());
         }
         // kept shape (reduced axes = 1) for indexing the accumulators
-        let kept: Vec<usize> = x
-            .shape
-            .iter()
-            .enumerate()
-            .map(|(i, &d)| if axes.contains(&i) { 1 } else { d })
-            .collect();
+        let kept: Vec<usize> =
+            x.shape.iter().enumerate().map(|(i, &d)| if axes.contains(&i) { 1 } else { d }).collect();
         let n_out: usize = kept.iter().product();
         let ks = strides(&kept);
-        let dst_strides: Vec<usize> = (0..x.rank())
-            .map(|i| if axes.contains(&i) { 0 } else { ks[i] })
-            .collect();
+        let dst_strides: Vec<usize> = (0..x.rank()).map(|i| if axes.contains(&i) { 0 } else { ks[i] }).collect();
         let src_strides = strides(&x.shape);
         let init = match self.kind {
             ReduceKind::Max => f64::NEG_INFINITY,

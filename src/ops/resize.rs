@@ -88,10 +88,7 @@ impl Resize {
         if upsample || opset < 11 {
             // Upsample and Resize-10: asymmetric coordinates, floor for nearest.
             let scales_attr = if upsample && opset < 9 {
-                Some(
-                    a.floats("scales")?
-                        .ok_or("attribute 'scales' is required for Upsample before opset 9")?,
-                )
+                Some(a.floats("scales")?.ok_or("attribute 'scales' is required for Upsample before opset 9")?)
             } else {
                 None
             };
@@ -107,10 +104,7 @@ impl Resize {
                 scales_attr,
             });
         }
-        let coord = match a
-            .string("coordinate_transformation_mode", "half_pixel")?
-            .as_str()
-        {
+        let coord = match a.string("coordinate_transformation_mode", "half_pixel")?.as_str() {
             "half_pixel" => Coord::HalfPixel,
             "half_pixel_symmetric" => Coord::HalfPixelSymmetric,
             "pytorch_half_pixel" => Coord::PytorchHalfPixel,
@@ -168,11 +162,7 @@ impl Resize {
             Some(s) => Some(s.iter().map(|&v| v as f64).collect()),
             None => get(self.scales_input, "scales")?,
         };
-        let sizes = if self.scales_input == 2 {
-            get(3, "sizes")?
-        } else {
-            None
-        };
+        let sizes = if self.scales_input == 2 { get(3, "sizes")? } else { None };
         let axes: Vec<usize> = match &self.axes {
             None => (0..r).collect(),
             Some(a) => {
@@ -194,12 +184,7 @@ impl Resize {
             (None, None) => op_bail!("one of scales and sizes must be given"),
             (Some(s), None) => {
                 if s.len() != axes.len() {
-                    op_bail!(
-                        "scales has {} values for {} axes of input {}",
-                        s.len(),
-                        axes.len(),
-                        fmt_shape(x.shape)
-                    );
+                    op_bail!("scales has {} values for {} axes of input {}", s.len(), axes.len(), fmt_shape(x.shape));
                 }
                 for (k, &ax) in axes.iter().enumerate() {
                     if !(s[k] > 0.0) || !s[k].is_finite() {
@@ -211,12 +196,7 @@ impl Resize {
             }
             (None, Some(sz)) => {
                 if sz.len() != axes.len() {
-                    op_bail!(
-                        "sizes has {} values for {} axes of input {}",
-                        sz.len(),
-                        axes.len(),
-                        fmt_shape(x.shape)
-                    );
+                    op_bail!("sizes has {} values for {} axes of input {}", sz.len(), axes.len(), fmt_shape(x.shape));
                 }
                 for (k, &ax) in axes.iter().enumerate() {
                     if sz[k] < 0.0 {
@@ -253,10 +233,7 @@ impl Resize {
             }
             tables.push(self.axis_taps(ax, x.shape[ax], out[ax], scale[ax]));
         }
-        Ok(ResizePlan {
-            out_shape: out,
-            axes: tables,
-        })
+        Ok(ResizePlan { out_shape: out, axes: tables })
     }
 
     /// Source coordinate of output coordinate `o`.
@@ -368,22 +345,12 @@ impl Resize {
         let mut weight = Vec::with_capacity(output * taps);
         for t in per {
             for k in 0..taps {
-                let (i, w) = t
-                    .get(k)
-                    .copied()
-                    .unwrap_or((t.first().map(|x| x.0).unwrap_or(0), 0.0));
+                let (i, w) = t.get(k).copied().unwrap_or((t.first().map(|x| x.0).unwrap_or(0), 0.0));
                 index.push(i);
                 weight.push(w as f32);
             }
         }
-        AxisTaps {
-            axis,
-            input,
-            output,
-            taps,
-            index,
-            weight,
-        }
+        AxisTaps { axis, input, output, taps, index, weight }
     }
 
     pub fn infer(&self, ins: &[Option<InInfo>]) -> OpResult<OutInfo> {
@@ -421,10 +388,6 @@ impl Resize {
             shape[t.axis] = t.output;
             data = next;
         }
-        Ok(Tensor::with_dtype(
-            x.dtype,
-            plan.out_shape,
-            Data::F32(data.into_iter().map(|v| v as f32).collect()),
-        ))
+        Ok(Tensor::with_dtype(x.dtype, plan.out_shape, Data::F32(data.into_iter().map(|v| v as f32).collect())))
     }
 }

@@ -3,20 +3,14 @@
 //! is reused) and Slice/Expand/Gather/Tile are strided copies; in exported U-Nets most of them
 //! act on shapes and are folded to constants when the graph is prepared.
 
-use super::{
-    InInfo, Op, OutInfo, broadcast_shapes, broadcast_strides, for_each_offset, input, norm_axis,
-};
+use super::{InInfo, Op, OutInfo, broadcast_shapes, broadcast_strides, for_each_offset, input, norm_axis};
 use crate::error::OpResult;
 use crate::graph::Attrs;
 use crate::op_bail;
 use crate::tensor::{DType, Data, Tensor, checked_numel, fmt_shape, numel, strides};
 
 /// The constant value of input `k`.
-pub fn const_input<'a>(
-    ins: &'a [Option<InInfo<'a>>],
-    k: usize,
-    what: &str,
-) -> OpResult<Option<&'a Tensor>> {
+pub fn const_input<'a>(ins: &'a [Option<InInfo<'a>>], k: usize, what: &str) -> OpResult<Option<&'a Tensor>> {
     match ins.get(k).copied().flatten() {
         None => Ok(None),
         Some(i) => match i.value {
@@ -42,10 +36,7 @@ pub fn shape_from_input(ins: &[Option<InInfo>], k: usize, what: &str) -> OpResul
 }
 
 fn x0<'a>(ins: &'a [Option<InInfo<'a>>]) -> OpResult<InInfo<'a>> {
-    ins.first()
-        .copied()
-        .flatten()
-        .ok_or_else(|| "missing input 0".to_string())
+    ins.first().copied().flatten().ok_or_else(|| "missing input 0".to_string())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,10 +62,7 @@ impl Reshape {
                 }
                 0 if !self.allowzero => {
                     if i >= x.shape.len() {
-                        op_bail!(
-                            "shape {spec:?} copies dimension {i} (0) that input {} lacks",
-                            fmt_shape(x.shape)
-                        );
+                        op_bail!("shape {spec:?} copies dimension {i} (0) that input {} lacks", fmt_shape(x.shape));
                     }
                     out.push(x.shape[i]);
                 }
@@ -83,25 +71,14 @@ impl Reshape {
             }
         }
         if let Some(i) = infer_at {
-            let known: usize = out
-                .iter()
-                .enumerate()
-                .filter(|(k, _)| *k != i)
-                .map(|(_, &d)| d)
-                .product();
+            let known: usize = out.iter().enumerate().filter(|(k, _)| *k != i).map(|(_, &d)| d).product();
             if known == 0 || total % known != 0 {
-                op_bail!(
-                    "cannot reshape input {} ({total} elements) to {spec:?}",
-                    fmt_shape(x.shape)
-                );
+                op_bail!("cannot reshape input {} ({total} elements) to {spec:?}", fmt_shape(x.shape));
             }
             out[i] = total / known;
         }
         if numel(&out) != total {
-            op_bail!(
-                "cannot reshape input {} ({total} elements) to {spec:?}",
-                fmt_shape(x.shape)
-            );
+            op_bail!("cannot reshape input {} ({total} elements) to {spec:?}", fmt_shape(x.shape));
         }
         Ok((x.dtype, out))
     }
@@ -115,19 +92,12 @@ pub struct Flatten {
 impl Flatten {
     pub fn infer(&self, x: InInfo) -> OpResult<OutInfo> {
         let r = x.shape.len() as i64;
-        let a = if self.axis < 0 {
-            self.axis + r
-        } else {
-            self.axis
-        };
+        let a = if self.axis < 0 { self.axis + r } else { self.axis };
         if a < 0 || a > r {
             op_bail!("axis {} is out of range for rank {r}", self.axis);
         }
         let a = a as usize;
-        Ok((
-            x.dtype,
-            vec![x.shape[..a].iter().product(), x.shape[a..].iter().product()],
-        ))
+        Ok((x.dtype, vec![x.shape[..a].iter().product(), x.shape[a..].iter().product()]))
     }
 }
 
@@ -154,21 +124,14 @@ impl Squeeze {
                 for a in v {
                     let a = norm_axis(a, r, "axis")?;
                     if x.shape[a] != 1 {
-                        op_bail!(
-                            "cannot squeeze axis {a} of size {} in {}",
-                            x.shape[a],
-                            fmt_shape(x.shape)
-                        );
+                        op_bail!("cannot squeeze axis {a} of size {} in {}", x.shape[a], fmt_shape(x.shape));
                     }
                     out.push(a);
                 }
                 out
             }
         };
-        let out = (0..r)
-            .filter(|i| !axes.contains(i))
-            .map(|i| x.shape[i])
-            .collect();
+        let out = (0..r).filter(|i| !axes.contains(i)).map(|i| x.shape[i]).collect();
         Ok((x.dtype, out))
     }
 }
@@ -194,11 +157,7 @@ impl Unsqueeze {
         let mut out = Vec::with_capacity(r);
         let mut it = x.shape.iter();
         for i in 0..r {
-            out.push(if axes.contains(&i) {
-                1
-            } else {
-                *it.next().unwrap()
-            });
+            out.push(if axes.contains(&i) { 1 } else { *it.next().unwrap() });
         }
         Ok((x.dtype, out))
     }
@@ -240,12 +199,8 @@ impl Slice {
         let (starts, ends, axes, steps) = match &self.attr {
             Some((s, e, a)) => (s.clone(), e.clone(), a.clone(), None),
             None => (
-                const_input(ins, 1, "starts")?
-                    .ok_or("input 'starts' is required")?
-                    .to_i64_vec(),
-                const_input(ins, 2, "ends")?
-                    .ok_or("input 'ends' is required")?
-                    .to_i64_vec(),
+                const_input(ins, 1, "starts")?.ok_or("input 'starts' is required")?.to_i64_vec(),
+                const_input(ins, 2, "ends")?.ok_or("input 'ends' is required")?.to_i64_vec(),
                 const_input(ins, 3, "axes")?.map(|t| t.to_i64_vec()),
                 const_input(ins, 4, "steps")?.map(|t| t.to_i64_vec()),
             ),
@@ -255,15 +210,7 @@ impl Slice {
         if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
             op_bail!("starts, ends, axes and steps must have the same length");
         }
-        let mut out: Vec<SliceAxis> = x
-            .shape
-            .iter()
-            .map(|&d| SliceAxis {
-                start: 0,
-                step: 1,
-                len: d,
-            })
-            .collect();
+        let mut out: Vec<SliceAxis> = x.shape.iter().map(|&d| SliceAxis { start: 0, step: 1, len: d }).collect();
         let mut seen = vec![false; r];
         for k in 0..starts.len() {
             let a = norm_axis(axes[k], r, "axis")?;
@@ -291,17 +238,9 @@ impl Slice {
             } else {
                 s = s.clamp(0, (dim - 1).max(0));
                 e = e.clamp(-1, dim - 1);
-                if s > e && dim > 0 {
-                    (s - e + (-step) - 1) / (-step)
-                } else {
-                    0
-                }
+                if s > e && dim > 0 { (s - e + (-step) - 1) / (-step) } else { 0 }
             };
-            out[a] = SliceAxis {
-                start: s,
-                step,
-                len: len as usize,
-            };
+            out[a] = SliceAxis { start: s, step, len: len as usize };
         }
         Ok(out)
     }
@@ -320,11 +259,7 @@ pub struct Gather {
 impl Gather {
     pub fn infer(&self, ins: &[Option<InInfo>]) -> OpResult<OutInfo> {
         let x = x0(ins)?;
-        let idx = ins
-            .get(1)
-            .copied()
-            .flatten()
-            .ok_or("missing input 1 (indices)")?;
+        let idx = ins.get(1).copied().flatten().ok_or("missing input 1 (indices)")?;
         if idx.dtype.is_float() {
             op_bail!("indices must be integers, got {}", idx.dtype.name());
         }
@@ -403,9 +338,7 @@ pub fn range_infer(ins: &[Option<InInfo>]) -> OpResult<OutInfo> {
 
 pub fn expand_infer(ins: &[Option<InInfo>]) -> OpResult<OutInfo> {
     let x = x0(ins)?;
-    let s = const_input(ins, 1, "shape")?
-        .ok_or("input 'shape' is required")?
-        .to_i64_vec();
+    let s = const_input(ins, 1, "shape")?.ok_or("input 'shape' is required")?.to_i64_vec();
     if s.iter().any(|&d| d < 0) {
         op_bail!("shape {s:?} has a negative dimension");
     }
@@ -417,30 +350,18 @@ pub fn expand_infer(ins: &[Option<InInfo>]) -> OpResult<OutInfo> {
 
 pub fn tile_infer(ins: &[Option<InInfo>]) -> OpResult<OutInfo> {
     let x = x0(ins)?;
-    let rep = const_input(ins, 1, "repeats")?
-        .ok_or("input 'repeats' is required")?
-        .to_i64_vec();
+    let rep = const_input(ins, 1, "repeats")?.ok_or("input 'repeats' is required")?.to_i64_vec();
     if rep.len() != x.shape.len() || rep.iter().any(|&r| r < 0) {
         op_bail!("repeats {rep:?} do not fit input {}", fmt_shape(x.shape));
     }
-    let out: Vec<usize> = x
-        .shape
-        .iter()
-        .zip(&rep)
-        .map(|(&d, &r)| d * r as usize)
-        .collect();
+    let out: Vec<usize> = x.shape.iter().zip(&rep).map(|(&d, &r)| d * r as usize).collect();
     checked_numel(&out)?;
     Ok((x.dtype, out))
 }
 
 /// CPU evaluation of the ops whose output is a rearrangement of the input (or, for Range and
 /// ConstantOfShape, generated from constants), given the inferred output type and shape.
-pub fn eval_reshaping(
-    op: &Op,
-    ins: &[Option<&Tensor>],
-    dt: DType,
-    shape: Vec<usize>,
-) -> OpResult<Tensor> {
+pub fn eval_reshaping(op: &Op, ins: &[Option<&Tensor>], dt: DType, shape: Vec<usize>) -> OpResult<Tensor> {
     match op {
         Op::Reshape(_) | Op::Flatten(_) | Op::Squeeze(_) | Op::Unsqueeze(_) => {
             Ok(input(ins, 0)?.clone().reshaped(shape))
@@ -480,10 +401,7 @@ pub fn eval_reshaping(
             let mut idx = Vec::with_capacity(numel(&shape));
             let mut pos = vec![0usize; r];
             for _ in 0..numel(&shape) {
-                let off: i64 = base
-                    + (0..r)
-                        .map(|d| pos[d] as i64 * axes[d].step * xs[d] as i64)
-                        .sum::<i64>();
+                let off: i64 = base + (0..r).map(|d| pos[d] as i64 * axes[d].step * xs[d] as i64).sum::<i64>();
                 idx.push(off as usize);
                 for d in (0..r).rev() {
                     pos[d] += 1;
@@ -502,11 +420,7 @@ pub fn eval_reshaping(
             let data = if dt.is_float() {
                 Data::F32((0..n).map(|i| (start + i as f64 * delta) as f32).collect())
             } else {
-                Data::I64(
-                    (0..n)
-                        .map(|i| start as i64 + i as i64 * delta as i64)
-                        .collect(),
-                )
+                Data::I64((0..n).map(|i| start as i64 + i as i64 * delta as i64).collect())
             };
             Ok(Tensor::with_dtype(dt, shape, data))
         }
@@ -524,11 +438,7 @@ pub struct Split {
 
 impl Split {
     pub fn parse(a: &Attrs, n_out: usize) -> OpResult<Split> {
-        Ok(Split {
-            axis: a.int("axis", 0)?,
-            attr_split: a.ints("split")?,
-            outputs: n_out,
-        })
+        Ok(Split { axis: a.int("axis", 0)?, attr_split: a.ints("split")?, outputs: n_out })
     }
     pub fn sizes(&self, ins: &[Option<InInfo>]) -> OpResult<(usize, Vec<usize>)> {
         let x = x0(ins)?;
@@ -540,23 +450,15 @@ impl Split {
         };
         let sizes: Vec<usize> = match split {
             Some(s) => {
-                if s.len() != self.outputs
-                    || s.iter().any(|&v| v < 0)
-                    || s.iter().sum::<i64>() != dim as i64
-                {
-                    op_bail!(
-                        "split {s:?} does not divide axis {a} of size {dim} into {} outputs",
-                        self.outputs
-                    );
+                if s.len() != self.outputs || s.iter().any(|&v| v < 0) || s.iter().sum::<i64>() != dim as i64 {
+                    op_bail!("split {s:?} does not divide axis {a} of size {dim} into {} outputs", self.outputs);
                 }
                 s.into_iter().map(|v| v as usize).collect()
             }
             None => {
                 let n = self.outputs.max(1);
                 let chunk = dim.div_ceil(n);
-                (0..n)
-                    .map(|i| chunk.min(dim.saturating_sub(i * chunk)))
-                    .collect()
+                (0..n).map(|i| chunk.min(dim.saturating_sub(i * chunk))).collect()
             }
         };
         Ok((a, sizes))
@@ -585,8 +487,7 @@ impl Split {
         for s in sizes {
             let mut sh = x.shape.clone();
             sh[a] = s;
-            let idx = (0..outer)
-                .flat_map(move |o| (0..s * inner).map(move |k| (o * dim + off) * inner + k));
+            let idx = (0..outer).flat_map(move |o| (0..s * inner).map(move |k| (o * dim + off) * inner + k));
             outs.push(x.gather_flat(sh, idx));
             off += s;
         }

@@ -17,11 +17,7 @@ pub struct Softmax {
 impl Softmax {
     pub fn parse(a: &Attrs, opset: i64, log: bool) -> OpResult<Softmax> {
         let coerce_2d = opset < 13;
-        Ok(Softmax {
-            axis: a.int("axis", if coerce_2d { 1 } else { -1 })?,
-            coerce_2d,
-            log,
-        })
+        Ok(Softmax { axis: a.int("axis", if coerce_2d { 1 } else { -1 })?, coerce_2d, log })
     }
     /// (outer, axis length, inner) of the reduction for a given shape.
     pub fn split(&self, shape: &[usize]) -> OpResult<(usize, usize, usize)> {
@@ -48,17 +44,11 @@ impl Softmax {
         for o in 0..outer {
             for i in 0..inner {
                 let at = |k: usize| o * n * inner + k * inner + i;
-                let m = (0..n)
-                    .map(|k| v[at(k)] as f64)
-                    .fold(f64::NEG_INFINITY, f64::max);
+                let m = (0..n).map(|k| v[at(k)] as f64).fold(f64::NEG_INFINITY, f64::max);
                 let s: f64 = (0..n).map(|k| (v[at(k)] as f64 - m).exp()).sum();
                 for k in 0..n {
                     let e = v[at(k)] as f64 - m;
-                    out[at(k)] = if self.log {
-                        (e - s.ln()) as f32
-                    } else {
-                        (e.exp() / s) as f32
-                    };
+                    out[at(k)] = if self.log { (e - s.ln()) as f32 } else { (e.exp() / s) as f32 };
                 }
             }
         }

@@ -173,7 +173,10 @@ pub fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
 }
 
 /// Run one conformance case with `exec`; Err holds what went wrong.
-pub fn run_case(case: &Case, exec: &dyn Fn(&Prepared, &[Tensor]) -> unet_gpu::Result<Vec<Tensor>>) -> Result<(), String> {
+pub fn run_case(
+    case: &Case,
+    exec: &dyn Fn(&Prepared, &[Tensor]) -> unet_gpu::Result<Vec<Tensor>>,
+) -> Result<(), String> {
     let model = Model::load(&case.dir.join("model.onnx")).map_err(|e| format!("load: {e}"))?;
     for (k, ds) in data_sets(&case.dir).iter().enumerate() {
         let (b, runtime) = bindings(&model, &ds.inputs);
@@ -254,7 +257,12 @@ pub mod build {
     }
 
     pub fn attr_s(name: &str, v: &str) -> AttributeProto {
-        AttributeProto { name: name.into(), r#type: attribute_type::STRING, s: v.as_bytes().to_vec(), ..Default::default() }
+        AttributeProto {
+            name: name.into(),
+            r#type: attribute_type::STRING,
+            s: v.as_bytes().to_vec(),
+            ..Default::default()
+        }
     }
 
     pub fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
@@ -262,10 +270,21 @@ pub mod build {
     }
 
     pub fn tensor(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
-        TensorProto { name: name.into(), dims: dims.to_vec(), data_type: data_type::FLOAT, float_data: v.to_vec(), ..Default::default() }
+        TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: data_type::FLOAT,
+            float_data: v.to_vec(),
+            ..Default::default()
+        }
     }
 
-    pub fn model(nodes: Vec<NodeProto>, inputs: Vec<ValueInfoProto>, outputs: Vec<ValueInfoProto>, inits: Vec<TensorProto>) -> ModelProto {
+    pub fn model(
+        nodes: Vec<NodeProto>,
+        inputs: Vec<ValueInfoProto>,
+        outputs: Vec<ValueInfoProto>,
+        inits: Vec<TensorProto>,
+    ) -> ModelProto {
         ModelProto {
             ir_version: 8,
             opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],

@@ -1,0 +1,162 @@
+// Convolution and transposed convolution as an implicit GEMM (NCHW, f32):
+//   Y[n, g*Mg + m, p] = act(bias[g*Mg + m] + sum_k A[m, k] * B[k, p])
+// with m an output channel of group g, p an output pixel, k = (input channel, ky, kx).
+// A comes from the weights, B is gathered from the input on the fly (zero outside it).
+// A workgroup computes a BM x BN tile, staging BK-deep slices of A and B in workgroup memory;
+// each of its 16 x 16 invocations computes TM x TN outputs.
+
+override TRANSPOSED: bool = false;
+override HAS_BIAS: bool = false;
+// the input lives in the buffer this dispatch writes (another slice of a concat): read it there
+override X_IN_Y: bool = false;
+
+const BM: u32 = 64u;
+const BN: u32 = 64u;
+const BK: u32 = 16u;
+const TM: u32 = 4u;
+const TN: u32 = 4u;
+
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(2) var<storage, read> Wt: array<f32>;
+@group(0) @binding(3) var<storage, read> Bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> Y: array<f32>;
+
+var<workgroup> As: array<f32, 1024>; // [BK][BM]
+var<workgroup> Bs: array<f32, 1024>; // [BK][BN]
+
+// parameters
+// 0 C, 1 IH, 2 IW, 3 M, 4 OH, 5 OW, 6 KH, 7 KW, 8 SH, 9 SW, 10 PH (i32), 11 PW (i32),
+// 12 DH, 13 DW, 14 Cg, 15 Mg, 16 K, 17 x_off, 18 x_bs, 19 y_off, 20 y_bs, 21 groups
+
+fn weight(g: u32, m: u32, k: u32) -> f32 {
+    let K = pu(16u);
+    if (!TRANSPOSED) {
+        // [M, Cg, KH, KW]: row g*Mg + m is contiguous in k
+        return Wt[(g * pu(15u) + m) * K + k];
+    }
+    // [C, Mg, KH, KW]
+    let khw = pu(6u) * pu(7u);
+    let icg = k / khw;
+    let r = k % khw;
+    return Wt[((g * pu(14u) + icg) * pu(15u) + m) * khw + r];
+}
+
+fn gather_x(n: u32, g: u32, k: u32, p: u32) -> f32 {
+    let KH = pu(6u);
+    let KW = pu(7u);
+    let khw = KH * KW;
+    let icg = k / khw;
+    let r = k % khw;
+    let ky = r / KW;
+    let kx = r % KW;
+    let OW = pu(5u);
+    let oy = p / OW;
+    let ox = p % OW;
+    let IH = pu(1u);
+    let IW = pu(2u);
+    var iy: i32;
+    var ix: i32;
+    if (!TRANSPOSED) {
+        iy = i32(oy * pu(8u) + ky * pu(12u)) - pi(10u);
+        ix = i32(ox * pu(9u) + kx * pu(13u)) - pi(11u);
+    } else {
+        let ty = i32(oy) + pi(10u) - i32(ky * pu(12u));
+        let tx = i32(ox) + pi(11u) - i32(kx * pu(13u));
+        let sh = i32(pu(8u));
+        let sw = i32(pu(9u));
+        if (ty < 0 || tx < 0 || ty % sh != 0 || tx % sw != 0) {
+            return 0.0;
+        }
+        iy = ty / sh;
+        ix = tx / sw;
+    }
+    if (iy < 0 || ix < 0 || iy >= i32(IH) || ix >= i32(IW)) {
+        return 0.0;
+    }
+    let c = g * pu(14u) + icg;
+    let xi = pu(17u) + n * pu(18u) + (c * IH + u32(iy)) * IW + u32(ix);
+    if (X_IN_Y) {
+        return Y[xi];
+    }
+    return X[xi];
+}
+
+@compute @workgroup_size(16, 16, 1)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+    let groups = pu(21u);
+    let n = wg.z / groups;
+    let g = wg.z % groups;
+    let npix = pu(4u) * pu(5u);
+    let Mg = pu(15u);
+    let K = pu(16u);
+    let p0 = wg.x * BN;
+    let m0 = wg.y * BM;
+    var acc: array<array<f32, 4>, 4>;
+    for (var i = 0u; i < TM; i++) {
+        for (var j = 0u; j < TN; j++) {
+            acc[i][j] = 0.0;
+        }
+    }
+    for (var k0 = 0u; k0 < K; k0 += BK) {
+        for (var r = 0u; r < 4u; r++) {
+            let e = li + r * 256u;
+            let kk = e % BK;
+            let mm = e / BK;
+            let m = m0 + mm;
+            let k = k0 + kk;
+            var v = 0.0;
+            if (m < Mg && k < K) {
+                v = weight(g, m, k);
+            }
+            As[kk * BM + mm] = v;
+        }
+        for (var r = 0u; r < 4u; r++) {
+            let e = li + r * 256u;
+            let pp = e % BN;
+            let kk = e / BN;
+            let p = p0 + pp;
+            let k = k0 + kk;
+            var v = 0.0;
+            if (p < npix && k < K) {
+                v = gather_x(n, g, k, p);
+            }
+            Bs[kk * BN + pp] = v;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < BK; kk++) {
+            var a: array<f32, 4>;
+            var b: array<f32, 4>;
+            for (var i = 0u; i < TM; i++) {
+                a[i] = As[kk * BM + lid.y * TM + i];
+            }
+            for (var j = 0u; j < TN; j++) {
+                b[j] = Bs[kk * BN + lid.x * TN + j];
+            }
+            for (var i = 0u; i < TM; i++) {
+                for (var j = 0u; j < TN; j++) {
+                    acc[i][j] = fma(a[i], b[j], acc[i][j]);
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    let y_base = pu(19u) + n * pu(20u);
+    for (var i = 0u; i < TM; i++) {
+        let m = m0 + lid.y * TM + i;
+        if (m >= Mg) {
+            continue;
+        }
+        let oc = g * Mg + m;
+        var bias = 0.0;
+        if (HAS_BIAS) {
+            bias = Bias[oc];
+        }
+        for (var j = 0u; j < TN; j++) {
+            let p = p0 + lid.x * TN + j;
+            if (p < npix) {
+                Y[y_base + oc * npix + p] = act(acc[i][j] + bias);
+            }
+        }
+    }
+}

@@ -1,0 +1,520 @@
+//! A prepared graph made ready on the GPU: constants uploaded, activation buffers allocated from
+//! the memory plan, pipelines compiled (once per specialisation), bind groups built. Running it
+//! is one upload per input, one submission, one readback.
+
+use super::lower::{Dispatch, Lowered, lower};
+use super::plan::{BufRef, MemPlan, plan};
+use super::{GpuContext, Shader};
+use crate::error::{Error, Result};
+use crate::graph::ValueId;
+use crate::graph::prepare::Prepared;
+use crate::tensor::{Tensor, numel};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use wgpu::util::DeviceExt;
+
+const PARAM_BYTES: u64 = 256;
+
+/// Per-inference statistics (`--stats`).
+#[derive(Clone, Debug, Default)]
+pub struct RunStats {
+    pub dispatches: usize,
+    pub uploads: usize,
+    pub readbacks: usize,
+    pub concat_copies: usize,
+    pub peak_activation_bytes: u64,
+    pub naive_activation_bytes: u64,
+    pub submits: usize,
+    /// GPU time per op kind in milliseconds (with timestamp queries).
+    pub gpu_ms_by_kind: BTreeMap<String, f64>,
+    /// GPU time per node (index into the prepared graph's nodes), milliseconds.
+    pub gpu_ms_by_node: Vec<f64>,
+    pub gpu_ms_total: Option<f64>,
+    pub wall_ms: f64,
+    pub flops: u64,
+}
+
+impl RunStats {
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        m.insert("dispatches".into(), self.dispatches.into());
+        m.insert("uploads".into(), self.uploads.into());
+        m.insert("readbacks".into(), self.readbacks.into());
+        m.insert("concat_copies".into(), self.concat_copies.into());
+        m.insert("peak_activation_bytes".into(), self.peak_activation_bytes.into());
+        m.insert("naive_activation_bytes".into(), self.naive_activation_bytes.into());
+        m.insert("submits".into(), self.submits.into());
+        m.insert("wall_ms".into(), self.wall_ms.into());
+        m.insert("flops".into(), self.flops.into());
+        if let Some(t) = self.gpu_ms_total {
+            m.insert("gpu_ms".into(), t.into());
+            let by: serde_json::Map<String, serde_json::Value> =
+                self.gpu_ms_by_kind.iter().map(|(k, v)| (k.clone(), (*v).into())).collect();
+            m.insert("gpu_ms_by_op".into(), by.into());
+        }
+        serde_json::Value::Object(m)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct PipelineKey {
+    shader: Shader,
+    entry: &'static str,
+    overrides: Vec<(&'static str, u64)>,
+}
+
+struct OutputSpec {
+    value: ValueId,
+    /// Host constant (folded output), or a region to read back.
+    host: Option<Arc<Tensor>>,
+    buf: Option<BufRef>,
+    offset_bytes: u64,
+    bytes: u64,
+    readback_offset: u64,
+    shape: Vec<usize>,
+}
+
+pub struct GpuModel {
+    ctx: Arc<GpuContext>,
+    prepared: Prepared,
+    pub plan: MemPlan,
+    dispatches: Vec<Dispatch>,
+    pipelines: Vec<wgpu::ComputePipeline>,
+    dispatch_pipeline: Vec<usize>,
+    bind_groups: Vec<wgpu::BindGroup>,
+    input_bufs: Vec<wgpu::Buffer>,
+    outputs: Vec<OutputSpec>,
+    readback: Option<wgpu::Buffer>,
+    readback_bytes: u64,
+    act_bufs: Vec<wgpu::Buffer>,
+    const_bufs: HashMap<ValueId, wgpu::Buffer>,
+    aux_bufs: Vec<wgpu::Buffer>,
+    #[allow(dead_code)]
+    dummy: wgpu::Buffer,
+    #[allow(dead_code)]
+    params: wgpu::Buffer,
+}
+
+impl std::fmt::Debug for GpuModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GpuModel({} dispatches on {})", self.dispatches.len(), self.ctx.info.name)
+    }
+}
+
+fn buffer_size_check(ctx: &GpuContext, what: &str, bytes: u64) -> Result<()> {
+    let lim = (ctx.limits.max_storage_buffer_binding_size as u64).min(ctx.limits.max_buffer_size);
+    if bytes > lim {
+        return Err(Error::Gpu(format!(
+            "{what} needs {bytes} bytes, more than this device's largest storage binding ({lim} bytes); use a smaller input or the CPU"
+        )));
+    }
+    Ok(())
+}
+
+impl GpuModel {
+    pub fn new(ctx: Arc<GpuContext>, prepared: &Prepared) -> Result<GpuModel> {
+        let p = prepared.clone();
+        let g = &p.graph;
+        let plan = plan(&p)?;
+        let max_groups = ctx.limits.max_compute_workgroups_per_dimension;
+        let Lowered { dispatches, aux, consts } = lower(&p, &plan, max_groups)?;
+        let dev = &ctx.device;
+
+        // size checks, naming the tensor
+        for (k, s) in plan.act_sizes.iter().enumerate() {
+            let who = p
+                .graph
+                .nodes
+                .iter()
+                .flat_map(|n| n.outputs.iter().flatten())
+                .find(|v| plan.views[**v].is_some_and(|w| w.buf == BufRef::Act(k)))
+                .map(|v| format!("activation '{}' ({})", g.name(*v), crate::tensor::fmt_shape(p.shape(*v))))
+                .unwrap_or_else(|| format!("activation buffer {k}"));
+            buffer_size_check(&ctx, &who, *s)?;
+        }
+        let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+        let (act_bufs, input_bufs, const_bufs, aux_bufs, dummy, params_buf) =
+            ctx.scoped("allocating GPU buffers", || {
+                let act_bufs: Vec<wgpu::Buffer> = plan
+                    .act_sizes
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &s)| {
+                        dev.create_buffer(&wgpu::BufferDescriptor {
+                            label: Some(&format!("act{k}")),
+                            size: s.max(16).next_multiple_of(4),
+                            usage: storage,
+                            mapped_at_creation: false,
+                        })
+                    })
+                    .collect();
+                let input_bufs: Vec<wgpu::Buffer> = g
+                    .inputs
+                    .iter()
+                    .map(|&v| {
+                        dev.create_buffer(&wgpu::BufferDescriptor {
+                            label: Some(g.name(v)),
+                            size: (numel(p.shape(v)) as u64 * 4).max(16),
+                            usage: storage,
+                            mapped_at_creation: false,
+                        })
+                    })
+                    .collect();
+                let mut const_bufs = HashMap::new();
+                for &v in &consts {
+                    let t = &g.consts[&v];
+                    let data: Vec<f32> = t.to_f32_vec();
+                    let mut bytes: Vec<u8> = bytemuck::cast_slice(&data).to_vec();
+                    bytes.resize(bytes.len().max(16), 0);
+                    const_bufs.insert(
+                        v,
+                        dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                            label: Some(g.name(v)),
+                            contents: &bytes,
+                            usage: wgpu::BufferUsages::STORAGE,
+                        }),
+                    );
+                }
+                let aux_bufs: Vec<wgpu::Buffer> = aux
+                    .iter()
+                    .map(|b| {
+                        let mut bytes = b.clone();
+                        bytes.resize(bytes.len().max(16), 0);
+                        dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                            label: Some("table"),
+                            contents: &bytes,
+                            usage: wgpu::BufferUsages::STORAGE,
+                        })
+                    })
+                    .collect();
+                let dummy = dev.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("dummy"),
+                    size: 16,
+                    usage: wgpu::BufferUsages::STORAGE,
+                    mapped_at_creation: false,
+                });
+                let mut pbytes = vec![0u8; (dispatches.len().max(1) as u64 * PARAM_BYTES) as usize];
+                for (i, d) in dispatches.iter().enumerate() {
+                    assert!(d.params.len() <= 64, "parameter block too long");
+                    let b: &[u8] = bytemuck::cast_slice(&d.params);
+                    pbytes[i * PARAM_BYTES as usize..][..b.len()].copy_from_slice(b);
+                }
+                let params_buf = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("params"),
+                    contents: &pbytes,
+                    usage: wgpu::BufferUsages::UNIFORM,
+                });
+                (act_bufs, input_bufs, const_bufs, aux_bufs, dummy, params_buf)
+            })?;
+        for (&v, t) in &g.consts {
+            if consts.contains(&v) {
+                buffer_size_check(&ctx, &format!("constant '{}'", g.name(v)), t.len() as u64 * 4)?;
+            }
+        }
+
+        // pipelines, one per specialisation
+        let mut modules: HashMap<Shader, wgpu::ShaderModule> = HashMap::new();
+        let mut keys: HashMap<PipelineKey, usize> = HashMap::new();
+        let mut pipelines = Vec::new();
+        let mut dispatch_pipeline = Vec::with_capacity(dispatches.len());
+        for d in &dispatches {
+            let key = PipelineKey {
+                shader: d.shader,
+                entry: d.entry,
+                overrides: d.overrides.iter().map(|(k, v)| (*k, v.to_bits())).collect(),
+            };
+            if let Some(&i) = keys.get(&key) {
+                dispatch_pipeline.push(i);
+                continue;
+            }
+            let module = match modules.get(&d.shader) {
+                Some(m) => m.clone(),
+                None => {
+                    let src = d.shader.source();
+                    let m = ctx.scoped(&format!("compiling {}", d.shader.file()), || {
+                        dev.create_shader_module(wgpu::ShaderModuleDescriptor {
+                            label: Some(d.shader.file()),
+                            source: wgpu::ShaderSource::Wgsl(src.into()),
+                        })
+                    })?;
+                    modules.insert(d.shader, m.clone());
+                    m
+                }
+            };
+            let constants: Vec<(&str, f64)> = d.overrides.iter().map(|(k, v)| (*k, *v)).collect();
+            let pl = ctx.scoped(&format!("building pipeline {}:{}", d.shader.file(), d.entry), || {
+                dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(d.shader.file()),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some(d.entry),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &constants,
+                        zero_initialize_workgroup_memory: true,
+                    },
+                    cache: None,
+                })
+            })?;
+            pipelines.push(pl);
+            keys.insert(key, pipelines.len() - 1);
+            dispatch_pipeline.push(pipelines.len() - 1);
+        }
+
+        // bind groups, once
+        let resolve = |b: BufRef| -> &wgpu::Buffer {
+            match b {
+                BufRef::Act(i) => &act_bufs[i],
+                BufRef::Input(i) => &input_bufs[i],
+                BufRef::Const(v) => &const_bufs[&v],
+                BufRef::Aux(i) => &aux_bufs[i],
+                BufRef::Dummy | BufRef::Unbound => &dummy,
+            }
+        };
+        let bind_groups = ctx.scoped("building bind groups", || {
+            dispatches
+                .iter()
+                .enumerate()
+                .map(|(i, d)| {
+                    let layout = pipelines[dispatch_pipeline[i]].get_bind_group_layout(0);
+                    let mut entries = vec![wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: &params_buf,
+                            offset: i as u64 * PARAM_BYTES,
+                            size: std::num::NonZeroU64::new(PARAM_BYTES),
+                        }),
+                    }];
+                    for (j, b) in d.bindings.iter().enumerate() {
+                        if *b == BufRef::Unbound {
+                            continue;
+                        }
+                        entries.push(wgpu::BindGroupEntry {
+                            binding: j as u32 + 1,
+                            resource: resolve(*b).as_entire_binding(),
+                        });
+                    }
+                    dev.create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: None,
+                        layout: &layout,
+                        entries: &entries,
+                    })
+                })
+                .collect::<Vec<_>>()
+        })?;
+
+        // outputs: host constants or regions to read back into one buffer
+        let mut outputs = Vec::new();
+        let mut rb = 0u64;
+        for &v in &g.outputs {
+            if let Some(t) = g.consts.get(&v) {
+                outputs.push(OutputSpec {
+                    value: v,
+                    host: Some(t.clone()),
+                    buf: None,
+                    offset_bytes: 0,
+                    bytes: 0,
+                    readback_offset: 0,
+                    shape: t.shape.clone(),
+                });
+                continue;
+            }
+            let view = plan.views[v].ok_or_else(|| Error::Model(format!("output '{}' has no storage", g.name(v))))?;
+            let shape = p.shape(v).to_vec();
+            let bytes = numel(&shape) as u64 * 4;
+            outputs.push(OutputSpec {
+                value: v,
+                host: None,
+                buf: Some(view.buf),
+                offset_bytes: view.offset * 4,
+                bytes,
+                readback_offset: rb,
+                shape,
+            });
+            rb += bytes.next_multiple_of(4);
+        }
+        let readback = (rb > 0).then(|| {
+            dev.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback"),
+                size: rb,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        });
+
+        Ok(GpuModel {
+            ctx,
+            prepared: p,
+            plan,
+            dispatches,
+            pipelines,
+            dispatch_pipeline,
+            bind_groups,
+            input_bufs,
+            outputs,
+            readback,
+            readback_bytes: rb,
+            act_bufs,
+            const_bufs,
+            aux_bufs,
+            dummy,
+            params: params_buf,
+        })
+    }
+
+    pub fn prepared(&self) -> &Prepared {
+        &self.prepared
+    }
+
+    pub fn context(&self) -> &Arc<GpuContext> {
+        &self.ctx
+    }
+
+    pub fn dispatch_count(&self) -> usize {
+        self.dispatches.len()
+    }
+
+    fn buffer(&self, b: BufRef) -> &wgpu::Buffer {
+        match b {
+            BufRef::Act(i) => &self.act_bufs[i],
+            BufRef::Input(i) => &self.input_bufs[i],
+            BufRef::Const(v) => &self.const_bufs[&v],
+            BufRef::Aux(i) => &self.aux_bufs[i],
+            BufRef::Dummy | BufRef::Unbound => &self.dummy,
+        }
+    }
+
+    pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        Ok(self.run_with_stats(inputs, false)?.0)
+    }
+
+    /// Run once; with `profile`, every dispatch gets GPU timestamps (when the adapter has
+    /// TIMESTAMP_QUERY) and the statistics carry per-op times.
+    pub fn run_with_stats(&self, inputs: &[Tensor], profile: bool) -> Result<(Vec<Tensor>, RunStats)> {
+        crate::cpu::check_inputs(&self.prepared, inputs)?;
+        let t0 = std::time::Instant::now();
+        let ctx = &self.ctx;
+        let timestamps = profile && ctx.timestamps && !self.dispatches.is_empty() && self.dispatches.len() * 2 <= 4096;
+        let nq = (self.dispatches.len() * 2) as u32;
+        let query = timestamps.then(|| {
+            ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("ts"),
+                ty: wgpu::QueryType::Timestamp,
+                count: nq,
+            })
+        });
+        let ts_bufs = timestamps.then(|| {
+            (
+                ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("ts resolve"),
+                    size: nq as u64 * 8,
+                    usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                }),
+                ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("ts read"),
+                    size: nq as u64 * 8,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                }),
+            )
+        });
+        let bytes = ctx.scoped("running the model", || {
+            for (buf, t) in self.input_bufs.iter().zip(inputs) {
+                let data = t.to_f32_vec();
+                ctx.queue.write_buffer(buf, 0, bytemuck::cast_slice(&data));
+            }
+            let mut enc =
+                ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("inference") });
+            if let Some(q) = &query {
+                for (i, d) in self.dispatches.iter().enumerate() {
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: None,
+                        timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                            query_set: q,
+                            beginning_of_pass_write_index: Some(2 * i as u32),
+                            end_of_pass_write_index: Some(2 * i as u32 + 1),
+                        }),
+                    });
+                    pass.set_pipeline(&self.pipelines[self.dispatch_pipeline[i]]);
+                    pass.set_bind_group(0, &self.bind_groups[i], &[]);
+                    pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
+                }
+            } else if !self.dispatches.is_empty() {
+                let mut pass = enc
+                    .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("unet"), timestamp_writes: None });
+                for (i, d) in self.dispatches.iter().enumerate() {
+                    pass.set_pipeline(&self.pipelines[self.dispatch_pipeline[i]]);
+                    pass.set_bind_group(0, &self.bind_groups[i], &[]);
+                    pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
+                }
+            }
+            if let Some(rb) = &self.readback {
+                for o in &self.outputs {
+                    if let Some(b) = o.buf {
+                        if o.bytes > 0 {
+                            enc.copy_buffer_to_buffer(self.buffer(b), o.offset_bytes, rb, o.readback_offset, o.bytes);
+                        }
+                    }
+                }
+            }
+            if let (Some(q), Some((res, rd))) = (&query, &ts_bufs) {
+                enc.resolve_query_set(q, 0..nq, res, 0);
+                enc.copy_buffer_to_buffer(res, 0, rd, 0, nq as u64 * 8);
+            }
+            ctx.queue.submit([enc.finish()]);
+        })?;
+        let _ = bytes;
+        let raw = match &self.readback {
+            Some(rb) => ctx.read_buffer(rb, self.readback_bytes)?,
+            None => {
+                ctx.wait()?;
+                vec![]
+            }
+        };
+        let wall_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let mut outs = Vec::with_capacity(self.outputs.len());
+        for o in &self.outputs {
+            if let Some(t) = &o.host {
+                outs.push((**t).clone());
+                continue;
+            }
+            let b = &raw[o.readback_offset as usize..][..o.bytes as usize];
+            let v: Vec<f32> = bytemuck::cast_slice(b).to_vec();
+            let dt = self.prepared.dtype(o.value);
+            outs.push(Tensor::with_dtype(dt, o.shape.clone(), crate::tensor::Data::F32(v)));
+        }
+        let mut stats = RunStats {
+            dispatches: self.dispatches.len(),
+            uploads: self.input_bufs.len(),
+            readbacks: usize::from(self.readback.is_some()),
+            concat_copies: self.dispatches.iter().filter(|d| d.concat_copy).count(),
+            peak_activation_bytes: self.plan.peak_activation_bytes,
+            naive_activation_bytes: self.plan.naive_activation_bytes,
+            submits: 1,
+            wall_ms,
+            flops: self.dispatches.iter().map(|d| d.flops).sum(),
+            ..Default::default()
+        };
+        if let Some((_, rd)) = &ts_bufs {
+            let raw = ctx.read_buffer(rd, nq as u64 * 8)?;
+            let t: &[u64] = bytemuck::cast_slice(&raw);
+            let period = ctx.queue.get_timestamp_period() as f64;
+            let mut by_node = vec![0.0; self.prepared.graph.nodes.len()];
+            let mut total = 0.0;
+            for (i, d) in self.dispatches.iter().enumerate() {
+                let ms = t[2 * i + 1].wrapping_sub(t[2 * i]) as f64 * period * 1e-6;
+                *stats.gpu_ms_by_kind.entry(d.kind.clone()).or_default() += ms;
+                by_node[d.node] += ms;
+                total += ms;
+            }
+            stats.gpu_ms_by_node = by_node;
+            stats.gpu_ms_total = Some(total);
+        }
+        Ok((outs, stats))
+    }
+
+    /// The dispatches, for statistics and tests.
+    pub fn dispatches(&self) -> &[Dispatch] {
+        &self.dispatches
+    }
+}

@@ -1,0 +1,1052 @@
+//! Lowering: each node of a prepared graph becomes kernel dispatches with their parameters,
+//! buffers and grid. Shapes are fixed, so everything here is computed once at load.
+
+use super::Shader;
+use super::plan::{BufRef, MemPlan, View, is_alias};
+use crate::error::{Error, Result};
+use crate::graph::prepare::Prepared;
+use crate::graph::{Node, ValueId};
+use crate::ops::elementwise::{BinaryKind, UnaryKind, VariadicKind};
+use crate::ops::reduce::ReduceKind;
+use crate::ops::{InInfo, Op, norm_axis};
+use crate::tensor::{DType, numel, strides};
+use std::collections::BTreeSet;
+
+#[derive(Clone, Debug)]
+pub struct Dispatch {
+    pub shader: Shader,
+    pub entry: &'static str,
+    pub overrides: Vec<(&'static str, f64)>,
+    /// Up to 64 words of parameters (`P` in common.wgsl).
+    pub params: Vec<u32>,
+    /// Storage buffers bound at 1, 2, ... (the last one is written).
+    pub bindings: Vec<BufRef>,
+    pub groups: [u32; 3],
+    /// Index of the node in the prepared graph.
+    pub node: usize,
+    /// Op kind for statistics ("Conv", "Concat copy", ...).
+    pub kind: String,
+    pub concat_copy: bool,
+    pub flops: u64,
+}
+
+#[derive(Default, Debug)]
+pub struct Lowered {
+    pub dispatches: Vec<Dispatch>,
+    /// Contents of auxiliary buffers (tables), by `BufRef::Aux` index.
+    pub aux: Vec<Vec<u8>>,
+    /// Constants the dispatches read.
+    pub consts: BTreeSet<ValueId>,
+}
+
+/// Activation id and its two parameters, as `act()` in common.wgsl numbers them.
+pub fn act_code(k: Option<UnaryKind>) -> (u32, f32, f32) {
+    use UnaryKind::*;
+    let big = f32::MAX;
+    match k {
+        None => (0, 0.0, 0.0),
+        Some(k) => match k {
+            Relu => (1, 0.0, 0.0),
+            LeakyRelu { alpha } => (2, alpha, 0.0),
+            Sigmoid => (3, 0.0, 0.0),
+            HardSigmoid { alpha, beta } => (4, alpha, beta),
+            HardSwish => (5, 0.0, 0.0),
+            Tanh => (6, 0.0, 0.0),
+            Clip { min, max } => (7, min.max(-big), max.min(big)),
+            Elu { alpha } => (8, alpha, 0.0),
+            Selu { alpha, gamma } => (9, alpha, gamma),
+            Celu { alpha } => (10, alpha, 0.0),
+            Softplus => (11, 0.0, 0.0),
+            Softsign => (12, 0.0, 0.0),
+            Mish => (13, 0.0, 0.0),
+            Swish { alpha } => (14, alpha, 0.0),
+            Erf => (15, 0.0, 0.0),
+            Gelu { tanh: false } => (16, 0.0, 0.0),
+            Gelu { tanh: true } => (17, 0.0, 0.0),
+            Abs => (18, 0.0, 0.0),
+            Neg => (19, 0.0, 0.0),
+            Exp => (20, 0.0, 0.0),
+            Log => (21, 0.0, 0.0),
+            Sqrt => (22, 0.0, 0.0),
+            Reciprocal => (23, 0.0, 0.0),
+            Floor => (24, 0.0, 0.0),
+            Ceil => (25, 0.0, 0.0),
+            Round => (26, 0.0, 0.0),
+            Sign => (27, 0.0, 0.0),
+            Not => (28, 0.0, 0.0),
+        },
+    }
+}
+
+fn act_overrides(k: Option<UnaryKind>) -> Vec<(&'static str, f64)> {
+    let (id, a, b) = act_code(k);
+    vec![("ACT", id as f64), ("ACT_A", a as f64), ("ACT_B", b as f64)]
+}
+
+const ROUND_F16: u32 = 29;
+const SCALE: u32 = 30;
+
+struct Lx<'a> {
+    p: &'a Prepared,
+    plan: &'a MemPlan,
+    max_groups: u32,
+    out: Lowered,
+}
+
+fn err(n: &Node, msg: impl Into<String>) -> Error {
+    Error::node(&n.name, &n.op_type, msg)
+}
+
+/// `shape` left-padded with 1s to 6 dimensions.
+fn pad6(shape: &[usize]) -> [u32; 6] {
+    let mut s = [1u32; 6];
+    let off = 6 - shape.len();
+    for (i, &d) in shape.iter().enumerate() {
+        s[off + i] = d as u32;
+    }
+    s
+}
+
+impl<'a> Lx<'a> {
+    fn view(&mut self, n: &Node, v: ValueId) -> Result<View> {
+        if let Some(view) = self.plan.views[v] {
+            return Ok(view);
+        }
+        if let Some(t) = self.p.graph.consts.get(&v) {
+            if !t.dtype.is_float() && !matches!(t.dtype, DType::Bool) {
+                return Err(err(
+                    n,
+                    format!("integer tensor '{}' cannot be read by a GPU kernel", self.p.graph.name(v)),
+                ));
+            }
+            self.out.consts.insert(v);
+            let bs = if t.shape.is_empty() { 1 } else { t.shape[1..].iter().product::<usize>() as u64 };
+            return Ok(View { buf: BufRef::Const(v), offset: 0, batch_stride: bs });
+        }
+        Err(err(n, format!("internal: value '{}' has no GPU storage", self.p.graph.name(v))))
+    }
+
+    fn shape(&self, v: ValueId) -> &'a [usize] {
+        self.p.shape(v)
+    }
+
+    /// Strides of `v` (dimension 0 stepping by its batch stride) as it broadcasts to `out`,
+    /// padded to 6 dimensions.
+    fn bstrides(&self, v: ValueId, view: &View, out: &[usize]) -> [u32; 6] {
+        let s = self.shape(v);
+        let mut st = strides(s);
+        if !st.is_empty() {
+            st[0] = view.batch_stride as usize;
+        }
+        let mut r = [0u32; 6];
+        let off = 6 - out.len();
+        let so = out.len() - s.len();
+        for i in 0..s.len() {
+            r[off + so + i] = if s[i] == 1 { 0 } else { st[i] as u32 };
+        }
+        r
+    }
+
+    /// Output strides of `v` (natural, dimension 0 by its batch stride), padded to 6.
+    fn ostrides(&self, v: ValueId, view: &View) -> [u32; 6] {
+        let s = self.shape(v);
+        self.bstrides_exact(s, view)
+    }
+
+    fn bstrides_exact(&self, s: &[usize], view: &View) -> [u32; 6] {
+        let mut st = strides(s);
+        if !st.is_empty() {
+            st[0] = view.batch_stride as usize;
+        }
+        let mut r = [0u32; 6];
+        let off = 6 - s.len();
+        for i in 0..s.len() {
+            r[off + i] = st[i] as u32;
+        }
+        r
+    }
+
+    /// A flat grid of 256-wide workgroups covering `n` invocations.
+    fn grid(&self, n: u64) -> [u32; 3] {
+        self.grid_groups(n.div_ceil(256).max(1))
+    }
+
+    /// `groups` workgroups laid out as x (at most the device limit) by y.
+    fn grid_groups(&self, groups: u64) -> [u32; 3] {
+        let m = self.max_groups as u64;
+        [groups.min(m) as u32, groups.div_ceil(m) as u32, 1]
+    }
+
+    fn check_rank(&self, n: &Node, s: &[usize]) -> Result<()> {
+        if s.len() > 6 {
+            return Err(err(n, format!("rank {} tensors are not supported on the GPU (at most 6)", s.len())));
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, d: Dispatch) {
+        self.out.dispatches.push(d);
+    }
+
+    fn aux(&mut self, bytes: Vec<u8>) -> BufRef {
+        self.out.aux.push(bytes);
+        BufRef::Aux(self.out.aux.len() - 1)
+    }
+}
+
+/// Parameter block of the elementwise kernel.
+fn ew_params(total: u64, out: [u32; 6], y: &View, ys: [u32; 6], ins: &[(u64, [u32; 6])]) -> Vec<u32> {
+    let mut p = vec![0u32; 36];
+    p[0] = total as u32;
+    p[1..7].copy_from_slice(&out);
+    p[7] = y.offset as u32;
+    p[8..14].copy_from_slice(&ys);
+    for (k, (off, st)) in ins.iter().enumerate() {
+        p[14 + 7 * k] = *off as u32;
+        p[15 + 7 * k..21 + 7 * k].copy_from_slice(st);
+    }
+    p
+}
+
+pub fn lower(p: &Prepared, plan: &MemPlan, max_groups: u32) -> Result<Lowered> {
+    let mut lx = Lx { p, plan, max_groups, out: Lowered::default() };
+    for (k, n) in p.graph.nodes.iter().enumerate() {
+        lower_node(&mut lx, k, n)?;
+    }
+    Ok(lx.out)
+}
+
+fn input(n: &Node, i: usize) -> Result<ValueId> {
+    n.input(i).ok_or_else(|| err(n, format!("missing input {i}")))
+}
+
+fn output(n: &Node) -> Result<ValueId> {
+    n.output(0).ok_or_else(|| err(n, "has no output"))
+}
+
+fn lower_node(lx: &mut Lx, k: usize, n: &Node) -> Result<()> {
+    if is_alias(&n.op) {
+        return Ok(());
+    }
+    for v in n.outputs.iter().flatten() {
+        if lx.p.types[*v].is_some() && !lx.p.dtype(*v).is_float() {
+            return Err(err(
+                n,
+                format!(
+                    "produces a {} tensor at run time; the GPU executor handles float tensors only",
+                    lx.p.dtype(*v).name()
+                ),
+            ));
+        }
+        lx.check_rank(n, lx.shape(*v))?;
+    }
+    let base = |shader, entry, kind: &str| Dispatch {
+        shader,
+        entry,
+        overrides: vec![],
+        params: vec![],
+        bindings: vec![],
+        groups: [1, 1, 1],
+        node: k,
+        kind: kind.to_string(),
+        concat_copy: false,
+        flops: 0,
+    };
+    match &n.op {
+        Op::Conv(c) => {
+            let (x, w, y) = (input(n, 0)?, input(n, 1)?, output(n)?);
+            let g = c.geom(lx.shape(x), lx.shape(w)).map_err(|m| err(n, m))?;
+            let (xv, wv, yv) = (lx.view(n, x)?, lx.view(n, w)?, lx.view(n, y)?);
+            let bias = n.input(2).map(|b| lx.view(n, b)).transpose()?;
+            let params = vec![
+                g.c as u32,
+                g.y.input as u32,
+                g.x.input as u32,
+                g.m as u32,
+                g.y.output as u32,
+                g.x.output as u32,
+                g.y.kernel as u32,
+                g.x.kernel as u32,
+                g.y.stride as u32,
+                g.x.stride as u32,
+                g.y.pad_begin as i32 as u32,
+                g.x.pad_begin as i32 as u32,
+                g.y.dilation as u32,
+                g.x.dilation as u32,
+                g.c_per_group() as u32,
+                g.m_per_group() as u32,
+                (g.c_per_group() * g.y.kernel * g.x.kernel) as u32,
+                xv.offset as u32,
+                xv.batch_stride as u32,
+                yv.offset as u32,
+                yv.batch_stride as u32,
+                g.group as u32,
+            ];
+            let tiles = conv_grid(lx, g.y.output * g.x.output, g.m_per_group(), g.n * g.group)?;
+            let mut ov = act_overrides(c.act);
+            ov.push(("TRANSPOSED", 0.0));
+            ov.push(("HAS_BIAS", bias.is_some() as u32 as f64));
+            // the input may be another slice of the concat buffer this conv writes into
+            let x_in_y = xv.buf == yv.buf;
+            ov.push(("X_IN_Y", x_in_y as u32 as f64));
+            let mut d = base(Shader::Conv, "main", "Conv");
+            d.overrides = ov;
+            d.params = params;
+            let xb = if x_in_y { BufRef::Dummy } else { xv.buf };
+            d.bindings = vec![xb, wv.buf, bias.map(|b| b.buf).unwrap_or(BufRef::Dummy), yv.buf];
+            d.groups = tiles;
+            d.flops = 2 * (g.n * g.m * g.y.output * g.x.output * g.c_per_group() * g.y.kernel * g.x.kernel) as u64;
+            lx.push(d);
+        }
+        Op::ConvTranspose(c) => {
+            let (x, w, y) = (input(n, 0)?, input(n, 1)?, output(n)?);
+            let g = c.geom(lx.shape(x), lx.shape(w)).map_err(|m| err(n, m))?;
+            let (xv, wv, yv) = (lx.view(n, x)?, lx.view(n, w)?, lx.view(n, y)?);
+            let bias = n.input(2).map(|b| lx.view(n, b)).transpose()?;
+            let params = vec![
+                g.c as u32,
+                g.y.input as u32,
+                g.x.input as u32,
+                g.m as u32,
+                g.y.output as u32,
+                g.x.output as u32,
+                g.y.kernel as u32,
+                g.x.kernel as u32,
+                g.y.stride as u32,
+                g.x.stride as u32,
+                g.y.pad_begin as i32 as u32,
+                g.x.pad_begin as i32 as u32,
+                g.y.dilation as u32,
+                g.x.dilation as u32,
+                g.c_per_group() as u32,
+                g.m_per_group() as u32,
+                (g.c_per_group() * g.y.kernel * g.x.kernel) as u32,
+                xv.offset as u32,
+                xv.batch_stride as u32,
+                yv.offset as u32,
+                yv.batch_stride as u32,
+                g.group as u32,
+            ];
+            let tiles = conv_grid(lx, g.y.output * g.x.output, g.m_per_group(), g.n * g.group)?;
+            let mut ov = act_overrides(c.act);
+            ov.push(("TRANSPOSED", 1.0));
+            ov.push(("HAS_BIAS", bias.is_some() as u32 as f64));
+            // the input may be another slice of the concat buffer this conv writes into
+            let x_in_y = xv.buf == yv.buf;
+            ov.push(("X_IN_Y", x_in_y as u32 as f64));
+            let mut d = base(Shader::Conv, "main", "ConvTranspose");
+            d.overrides = ov;
+            d.params = params;
+            let xb = if x_in_y { BufRef::Dummy } else { xv.buf };
+            d.bindings = vec![xb, wv.buf, bias.map(|b| b.buf).unwrap_or(BufRef::Dummy), yv.buf];
+            d.groups = tiles;
+            d.flops = 2 * (g.n * g.c * g.y.input * g.x.input * g.m_per_group() * g.y.kernel * g.x.kernel) as u64;
+            lx.push(d);
+        }
+        Op::Unary(u) => {
+            let ins: Vec<Option<&crate::tensor::Tensor>> =
+                n.inputs.iter().map(|v| v.and_then(|v| lx.p.graph.consts.get(&v)).map(|t| t.as_ref())).collect();
+            let kind = u.resolved(&ins).map_err(|m| err(n, m))?;
+            elementwise(lx, n, k, 0, act_overrides(Some(kind)), &[input(n, 0)?], false, &n.op_type)?;
+        }
+        Op::Cast(to) => {
+            let x = input(n, 0)?;
+            if !lx.p.dtype(x).is_float() || !to.is_float() {
+                return Err(err(n, "casts between integer and float tensors at run time are not supported on the GPU"));
+            }
+            let ov = if matches!(to, DType::F16 | DType::BF16) {
+                vec![("ACT", ROUND_F16 as f64), ("ACT_A", 0.0), ("ACT_B", 0.0)]
+            } else {
+                act_overrides(None)
+            };
+            if *to == DType::BF16 {
+                return Err(err(n, "cast to bfloat16 is not supported on the GPU"));
+            }
+            elementwise(lx, n, k, 0, ov, &[x], false, "Cast")?;
+        }
+        Op::Binary(b) => {
+            let code = match b.kind {
+                BinaryKind::Add => 1,
+                BinaryKind::Sub => 2,
+                BinaryKind::Mul => 3,
+                BinaryKind::Div => 4,
+                BinaryKind::Pow => 5,
+                BinaryKind::Max => 6,
+                BinaryKind::Min => 7,
+                _ => return Err(err(n, "comparison results (bool tensors) at run time are not supported on the GPU")),
+            };
+            elementwise(lx, n, k, code, act_overrides(None), &[input(n, 0)?, input(n, 1)?], false, &n.op_type)?;
+        }
+        Op::PRelu { legacy_channel } => {
+            let (x, s) = (input(n, 0)?, input(n, 1)?);
+            let ss = crate::ops::elementwise::prelu_slope_shape(lx.shape(x), lx.shape(s), *legacy_channel);
+            elementwise_shaped(lx, n, k, 8, act_overrides(None), &[(x, None), (s, Some(ss))], false, "PRelu")?;
+        }
+        Op::Where => {
+            elementwise(lx, n, k, 9, act_overrides(None), &[input(n, 0)?, input(n, 1)?, input(n, 2)?], false, "Where")?;
+        }
+        Op::Variadic(v) => {
+            let ins: Vec<ValueId> = n.inputs.iter().flatten().copied().collect();
+            let code = match v.kind {
+                VariadicKind::Max => 6,
+                VariadicKind::Min => 7,
+                _ => 1,
+            };
+            if ins.len() == 1 {
+                elementwise(lx, n, k, 0, act_overrides(None), &ins, false, &n.op_type)?;
+            } else {
+                elementwise(lx, n, k, code, act_overrides(None), &ins[..2], false, &n.op_type)?;
+                for &extra in &ins[2..] {
+                    // Y = Y op extra: operand a is Y itself
+                    elementwise(lx, n, k, code, act_overrides(None), &[extra, extra], true, &n.op_type)?;
+                }
+            }
+            if v.kind == VariadicKind::Mean && ins.len() > 1 {
+                let ov = vec![("ACT", SCALE as f64), ("ACT_A", 1.0 / ins.len() as f64), ("ACT_B", 0.0)];
+                elementwise(lx, n, k, 0, ov, &[ins[0]], true, &n.op_type)?;
+            }
+        }
+        Op::Pool(pool) => {
+            let (x, y) = (input(n, 0)?, output(n)?);
+            let g = pool.geom(lx.shape(x)).map_err(|m| err(n, m))?;
+            let (xv, yv) = (lx.view(n, x)?, lx.view(n, y)?);
+            let total = (g.n * g.c * g.y.output * g.x.output) as u64;
+            let mut d = base(Shader::Pool, "main", &n.op_type);
+            d.overrides = vec![("MAX", pool.max as u32 as f64), ("COUNT_PAD", pool.count_include_pad as u32 as f64)];
+            d.params = vec![
+                total as u32,
+                g.c as u32,
+                g.y.input as u32,
+                g.x.input as u32,
+                g.y.output as u32,
+                g.x.output as u32,
+                g.y.kernel as u32,
+                g.x.kernel as u32,
+                g.y.stride as u32,
+                g.x.stride as u32,
+                g.y.pad_begin as u32,
+                g.x.pad_begin as u32,
+                g.y.dilation as u32,
+                g.x.dilation as u32,
+                g.y.pad_end as u32,
+                g.x.pad_end as u32,
+                xv.offset as u32,
+                xv.batch_stride as u32,
+                yv.offset as u32,
+                yv.batch_stride as u32,
+            ];
+            d.bindings = vec![xv.buf, yv.buf];
+            d.groups = lx.grid(total);
+            lx.push(d);
+        }
+        Op::GlobalPool(gp) => {
+            let (x, y) = (input(n, 0)?, output(n)?);
+            let axes: Vec<usize> = (2..lx.shape(x).len()).collect();
+            reduce(lx, n, k, x, y, &axes, if gp.max { ReduceKind::Max } else { ReduceKind::Mean })?;
+        }
+        Op::Reduce(r) => {
+            let (x, y) = (input(n, 0)?, output(n)?);
+            let infos = const_infos(lx.p, n);
+            let axes = r.axes(&infos).map_err(|m| err(n, m))?;
+            if axes.is_empty() {
+                elementwise(lx, n, k, 0, act_overrides(None), &[x], false, &n.op_type)?;
+            } else {
+                reduce(lx, n, k, x, y, &axes, r.kind)?;
+            }
+        }
+        Op::BatchNorm(bn) => {
+            let (x, y) = (input(n, 0)?, output(n)?);
+            let s = lx.shape(x);
+            let (c, plane) = (s[1], s[2..].iter().product::<usize>());
+            let xv = lx.view(n, x)?;
+            let yv = lx.view(n, y)?;
+            let mut binds = vec![xv.buf];
+            for i in 1..5 {
+                binds.push(lx.view(n, input(n, i)?)?.buf);
+            }
+            binds.push(yv.buf);
+            let total = numel(s) as u64;
+            let mut d = base(Shader::Norm, "batch", "BatchNormalization");
+            d.params = vec![
+                total as u32,
+                c as u32,
+                plane as u32,
+                xv.offset as u32,
+                xv.batch_stride as u32,
+                yv.offset as u32,
+                yv.batch_stride as u32,
+                bn.epsilon.to_bits(),
+            ];
+            d.bindings = binds;
+            d.groups = lx.grid(total);
+            lx.push(d);
+        }
+        Op::InstanceNorm(inorm) => {
+            let (x, y) = (input(n, 0)?, output(n)?);
+            let s = lx.shape(x);
+            let (c, plane) = (s[1], s[2..].iter().product::<usize>());
+            let (xv, yv) = (lx.view(n, x)?, lx.view(n, y)?);
+            let (sv, bv) = (lx.view(n, input(n, 1)?)?, lx.view(n, input(n, 2)?)?);
+            let mut d = base(Shader::Norm, "instance", "InstanceNormalization");
+            d.params = vec![
+                c as u32,
+                plane as u32,
+                xv.offset as u32,
+                xv.batch_stride as u32,
+                yv.offset as u32,
+                yv.batch_stride as u32,
+                inorm.epsilon.to_bits(),
+            ];
+            d.bindings = vec![xv.buf, sv.buf, bv.buf, BufRef::Unbound, BufRef::Unbound, yv.buf];
+            d.groups = lx.grid_groups((s[0] * c) as u64);
+            lx.push(d);
+        }
+        Op::Softmax(sm) => {
+            let (x, y) = (input(n, 0)?, output(n)?);
+            let (outer, len, inner) = sm.split(lx.shape(x)).map_err(|m| err(n, m))?;
+            let (xv, yv) = (lx.view(n, x)?, lx.view(n, y)?);
+            let s = lx.shape(x);
+            let pb = if s.is_empty() { 1 } else { s[1..].iter().product::<usize>() };
+            let rows = (outer * inner) as u64;
+            let mut d = base(Shader::Softmax, "main", &n.op_type);
+            d.overrides = vec![("LOG", sm.log as u32 as f64)];
+            d.params = vec![
+                rows as u32,
+                len as u32,
+                inner as u32,
+                xv.offset as u32,
+                xv.batch_stride as u32,
+                yv.offset as u32,
+                yv.batch_stride as u32,
+                pb.max(1) as u32,
+            ];
+            d.bindings = vec![xv.buf, yv.buf];
+            d.groups = lx.grid(rows);
+            lx.push(d);
+        }
+        Op::Resize(r) => {
+            let (x, y) = (input(n, 0)?, output(n)?);
+            let infos = const_infos(lx.p, n);
+            let plan = r.plan(&infos).map_err(|m| err(n, m))?;
+            let (xv, yv) = (lx.view(n, x)?, lx.view(n, y)?);
+            let out = &plan.out_shape;
+            let rank = out.len();
+            let off = 6 - rank;
+            let mut table: Vec<u32> = Vec::new();
+            let mut toff = [u32::MAX; 6];
+            let mut taps = [1u32; 6];
+            for t in &plan.axes {
+                toff[off + t.axis] = table.len() as u32;
+                taps[off + t.axis] = t.taps as u32;
+                for (i, w) in t.index.iter().zip(&t.weight) {
+                    table.push(*i);
+                    table.push(w.to_bits());
+                }
+            }
+            if table.is_empty() {
+                table.push(0);
+            }
+            let tb = lx.aux(bytemuck::cast_slice(&table).to_vec());
+            let total = numel(out) as u64;
+            let mut params = vec![0u32; 33];
+            params[0] = total as u32;
+            params[1..7].copy_from_slice(&pad6(out));
+            params[7] = yv.offset as u32;
+            params[8..14].copy_from_slice(&lx.bstrides_exact(out, &yv));
+            params[14] = xv.offset as u32;
+            params[15..21].copy_from_slice(&lx.bstrides_exact(lx.shape(x), &xv));
+            params[21..27].copy_from_slice(&toff);
+            params[27..33].copy_from_slice(&taps);
+            let mut d = base(Shader::Resize, "main", &n.op_type);
+            d.params = params;
+            d.bindings = vec![xv.buf, tb, yv.buf];
+            d.groups = lx.grid(total);
+            lx.push(d);
+        }
+        Op::Pad(pad) => {
+            let (x, y) = (input(n, 0)?, output(n)?);
+            let infos = const_infos(lx.p, n);
+            let spec = pad.spec(&infos).map_err(|m| err(n, m))?;
+            let (xv, yv) = (lx.view(n, x)?, lx.view(n, y)?);
+            let xs = lx.shape(x);
+            let off = 6 - xs.len();
+            let total = numel(&spec.out_shape) as u64;
+            let mut params = vec![0u32; 34];
+            params[0] = total as u32;
+            params[1..7].copy_from_slice(&pad6(&spec.out_shape));
+            params[7] = yv.offset as u32;
+            params[8..14].copy_from_slice(&lx.bstrides_exact(&spec.out_shape, &yv));
+            params[14] = xv.offset as u32;
+            params[15..21].copy_from_slice(&lx.bstrides_exact(xs, &xv));
+            params[21..27].copy_from_slice(&pad6(xs));
+            for (i, (b, _)) in spec.pads.iter().enumerate() {
+                params[27 + off + i] = *b as i32 as u32;
+            }
+            params[33] = (spec.value as f32).to_bits();
+            let mode = match pad.mode {
+                crate::ops::pad::PadMode::Constant => 0,
+                crate::ops::pad::PadMode::Reflect => 1,
+                crate::ops::pad::PadMode::Edge => 2,
+                crate::ops::pad::PadMode::Wrap => 3,
+            };
+            if numel(xs) == 0 && mode != 0 {
+                return Err(err(n, "cannot pad an empty tensor in this mode"));
+            }
+            let mut d = base(Shader::Pad, "main", "Pad");
+            d.overrides = vec![("MODE", mode as f64)];
+            d.params = params;
+            d.bindings = vec![xv.buf, yv.buf];
+            d.groups = lx.grid(total);
+            lx.push(d);
+        }
+        Op::Transpose(t) => {
+            let (x, y) = (input(n, 0)?, output(n)?);
+            let perm = t.resolved_perm(lx.shape(x).len()).map_err(|m| err(n, m))?;
+            let xv = lx.view(n, x)?;
+            let xs = lx.shape(x);
+            let mut st: Vec<i64> = strides(xs).iter().map(|&s| s as i64).collect();
+            if !st.is_empty() {
+                st[0] = xv.batch_stride as i64;
+            }
+            let src: Vec<i64> = perm.iter().map(|&p| st[p]).collect();
+            copy(lx, n, k, x, y, xv.offset as i64, &src, None, None, "Transpose", false)?;
+        }
+        Op::DepthToSpace(dts) => {
+            let (x, y) = (input(n, 0)?, output(n)?);
+            let (view6, perm, _) = dts.view_perm(lx.shape(x)).map_err(|m| err(n, m))?;
+            let xv = lx.view(n, x)?;
+            let mut st: Vec<i64> = strides(&view6).iter().map(|&s| s as i64).collect();
+            st[0] = xv.batch_stride as i64;
+            let src: Vec<i64> = perm.iter().map(|&p| st[p]).collect();
+            let oshape: Vec<usize> = perm.iter().map(|&p| view6[p]).collect();
+            copy_shaped(lx, n, k, x, y, &oshape, xv.offset as i64, &src, None, None, "DepthToSpace", false)?;
+        }
+        Op::Slice(s) => {
+            let (x, y) = (input(n, 0)?, output(n)?);
+            let infos = const_infos(lx.p, n);
+            let axes = s.resolve(&infos).map_err(|m| err(n, m))?;
+            let xv = lx.view(n, x)?;
+            let mut st: Vec<i64> = strides(lx.shape(x)).iter().map(|&v| v as i64).collect();
+            if !st.is_empty() {
+                st[0] = xv.batch_stride as i64;
+            }
+            let base_off: i64 = xv.offset as i64 + axes.iter().zip(&st).map(|(a, s)| a.start * s).sum::<i64>();
+            let src: Vec<i64> = axes.iter().zip(&st).map(|(a, s)| a.step * s).collect();
+            copy(lx, n, k, x, y, base_off, &src, None, None, "Slice", false)?;
+        }
+        Op::Expand | Op::Tile => {
+            let (x, y) = (input(n, 0)?, output(n)?);
+            let xv = lx.view(n, x)?;
+            let ys = lx.shape(y).to_vec();
+            let xs = lx.shape(x);
+            let mut st: Vec<i64> = strides(xs).iter().map(|&v| v as i64).collect();
+            if !st.is_empty() {
+                st[0] = xv.batch_stride as i64;
+            }
+            let so = ys.len() - xs.len();
+            let mut src = vec![0i64; ys.len()];
+            let mut modulo = vec![0u32; ys.len()];
+            for i in 0..xs.len() {
+                if matches!(n.op, Op::Tile) {
+                    src[so + i] = st[i];
+                    modulo[so + i] = xs[i] as u32;
+                } else {
+                    src[so + i] = if xs[i] == 1 { 0 } else { st[i] };
+                }
+            }
+            copy(lx, n, k, x, y, xv.offset as i64, &src, Some(&modulo), None, &n.op_type, false)?;
+        }
+        Op::Gather(gt) => {
+            let (x, idx, y) = (input(n, 0)?, input(n, 1)?, output(n)?);
+            let Some(it) = lx.p.graph.consts.get(&idx).cloned() else {
+                return Err(err(n, "Gather indices that are computed at run time are not supported on the GPU"));
+            };
+            let xs = lx.shape(x).to_vec();
+            let a = norm_axis(gt.axis, xs.len(), "axis").map_err(|m| err(n, m))?;
+            let dim = xs[a] as i64;
+            let mut table = Vec::with_capacity(it.len());
+            for &i in it.as_i64().map_err(|m| err(n, m))? {
+                let j = if i < 0 { i + dim } else { i };
+                if j < 0 || j >= dim {
+                    return Err(err(n, format!("index {i} is out of range for axis {a} of size {dim}")));
+                }
+                table.push(j as i32);
+            }
+            let xv = lx.view(n, x)?;
+            let mut st: Vec<i64> = strides(&xs).iter().map(|&v| v as i64).collect();
+            if !st.is_empty() {
+                st[0] = xv.batch_stride as i64;
+            }
+            let mut oshape = xs.clone();
+            oshape[a] = table.len();
+            if table.is_empty() {
+                table.push(0);
+            }
+            let tb = lx.aux(bytemuck::cast_slice(&table).to_vec());
+            copy_shaped(lx, n, k, x, y, &oshape, xv.offset as i64, &st, None, Some((a, tb)), "Gather", false)?;
+        }
+        Op::Split(s) => {
+            let x = input(n, 0)?;
+            let infos = const_infos(lx.p, n);
+            let (a, sizes) = s.sizes(&infos).map_err(|m| err(n, m))?;
+            let xv = lx.view(n, x)?;
+            let xs = lx.shape(x).to_vec();
+            let mut st: Vec<i64> = strides(&xs).iter().map(|&v| v as i64).collect();
+            if !st.is_empty() {
+                st[0] = xv.batch_stride as i64;
+            }
+            let mut start = 0i64;
+            for (j, sz) in sizes.iter().enumerate() {
+                if let Some(y) = n.output(j) {
+                    let off = xv.offset as i64 + start * st[a];
+                    copy(lx, n, k, x, y, off, &st, None, None, "Split", false)?;
+                }
+                start += *sz as i64;
+            }
+        }
+        Op::Concat(c) => {
+            let y = output(n)?;
+            let ys = lx.shape(y).to_vec();
+            let a = norm_axis(c.axis, ys.len(), "axis").map_err(|m| err(n, m))?;
+            let yv = lx.view(n, y)?;
+            let mut yst: Vec<i64> = strides(&ys).iter().map(|&v| v as i64).collect();
+            if !yst.is_empty() {
+                yst[0] = yv.batch_stride as i64;
+            }
+            let mut pos = 0i64;
+            for u in n.inputs.iter().flatten() {
+                let us = lx.shape(*u).to_vec();
+                if !lx.plan.in_place.contains(u) && numel(&us) > 0 {
+                    let uv = lx.view(n, *u)?;
+                    let mut ust: Vec<i64> = strides(&us).iter().map(|&v| v as i64).collect();
+                    if !ust.is_empty() {
+                        ust[0] = uv.batch_stride as i64;
+                    }
+                    let yoff = yv.offset as i64 + pos * yst[a];
+                    copy_into(lx, n, k, *u, &us, uv.offset as i64, &ust, yv.buf, yoff, &yst, "Concat copy", true)?;
+                }
+                pos += us[a] as i64;
+            }
+        }
+        Op::Identity | Op::Reshape(_) | Op::Flatten(_) | Op::Squeeze(_) | Op::Unsqueeze(_) => {}
+        Op::Shape(_) | Op::Size | Op::ConstantOfShape(_) | Op::Range => {
+            return Err(err(n, "shape computations that depend on run-time data are not supported on the GPU"));
+        }
+    }
+    Ok(())
+}
+
+/// Input infos with constant values, for ops that read parameters from constant inputs.
+fn const_infos<'a>(p: &'a Prepared, n: &Node) -> Vec<Option<InInfo<'a>>> {
+    n.inputs
+        .iter()
+        .map(|v| {
+            v.map(|v| InInfo {
+                dtype: p.dtype(v),
+                shape: p.shape(v),
+                value: p.graph.consts.get(&v).map(|t| t.as_ref()),
+            })
+        })
+        .collect()
+}
+
+fn conv_grid(lx: &Lx, npix: usize, mg: usize, z: usize) -> Result<[u32; 3]> {
+    let tiles = (npix.div_ceil(64) * mg.div_ceil(64)) as u64;
+    if z as u64 > lx.max_groups as u64 {
+        return Err(Error::Gpu(format!("batch x groups = {z} exceeds the device's workgroup grid limit")));
+    }
+    let [x, y, _] = lx.grid_groups(tiles);
+    Ok([x, y, z as u32])
+}
+
+#[allow(clippy::too_many_arguments)]
+fn elementwise(
+    lx: &mut Lx,
+    n: &Node,
+    k: usize,
+    op: u32,
+    mut ov: Vec<(&'static str, f64)>,
+    ins: &[ValueId],
+    accum: bool,
+    kind: &str,
+) -> Result<()> {
+    let shaped: Vec<(ValueId, Option<Vec<usize>>)> = ins.iter().map(|&v| (v, None)).collect();
+    ov.push(("OP", op as f64));
+    elementwise_shaped(lx, n, k, op, ov, &shaped, accum, kind)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn elementwise_shaped(
+    lx: &mut Lx,
+    n: &Node,
+    k: usize,
+    op: u32,
+    mut ov: Vec<(&'static str, f64)>,
+    ins: &[(ValueId, Option<Vec<usize>>)],
+    accum: bool,
+    kind: &str,
+) -> Result<()> {
+    if !ov.iter().any(|(name, _)| *name == "OP") {
+        ov.push(("OP", op as f64));
+    }
+    ov.push(("ACCUM", accum as u32 as f64));
+    let y = output(n)?;
+    let yv = lx.view(n, y)?;
+    let out = lx.shape(y).to_vec();
+    let total = numel(&out) as u64;
+    let mut operands = Vec::new();
+    let mut binds = Vec::new();
+    for (v, shape_override) in ins {
+        let view = lx.view(n, *v)?;
+        let st = match shape_override {
+            None => lx.bstrides(*v, &view, &out),
+            Some(s) => {
+                // a reshaped operand (legacy PRelu slope): contiguous strides of the given shape
+                let nat = strides(s);
+                let mut r = [0u32; 6];
+                let off = 6 - out.len();
+                let so = out.len() - s.len();
+                for i in 0..s.len() {
+                    r[off + so + i] = if s[i] == 1 { 0 } else { nat[i] as u32 };
+                }
+                r
+            }
+        };
+        operands.push((view.offset, st));
+        binds.push(view.buf);
+    }
+    while binds.len() < 3 {
+        binds.push(BufRef::Dummy);
+    }
+    if accum {
+        binds[0] = BufRef::Dummy;
+    }
+    binds.push(yv.buf);
+    let mut d = Dispatch {
+        shader: Shader::Elementwise,
+        entry: "main",
+        overrides: ov,
+        params: ew_params(total, pad6(&out), &yv, lx.ostrides(y, &yv), &operands),
+        bindings: binds,
+        groups: lx.grid(total),
+        node: k,
+        kind: kind.to_string(),
+        concat_copy: false,
+        flops: total,
+    };
+    if accum {
+        // operand a is read from Y at the output position
+        d.params[14] = 0;
+    }
+    lx.push(d);
+    Ok(())
+}
+
+fn reduce(lx: &mut Lx, n: &Node, k: usize, x: ValueId, y: ValueId, axes: &[usize], kind: ReduceKind) -> Result<()> {
+    let xs = lx.shape(x).to_vec();
+    let (xv, yv) = (lx.view(n, x)?, lx.view(n, y)?);
+    let kept: Vec<usize> = xs.iter().enumerate().map(|(i, &d)| if axes.contains(&i) { 1 } else { d }).collect();
+    let red: Vec<usize> = xs.iter().enumerate().map(|(i, &d)| if axes.contains(&i) { d } else { 1 }).collect();
+    // output strides over the kept shape: the real output has the same element order
+    let ys = lx.shape(y);
+    let mut yst_real = strides(ys);
+    if !yst_real.is_empty() {
+        yst_real[0] = yv.batch_stride as usize;
+    }
+    let mut yst = vec![0usize; xs.len()];
+    if ys.len() == xs.len() {
+        yst = yst_real.clone();
+    } else {
+        // keepdims = 0: map the kept axes onto the output's axes
+        let mut j = 0;
+        for i in 0..xs.len() {
+            if !axes.contains(&i) {
+                yst[i] = yst_real[j];
+                j += 1;
+            }
+        }
+    }
+    let mut xst = strides(&xs);
+    if !xst.is_empty() {
+        xst[0] = xv.batch_stride as usize;
+    }
+    let n_out = numel(&kept) as u64;
+    let n_red = numel(&red) as u64;
+    let mut params = vec![0u32; 29];
+    params[0] = n_out as u32;
+    params[1..7].copy_from_slice(&pad6(&kept));
+    params[7] = yv.offset as u32;
+    let off = 6 - xs.len();
+    for i in 0..xs.len() {
+        params[8 + off + i] = yst[i] as u32;
+        params[15 + off + i] = xst[i] as u32;
+    }
+    params[14] = xv.offset as u32;
+    params[21..27].copy_from_slice(&pad6(&red));
+    params[27] = n_red as u32;
+    params[28] = (if kind == ReduceKind::Mean { 1.0 / n_red.max(1) as f32 } else { 1.0f32 }).to_bits();
+    let code = match kind {
+        ReduceKind::Max => 1,
+        ReduceKind::Min => 2,
+        _ => 0,
+    };
+    let wg = n_red >= 256;
+    let d = Dispatch {
+        shader: Shader::Reduce,
+        entry: if wg { "reduce_wg" } else { "reduce_thread" },
+        overrides: vec![("KIND", code as f64)],
+        params,
+        bindings: vec![xv.buf, yv.buf],
+        groups: if wg { lx.grid_groups(n_out) } else { lx.grid(n_out) },
+        node: k,
+        kind: n.op_type.clone(),
+        concat_copy: false,
+        flops: n_red * n_out,
+    };
+    lx.push(d);
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn copy(
+    lx: &mut Lx,
+    n: &Node,
+    k: usize,
+    x: ValueId,
+    y: ValueId,
+    x_off: i64,
+    x_strides: &[i64],
+    modulo: Option<&[u32]>,
+    table: Option<(usize, BufRef)>,
+    kind: &str,
+    concat: bool,
+) -> Result<()> {
+    let oshape = lx.shape(y).to_vec();
+    copy_shaped(lx, n, k, x, y, &oshape, x_off, x_strides, modulo, table, kind, concat)
+}
+
+/// Copy with the output seen with shape `oshape` (same element order as y's own shape).
+#[allow(clippy::too_many_arguments)]
+fn copy_shaped(
+    lx: &mut Lx,
+    n: &Node,
+    k: usize,
+    x: ValueId,
+    y: ValueId,
+    oshape: &[usize],
+    x_off: i64,
+    x_strides: &[i64],
+    modulo: Option<&[u32]>,
+    table: Option<(usize, BufRef)>,
+    kind: &str,
+    concat: bool,
+) -> Result<()> {
+    let yv = lx.view(n, y)?;
+    // output strides over oshape: natural, with the batch stride when the first axis is the batch
+    let mut yst: Vec<i64> = strides(oshape).iter().map(|&v| v as i64).collect();
+    let ys = lx.shape(y);
+    if !yst.is_empty() && !ys.is_empty() && oshape[0] == ys[0] {
+        yst[0] = yv.batch_stride as i64;
+    } else if yv.batch_stride as usize != ys[1..].iter().product::<usize>() && ys[0] > 1 {
+        return Err(err(n, "internal: strided output view with a reshaped copy"));
+    }
+    let _ = x;
+    copy_raw(lx, n, k, oshape, x_off, x_strides, modulo, table, yv.buf, yv.offset as i64, &yst, kind, concat)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn copy_into(
+    lx: &mut Lx,
+    n: &Node,
+    k: usize,
+    _x: ValueId,
+    shape: &[usize],
+    x_off: i64,
+    x_strides: &[i64],
+    ybuf: BufRef,
+    y_off: i64,
+    y_strides: &[i64],
+    kind: &str,
+    concat: bool,
+) -> Result<()> {
+    let xb = lx.view(n, _x)?.buf;
+    copy_raw_buf(lx, n, k, shape, x_off, x_strides, None, None, xb, ybuf, y_off, y_strides, kind, concat)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn copy_raw(
+    lx: &mut Lx,
+    n: &Node,
+    k: usize,
+    oshape: &[usize],
+    x_off: i64,
+    x_strides: &[i64],
+    modulo: Option<&[u32]>,
+    table: Option<(usize, BufRef)>,
+    ybuf: BufRef,
+    y_off: i64,
+    y_strides: &[i64],
+    kind: &str,
+    concat: bool,
+) -> Result<()> {
+    let x = input(n, 0)?;
+    let xb = lx.view(n, x)?.buf;
+    copy_raw_buf(lx, n, k, oshape, x_off, x_strides, modulo, table, xb, ybuf, y_off, y_strides, kind, concat)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn copy_raw_buf(
+    lx: &mut Lx,
+    n: &Node,
+    k: usize,
+    oshape: &[usize],
+    x_off: i64,
+    x_strides: &[i64],
+    modulo: Option<&[u32]>,
+    table: Option<(usize, BufRef)>,
+    xbuf: BufRef,
+    ybuf: BufRef,
+    y_off: i64,
+    y_strides: &[i64],
+    kind: &str,
+    concat: bool,
+) -> Result<()> {
+    lx.check_rank(n, oshape)?;
+    let r = oshape.len();
+    let off = 6 - r;
+    let total = numel(oshape) as u64;
+    if total == 0 {
+        return Ok(());
+    }
+    let mut params = vec![0u32; 29];
+    params[0] = total as u32;
+    params[1..7].copy_from_slice(&pad6(oshape));
+    params[7] = y_off as u32;
+    params[14] = x_off as i32 as u32;
+    for i in 0..r {
+        params[8 + off + i] = y_strides[i] as u32;
+        params[15 + off + i] = x_strides[i] as i32 as u32;
+        params[21 + off + i] = modulo.map(|m| m[i]).unwrap_or(0);
+    }
+    params[27] = 6;
+    let mut tb = BufRef::Dummy;
+    if let Some((axis, b)) = table {
+        params[27] = (off + axis) as u32;
+        params[28] = 0;
+        tb = b;
+    }
+    let d = Dispatch {
+        shader: Shader::Copy,
+        entry: "main",
+        overrides: vec![],
+        params,
+        bindings: vec![xbuf, tb, ybuf],
+        groups: lx.grid(total),
+        node: k,
+        kind: kind.to_string(),
+        concat_copy: concat,
+        flops: 0,
+    };
+    lx.push(d);
+    Ok(())
+}
