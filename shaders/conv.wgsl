@@ -81,17 +81,24 @@ fn gather_x(n: u32, g: u32, k: u32, p: u32) -> f32 {
     return X[xi];
 }
 
+// Grid: x * y workgroups enumerate the (pixel tile, channel tile) pairs, z = batch * groups.
 @compute @workgroup_size(16, 16, 1)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-        @builtin(local_invocation_index) li: u32) {
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let groups = pu(21u);
     let n = wg.z / groups;
     let g = wg.z % groups;
     let npix = pu(4u) * pu(5u);
     let Mg = pu(15u);
     let K = pu(16u);
-    let p0 = wg.x * BN;
-    let m0 = wg.y * BM;
+    let p_tiles = (npix + BN - 1u) / BN;
+    let m_tiles = (Mg + BM - 1u) / BM;
+    let tile = wg.x + wg.y * nwg.x;
+    if (tile >= p_tiles * m_tiles) {
+        return;
+    }
+    let p0 = (tile % p_tiles) * BN;
+    let m0 = (tile / p_tiles) * BM;
     var acc: array<array<f32, 4>, 4>;
     for (var i = 0u; i < TM; i++) {
         for (var j = 0u; j < TN; j++) {

@@ -2,7 +2,6 @@
 
 mod common;
 use common::build::*;
-use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use unet_gpu::onnx::proto::*;

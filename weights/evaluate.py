@@ -81,7 +81,7 @@ def ssim(a, b):
 
 def psnr(a, b):
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 10 * np.log10(1.0 / mse)
+    return float(10 * np.log10(1.0 / mse))
 
 
 def laplacian(y):

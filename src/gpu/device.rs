@@ -65,7 +65,7 @@ fn report(a: &wgpu::Adapter) -> AdapterReport {
             ("EXPERIMENTAL_COOPERATIVE_MATRIX", f.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)),
         ],
         coop_16x16x16_f16_f32: has_coop_16_f16_f32(a),
-        max_storage_binding: l.max_storage_buffer_binding_size as u64,
+        max_storage_binding: l.max_storage_buffer_binding_size,
         max_buffer: l.max_buffer_size,
     }
 }

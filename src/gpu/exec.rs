@@ -102,7 +102,7 @@ impl std::fmt::Debug for GpuModel {
 }
 
 fn buffer_size_check(ctx: &GpuContext, what: &str, bytes: u64) -> Result<()> {
-    let lim = (ctx.limits.max_storage_buffer_binding_size as u64).min(ctx.limits.max_buffer_size);
+    let lim = ctx.limits.max_storage_buffer_binding_size.min(ctx.limits.max_buffer_size);
     if bytes > lim {
         return Err(Error::Gpu(format!(
             "{what} needs {bytes} bytes, more than this device's largest storage binding ({lim} bytes); use a smaller input or the CPU"
@@ -131,6 +131,9 @@ impl GpuModel {
                 .map(|v| format!("activation '{}' ({})", g.name(*v), crate::tensor::fmt_shape(p.shape(*v))))
                 .unwrap_or_else(|| format!("activation buffer {k}"));
             buffer_size_check(&ctx, &who, *s)?;
+        }
+        for &v in &g.inputs {
+            buffer_size_check(&ctx, &format!("input '{}'", g.name(v)), numel(p.shape(v)) as u64 * 4)?;
         }
         let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
         let (act_bufs, input_bufs, const_bufs, aux_bufs, dummy, params_buf) =
@@ -418,7 +421,7 @@ impl GpuModel {
                 }),
             )
         });
-        let bytes = ctx.scoped("running the model", || {
+        ctx.scoped("running the model", || {
             for (buf, t) in self.input_bufs.iter().zip(inputs) {
                 let data = t.to_f32_vec();
                 ctx.queue.write_buffer(buf, 0, bytemuck::cast_slice(&data));
@@ -450,11 +453,10 @@ impl GpuModel {
             }
             if let Some(rb) = &self.readback {
                 for o in &self.outputs {
-                    if let Some(b) = o.buf {
-                        if o.bytes > 0 {
+                    if let Some(b) = o.buf
+                        && o.bytes > 0 {
                             enc.copy_buffer_to_buffer(self.buffer(b), o.offset_bytes, rb, o.readback_offset, o.bytes);
                         }
-                    }
                 }
             }
             if let (Some(q), Some((res, rd))) = (&query, &ts_bufs) {
@@ -463,7 +465,6 @@ impl GpuModel {
             }
             ctx.queue.submit([enc.finish()]);
         })?;
-        let _ = bytes;
         let raw = match &self.readback {
             Some(rb) => ctx.read_buffer(rb, self.readback_bytes)?,
             None => {
@@ -479,7 +480,7 @@ impl GpuModel {
                 continue;
             }
             let b = &raw[o.readback_offset as usize..][..o.bytes as usize];
-            let v: Vec<f32> = bytemuck::cast_slice(b).to_vec();
+            let v: Vec<f32> = bytemuck::pod_collect_to_vec(b);
             let dt = self.prepared.dtype(o.value);
             outs.push(Tensor::with_dtype(dt, o.shape.clone(), crate::tensor::Data::F32(v)));
         }
@@ -497,7 +498,7 @@ impl GpuModel {
         };
         if let Some((_, rd)) = &ts_bufs {
             let raw = ctx.read_buffer(rd, nq as u64 * 8)?;
-            let t: &[u64] = bytemuck::cast_slice(&raw);
+            let t: Vec<u64> = bytemuck::pod_collect_to_vec(&raw);
             let period = ctx.queue.get_timestamp_period() as f64;
             let mut by_node = vec![0.0; self.prepared.graph.nodes.len()];
             let mut total = 0.0;

@@ -75,15 +75,13 @@ fn place(p: &Prepared, excluded: &HashSet<ValueId>) -> Placement {
     let mut bstride: Vec<Option<u64>> = vec![None; nv];
     let mut members = vec![1usize; nv];
     for n in &g.nodes {
-        if is_alias(&n.op) {
-            if let (Some(i), Some(o)) = (n.input(0), n.output(0)) {
-                if !g.consts.contains_key(&i) {
+        if is_alias(&n.op)
+            && let (Some(i), Some(o)) = (n.input(0), n.output(0))
+                && !g.consts.contains_key(&i) {
                     root[o] = root[i];
                     offset[o] = offset[i];
                     members[root[i]] += 1;
                 }
-            }
-        }
     }
     let consumers = g.consumers();
     let producers = g.producers();

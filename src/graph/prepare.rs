@@ -190,8 +190,8 @@ pub fn prepare(g: &Graph, bindings: &[Binding], opts: &Options) -> Result<Prepar
             Some(ts) => ts.iter().map(|t| (t.dtype, t.shape.clone())).collect(),
             None => {
                 for &si in n.op.static_inputs() {
-                    if let Some(Some(i)) = infos.get(si) {
-                        if i.value.is_none() {
+                    if let Some(Some(i)) = infos.get(si)
+                        && i.value.is_none() {
                             return Err(node_err(
                                 n,
                                 format!(
@@ -200,7 +200,6 @@ pub fn prepare(g: &Graph, bindings: &[Binding], opts: &Options) -> Result<Prepar
                                 ),
                             ));
                         }
-                    }
                 }
                 n.op.infer(&infos).map_err(|m| node_err(n, m))?
             }
@@ -238,11 +237,10 @@ pub fn prepare(g: &Graph, bindings: &[Binding], opts: &Options) -> Result<Prepar
     let consumers = g.consumers();
     for n in &g.nodes {
         for (j, out) in n.outputs.iter().enumerate() {
-            if let Some(v) = out {
-                if types[*v].is_none() && (!consumers[*v].is_empty() || g.outputs.contains(v)) {
+            if let Some(v) = out
+                && types[*v].is_none() && (!consumers[*v].is_empty() || g.outputs.contains(v)) {
                     return Err(node_err(n, format!("output {j} '{}' is not supported (inference only)", g.name(*v))));
                 }
-            }
         }
     }
 
@@ -287,11 +285,10 @@ fn remove_identities(g: &mut Graph) -> Result<()> {
                 subst.insert(out, src);
             }
             // Dropout's mask output
-            if let Some(mask) = n.output(1) {
-                if !consumers[mask].is_empty() || g.outputs.contains(&mask) {
+            if let Some(mask) = n.output(1)
+                && (!consumers[mask].is_empty() || g.outputs.contains(&mask)) {
                     return Err(node_err(&n, "the Dropout mask output is not supported"));
                 }
-            }
             continue;
         }
         keep.push(n);

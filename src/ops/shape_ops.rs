@@ -72,7 +72,7 @@ impl Reshape {
         }
         if let Some(i) = infer_at {
             let known: usize = out.iter().enumerate().filter(|(k, _)| *k != i).map(|(_, &d)| d).product();
-            if known == 0 || total % known != 0 {
+            if known == 0 || !total.is_multiple_of(known) {
                 op_bail!("cannot reshape input {} ({total} elements) to {spec:?}", fmt_shape(x.shape));
             }
             out[i] = total / known;

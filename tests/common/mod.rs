@@ -104,11 +104,10 @@ pub fn bindings(model: &Model, inputs: &[Tensor]) -> (Vec<Binding>, Vec<Tensor>)
             }
         }
         // Resize-10 / Upsample scales, already covered by static_inputs; Shape-only readers
-        if matches!(n.op, Op::Shape(_) | Op::Size) {
-            if let Some(v) = n.input(0) {
+        if matches!(n.op, Op::Shape(_) | Op::Size)
+            && let Some(v) = n.input(0) {
                 static_vals.insert(v);
             }
-        }
     }
     let mut b = Vec::new();
     let mut runtime = Vec::new();
@@ -265,8 +264,30 @@ pub mod build {
         }
     }
 
+    pub fn attr_i(name: &str, v: i64) -> AttributeProto {
+        AttributeProto { name: name.into(), r#type: attribute_type::INT, i: v, ..Default::default() }
+    }
+
+    pub fn attr_f(name: &str, v: f32) -> AttributeProto {
+        AttributeProto { name: name.into(), r#type: attribute_type::FLOAT, f: v, ..Default::default() }
+    }
+
+    pub fn attr_t(name: &str, t: TensorProto) -> AttributeProto {
+        AttributeProto { name: name.into(), r#type: attribute_type::TENSOR, t: Some(t), ..Default::default() }
+    }
+
     pub fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
         AttributeProto { name: name.into(), r#type: attribute_type::INTS, ints: v.to_vec(), ..Default::default() }
+    }
+
+    pub fn tensor_i64(name: &str, dims: &[i64], v: &[i64]) -> TensorProto {
+        TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: data_type::INT64,
+            int64_data: v.to_vec(),
+            ..Default::default()
+        }
     }
 
     pub fn tensor(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
@@ -318,4 +339,27 @@ pub mod build {
             vec![tensor("w", &[3, 2, 3, 3], &w)],
         )
     }
+}
+
+/// The GPU every GPU test uses. Tests that need an adapter fail (not skip) without one.
+pub fn gpu() -> std::sync::Arc<unet_gpu::gpu::GpuContext> {
+    static CTX: std::sync::OnceLock<std::sync::Arc<unet_gpu::gpu::GpuContext>> = std::sync::OnceLock::new();
+    CTX.get_or_init(|| {
+        unet_gpu::gpu::GpuContext::new(None)
+            .unwrap_or_else(|e| panic!("the GPU tests need a GPU adapter (CI uses Mesa lavapipe: apt-get install mesa-vulkan-drivers libvulkan1): {e}"))
+    })
+    .clone()
+}
+
+/// Deterministic pseudo-random values in [lo, hi).
+pub fn random(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(0x2545_F491_4F6C_DD1D);
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            lo + (hi - lo) * ((s >> 40) as f32 / (1u64 << 24) as f32)
+        })
+        .collect()
 }

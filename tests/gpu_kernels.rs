@@ -1,0 +1,644 @@
+//! Every GPU kernel against the CPU reference on random, odd-sized shapes (rel-L2 <= 1e-4).
+
+mod common;
+use common::build::*;
+use common::*;
+use unet_gpu::gpu::GpuModel;
+use unet_gpu::onnx::proto::{AttributeProto, OperatorSetIdProto, TensorProto};
+use unet_gpu::{Model, Tensor};
+
+/// An operand of a test graph: fed at run time, or an initializer.
+enum Operand {
+    Run(&'static str, Vec<usize>),
+    Init(TensorProto),
+    Skip,
+}
+use Operand::*;
+
+struct Case {
+    name: &'static str,
+    nodes: Vec<(&'static str, Vec<&'static str>, Vec<&'static str>, Vec<AttributeProto>)>,
+    operands: Vec<Operand>,
+    outputs: Vec<&'static str>,
+    opset: i64,
+    lo: f32,
+    hi: f32,
+}
+
+fn case(
+    name: &'static str,
+    op: &'static str,
+    ins: Vec<&'static str>,
+    attrs: Vec<AttributeProto>,
+    operands: Vec<Operand>,
+) -> Case {
+    Case { name, nodes: vec![(op, ins, vec!["y"], attrs)], operands, outputs: vec!["y"], opset: 17, lo: -2.0, hi: 2.0 }
+}
+
+fn init(name: &str, dims: &[i64], seed: u64) -> Operand {
+    let n: i64 = dims.iter().product();
+    Init(tensor(name, dims, &random(n as usize, seed, -1.0, 1.0)))
+}
+
+fn ints(name: &str, v: &[i64]) -> Operand {
+    Init(tensor_i64(name, &[v.len() as i64], v))
+}
+
+fn floats(name: &str, v: &[f32]) -> Operand {
+    Init(tensor(name, &[v.len() as i64], v))
+}
+
+fn run_case(c: &Case) -> Result<(usize, unet_gpu::gpu::RunStats), String> {
+    let mut inputs = Vec::new();
+    let mut inits = Vec::new();
+    let mut feeds = Vec::new();
+    for (k, o) in c.operands.iter().enumerate() {
+        match o {
+            Run(name, shape) => {
+                let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+                inputs.push(vi(name, &dims));
+                let n: usize = shape.iter().product();
+                feeds.push(Tensor::f32(shape.clone(), random(n, 100 + k as u64, c.lo, c.hi)));
+            }
+            Init(t) => inits.push(t.clone()),
+            Skip => {}
+        }
+    }
+    let nodes = c
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, (op, ins, outs, attrs))| node(op, &format!("n{i}"), ins, outs, attrs.clone()))
+        .collect();
+    let outputs = c.outputs.iter().map(|o| vi(o, &[])).collect();
+    let mut m = model(nodes, inputs, outputs, inits);
+    m.opset_import = vec![OperatorSetIdProto { domain: String::new(), version: c.opset }];
+    let model = Model::from_bytes(&bytes(&m), c.name).map_err(|e| format!("load: {e}"))?;
+    let shapes: Vec<Vec<usize>> = feeds.iter().map(|t| t.shape.clone()).collect();
+    let p = model.prepare(&shapes).map_err(|e| format!("prepare: {e}"))?;
+    if p.graph.nodes.is_empty() {
+        return Err("everything folded: the case tests nothing".into());
+    }
+    let want = unet_gpu::cpu::run(&p, &feeds).map_err(|e| format!("cpu: {e}"))?;
+    let gm = GpuModel::new(gpu(), &p).map_err(|e| format!("gpu build: {e}"))?;
+    let (got, stats) = gm.run_with_stats(&feeds, false).map_err(|e| format!("gpu run: {e}"))?;
+    for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+        if g.shape != w.shape {
+            return Err(format!("output {k}: shape {:?} vs {:?}", g.shape, w.shape));
+        }
+        let e = rel_l2(g.as_f32().unwrap(), w.as_f32().unwrap());
+        if !(e <= 1e-4) {
+            return Err(format!("output {k}: rel-L2 {e:.3e}"));
+        }
+    }
+    Ok((p.graph.nodes.len(), stats))
+}
+
+fn run_all(cases: Vec<Case>) {
+    let mut failed = Vec::new();
+    for c in &cases {
+        if let Err(e) = run_case(c) {
+            failed.push(format!("{}: {e}", c.name));
+        }
+    }
+    assert!(failed.is_empty(), "{} of {} cases failed:\n{}", failed.len(), cases.len(), failed.join("\n"));
+}
+
+#[test]
+fn conv_kernels() {
+    let x = |shape: &[usize]| Run("x", shape.to_vec());
+    run_all(vec![
+        case(
+            "conv 3x3 pad 1 bias",
+            "Conv",
+            vec!["x", "w", "b"],
+            vec![attr_ints("pads", &[1, 1, 1, 1])],
+            vec![x(&[1, 3, 11, 13]), init("w", &[5, 3, 3, 3], 1), init("b", &[5], 2)],
+        ),
+        case(
+            "conv stride 2, asymmetric pads, dilation, batch 2, no bias",
+            "Conv",
+            vec!["x", "w"],
+            vec![attr_ints("pads", &[0, 1, 2, 1]), attr_ints("strides", &[2, 2]), attr_ints("dilations", &[2, 1])],
+            vec![x(&[2, 4, 15, 12]), init("w", &[6, 4, 3, 2], 3)],
+        ),
+        case(
+            "conv groups 2",
+            "Conv",
+            vec!["x", "w", "b"],
+            vec![attr_i("group", 2)],
+            vec![x(&[1, 6, 9, 10]), init("w", &[4, 3, 3, 3], 4), init("b", &[4], 5)],
+        ),
+        case(
+            "depthwise stride 2 SAME_UPPER",
+            "Conv",
+            vec!["x", "w"],
+            vec![attr_i("group", 5), attr_ints("strides", &[2, 2]), attr_s("auto_pad", "SAME_UPPER")],
+            vec![x(&[1, 5, 12, 9]), init("w", &[5, 1, 3, 3], 6)],
+        ),
+        case(
+            "conv 1x1",
+            "Conv",
+            vec!["x", "w", "b"],
+            vec![],
+            vec![x(&[1, 7, 10, 11]), init("w", &[9, 7, 1, 1], 7), init("b", &[9], 8)],
+        ),
+        case(
+            "conv 1-D",
+            "Conv",
+            vec!["x", "w"],
+            vec![attr_ints("pads", &[2, 2])],
+            vec![x(&[2, 3, 17]), init("w", &[4, 3, 5], 9)],
+        ),
+        case(
+            "conv many channels (K and M span several tiles)",
+            "Conv",
+            vec!["x", "w", "b"],
+            vec![attr_ints("pads", &[1, 1, 1, 1])],
+            vec![x(&[1, 37, 9, 8]), init("w", &[70, 37, 3, 3], 10), init("b", &[70], 11)],
+        ),
+        case(
+            "conv weights fed at run time",
+            "Conv",
+            vec!["x", "w"],
+            vec![attr_ints("pads", &[1, 0, 1, 0])],
+            vec![x(&[1, 3, 7, 9]), Run("w", vec![4, 3, 3, 1])],
+        ),
+        case(
+            "conv transpose stride 2, pads, output_padding, bias",
+            "ConvTranspose",
+            vec!["x", "w", "b"],
+            vec![attr_ints("strides", &[2, 2]), attr_ints("pads", &[1, 1, 1, 1]), attr_ints("output_padding", &[1, 1])],
+            vec![x(&[1, 4, 5, 6]), init("w", &[4, 3, 3, 3], 12), init("b", &[3], 13)],
+        ),
+        case(
+            "conv transpose 2x2 stride 2, batch 2",
+            "ConvTranspose",
+            vec!["x", "w", "b"],
+            vec![attr_ints("strides", &[2, 2])],
+            vec![x(&[2, 6, 7, 5]), init("w", &[6, 5, 2, 2], 14), init("b", &[5], 15)],
+        ),
+        case(
+            "conv transpose group 2 dilation 2",
+            "ConvTranspose",
+            vec!["x", "w"],
+            vec![attr_i("group", 2), attr_ints("dilations", &[2, 2])],
+            vec![x(&[1, 4, 6, 5]), init("w", &[4, 3, 3, 3], 16)],
+        ),
+        case(
+            "conv transpose output_shape",
+            "ConvTranspose",
+            vec!["x", "w"],
+            vec![attr_ints("strides", &[3, 2]), attr_ints("output_shape", &[13, 9])],
+            vec![x(&[1, 2, 4, 4]), init("w", &[2, 3, 3, 3], 17)],
+        ),
+        case(
+            "conv transpose SAME_UPPER",
+            "ConvTranspose",
+            vec!["x", "w"],
+            vec![attr_ints("strides", &[2, 2]), attr_s("auto_pad", "SAME_UPPER")],
+            vec![x(&[1, 3, 5, 7]), init("w", &[3, 2, 3, 3], 18)],
+        ),
+    ]);
+}
+
+#[test]
+fn conv_fused_epilogues() {
+    let mk = |name: &'static str,
+              act: &'static str,
+              attrs: Vec<AttributeProto>,
+              extra: Vec<Operand>,
+              ins: Vec<&'static str>| {
+        let mut operands = vec![Run("x", vec![1, 3, 9, 11]), init("w", &[5, 3, 3, 3], 21), init("b", &[5], 22)];
+        operands.extend(extra);
+        Case {
+            name,
+            nodes: vec![
+                ("Conv", vec!["x", "w", "b"], vec!["c"], vec![attr_ints("pads", &[1, 1, 1, 1])]),
+                (act, ins, vec!["y"], attrs),
+            ],
+            operands,
+            outputs: vec!["y"],
+            opset: 17,
+            lo: -2.0,
+            hi: 2.0,
+        }
+    };
+    let mut cases = vec![
+        mk("conv+relu", "Relu", vec![], vec![], vec!["c"]),
+        mk("conv+leakyrelu", "LeakyRelu", vec![attr_f("alpha", 0.13)], vec![], vec!["c"]),
+        mk("conv+sigmoid", "Sigmoid", vec![], vec![], vec!["c"]),
+        mk("conv+tanh", "Tanh", vec![], vec![], vec!["c"]),
+        mk(
+            "conv+clip (inputs)",
+            "Clip",
+            vec![],
+            vec![floats("lo", &[-0.3]), floats("hi", &[0.4])],
+            vec!["c", "lo", "hi"],
+        ),
+        mk("conv+hardswish", "HardSwish", vec![], vec![], vec!["c"]),
+    ];
+    // SiLU written as Sigmoid then Mul
+    cases.push(Case {
+        name: "conv+silu",
+        nodes: vec![
+            ("Conv", vec!["x", "w", "b"], vec!["c"], vec![attr_ints("pads", &[1, 1, 1, 1])]),
+            ("Sigmoid", vec!["c"], vec!["s"], vec![]),
+            ("Mul", vec!["c", "s"], vec!["y"], vec![]),
+        ],
+        operands: vec![Run("x", vec![1, 3, 9, 11]), init("w", &[5, 3, 3, 3], 23), init("b", &[5], 24)],
+        outputs: vec!["y"],
+        opset: 17,
+        lo: -2.0,
+        hi: 2.0,
+    });
+    for c in &cases {
+        let (nodes, stats) = run_case(c).unwrap_or_else(|e| panic!("{}: {e}", c.name));
+        // the activation really is fused: one conv node, one dispatch
+        assert_eq!((nodes, stats.dispatches), (1, 1), "{}: not fused", c.name);
+    }
+}
+
+#[test]
+fn elementwise_kernels() {
+    let x = || Run("x", vec![2, 3, 7, 5]);
+    let mut cases = Vec::new();
+    for (op, attrs) in [
+        ("Relu", vec![]),
+        ("LeakyRelu", vec![attr_f("alpha", 0.2)]),
+        ("Sigmoid", vec![]),
+        ("HardSigmoid", vec![attr_f("alpha", 0.3), attr_f("beta", 0.4)]),
+        ("HardSwish", vec![]),
+        ("Tanh", vec![]),
+        ("Clip", vec![]),
+        ("Elu", vec![attr_f("alpha", 0.7)]),
+        ("Selu", vec![]),
+        ("Celu", vec![attr_f("alpha", 1.3)]),
+        ("Softplus", vec![]),
+        ("Softsign", vec![]),
+        ("Mish", vec![]),
+        ("Erf", vec![]),
+        ("Gelu", vec![]),
+        ("Gelu", vec![attr_s("approximate", "tanh")]),
+        ("Abs", vec![]),
+        ("Neg", vec![]),
+        ("Exp", vec![]),
+        ("Floor", vec![]),
+        ("Ceil", vec![]),
+        ("Sign", vec![]),
+        ("Reciprocal", vec![]),
+    ] {
+        let mut c = case(op, op, vec!["x"], attrs, vec![x()]);
+        c.opset = 20;
+        cases.push(c);
+    }
+    let mut pos = |op: &'static str| {
+        let mut c = case(op, op, vec!["x"], vec![], vec![x()]);
+        c.lo = 0.1;
+        c.hi = 3.0;
+        cases.push(c);
+    };
+    pos("Log");
+    pos("Sqrt");
+    let mut sw = case("Swish", "Swish", vec!["x"], vec![attr_f("alpha", 0.8)], vec![x()]);
+    sw.opset = 24;
+    cases.push(sw);
+    cases.push(case(
+        "Clip attrs (opset 6)",
+        "Clip",
+        vec!["x"],
+        vec![attr_f("min", -0.5), attr_f("max", 0.7)],
+        vec![x()],
+    ));
+    cases.last_mut().unwrap().opset = 6;
+    cases.push(case("Clip one bound", "Clip", vec!["x", "lo"], vec![], vec![x(), floats("lo", &[0.25])]));
+    for op in ["Add", "Sub", "Mul", "Max", "Min"] {
+        cases.push(case(op, op, vec!["x", "z"], vec![], vec![Run("x", vec![2, 3, 5, 7]), Run("z", vec![3, 1, 7])]));
+    }
+    cases.push(case(
+        "Div",
+        "Div",
+        vec!["x", "z"],
+        vec![],
+        vec![Run("x", vec![2, 3, 5, 7]), init("z", &[1, 3, 1, 1], 30)],
+    ));
+    let mut pw = case("Pow", "Pow", vec!["x", "z"], vec![], vec![Run("x", vec![3, 5, 4]), Run("z", vec![4])]);
+    pw.lo = 0.2;
+    pw.hi = 2.0;
+    cases.push(pw);
+    cases.push(case("Add scalar", "Add", vec!["x", "z"], vec![], vec![Run("x", vec![2, 5, 3]), floats("z", &[0.75])]));
+    cases.push(case(
+        "PRelu",
+        "PRelu",
+        vec!["x", "s"],
+        vec![],
+        vec![Run("x", vec![2, 3, 5, 7]), init("s", &[3, 1, 1], 31)],
+    ));
+    cases.push(case(
+        "Where",
+        "Where",
+        vec!["c", "x", "z"],
+        vec![],
+        vec![
+            Init(unet_gpu::onnx::proto::TensorProto {
+                name: "c".into(),
+                dims: vec![5, 1],
+                data_type: unet_gpu::onnx::proto::data_type::BOOL,
+                int32_data: vec![1, 0, 0, 1, 1],
+                ..Default::default()
+            }),
+            Run("x", vec![2, 5, 3]),
+            Run("z", vec![3]),
+        ],
+    ));
+    for op in ["Sum", "Mean", "Max", "Min"] {
+        cases.push(case(
+            op,
+            op,
+            vec!["x", "z", "u"],
+            vec![],
+            vec![Run("x", vec![2, 3, 4, 5]), Run("z", vec![3, 1, 5]), Run("u", vec![2, 1, 4, 1])],
+        ));
+    }
+    let mut cast = case("Cast to f16", "Cast", vec!["x"], vec![attr_i("to", 10)], vec![x()]);
+    cast.lo = -300.0;
+    cast.hi = 300.0;
+    cases.push(cast);
+    run_all(cases);
+}
+
+#[test]
+fn pool_reduce_norm_softmax_kernels() {
+    let x = |s: &[usize]| Run("x", s.to_vec());
+    let mut cases = vec![
+        case(
+            "maxpool k3 s2 p1 ceil",
+            "MaxPool",
+            vec!["x"],
+            vec![
+                attr_ints("kernel_shape", &[3, 3]),
+                attr_ints("strides", &[2, 2]),
+                attr_ints("pads", &[1, 1, 1, 1]),
+                attr_i("ceil_mode", 1),
+            ],
+            vec![x(&[1, 3, 12, 11])],
+        ),
+        case(
+            "maxpool dilated",
+            "MaxPool",
+            vec!["x"],
+            vec![attr_ints("kernel_shape", &[2, 3]), attr_ints("dilations", &[2, 2])],
+            vec![x(&[2, 2, 9, 10])],
+        ),
+        case(
+            "avgpool count_include_pad",
+            "AveragePool",
+            vec!["x"],
+            vec![attr_ints("kernel_shape", &[3, 3]), attr_ints("pads", &[1, 2, 1, 0]), attr_i("count_include_pad", 1)],
+            vec![x(&[1, 3, 8, 9])],
+        ),
+        case(
+            "avgpool ceil stride 2",
+            "AveragePool",
+            vec!["x"],
+            vec![attr_ints("kernel_shape", &[2, 2]), attr_ints("strides", &[2, 2]), attr_i("ceil_mode", 1)],
+            vec![x(&[1, 4, 7, 9])],
+        ),
+        case(
+            "maxpool 1-D",
+            "MaxPool",
+            vec!["x"],
+            vec![attr_ints("kernel_shape", &[3]), attr_ints("strides", &[2])],
+            vec![x(&[2, 3, 15])],
+        ),
+        case("global average pool", "GlobalAveragePool", vec!["x"], vec![], vec![x(&[2, 5, 17, 19])]),
+        case("global max pool", "GlobalMaxPool", vec!["x"], vec![], vec![x(&[2, 5, 7, 9])]),
+        case("reduce mean H W", "ReduceMean", vec!["x"], vec![attr_ints("axes", &[2, 3])], vec![x(&[2, 3, 7, 5])]),
+        case(
+            "reduce max C keepdims 0",
+            "ReduceMax",
+            vec!["x"],
+            vec![attr_ints("axes", &[1]), attr_i("keepdims", 0)],
+            vec![x(&[2, 5, 3, 4])],
+        ),
+        case("reduce min", "ReduceMin", vec!["x"], vec![attr_ints("axes", &[-1])], vec![x(&[3, 4, 6])]),
+        case(
+            "reduce sum long (workgroup path)",
+            "ReduceSum",
+            vec!["x", "ax"],
+            vec![],
+            vec![x(&[1, 3, 21, 23]), ints("ax", &[2, 3])],
+        ),
+        case(
+            "batchnorm with run-time statistics",
+            "BatchNormalization",
+            vec!["x", "s", "b", "m", "v"],
+            vec![attr_f("epsilon", 1e-3)],
+            vec![
+                x(&[2, 3, 5, 7]),
+                Run("s", vec![3]),
+                Run("b", vec![3]),
+                Run("m", vec![3]),
+                floats("v", &[0.5, 1.2, 2.0]),
+            ],
+        ),
+        case(
+            "instancenorm",
+            "InstanceNormalization",
+            vec!["x", "s", "b"],
+            vec![],
+            vec![x(&[2, 5, 9, 11]), init("s", &[5], 40), init("b", &[5], 41)],
+        ),
+        case(
+            "instancenorm 3-D, long plane",
+            "InstanceNormalization",
+            vec!["x", "s", "b"],
+            vec![],
+            vec![x(&[1, 4, 301]), init("s", &[4], 42), init("b", &[4], 43)],
+        ),
+        case("softmax axis 1", "Softmax", vec!["x"], vec![attr_i("axis", 1)], vec![x(&[2, 5, 3, 4])]),
+        case("logsoftmax last axis", "LogSoftmax", vec!["x"], vec![], vec![x(&[2, 3, 7])]),
+    ];
+    let mut old =
+        case("softmax opset 11 (2-D coercion)", "Softmax", vec!["x"], vec![attr_i("axis", 1)], vec![x(&[2, 3, 4])]);
+    old.opset = 11;
+    cases.push(old);
+    run_all(cases);
+}
+
+#[test]
+fn resize_pad_layout_kernels() {
+    let x = |s: &[usize]| Run("x", s.to_vec());
+    let r = |name: &'static str,
+             attrs: Vec<AttributeProto>,
+             xs: &[usize],
+             scales: Option<&[f32]>,
+             sizes: Option<&[i64]>| {
+        let mut ops = vec![x(xs), Skip];
+        let mut ins = vec!["x", ""];
+        match scales {
+            Some(s) => {
+                ops.push(floats("scales", s));
+                ins.push("scales");
+            }
+            None => {
+                ins.push("");
+            }
+        }
+        if let Some(z) = sizes {
+            ops.push(ints("sizes", z));
+            ins.push("sizes");
+        }
+        case(name, "Resize", ins, attrs, ops)
+    };
+    let cases = vec![
+        r("nearest x2 half_pixel", vec![], &[1, 2, 5, 7], Some(&[1.0, 1.0, 2.0, 2.0]), None),
+        r(
+            "nearest asymmetric floor, sizes down",
+            vec![attr_s("coordinate_transformation_mode", "asymmetric"), attr_s("nearest_mode", "floor")],
+            &[1, 3, 9, 11],
+            None,
+            Some(&[1, 3, 4, 6]),
+        ),
+        r(
+            "nearest round_prefer_ceil",
+            vec![attr_s("nearest_mode", "round_prefer_ceil")],
+            &[1, 1, 6, 7],
+            Some(&[1.0, 1.0, 1.7, 2.3]),
+            None,
+        ),
+        r(
+            "linear align_corners",
+            vec![attr_s("mode", "linear"), attr_s("coordinate_transformation_mode", "align_corners")],
+            &[1, 2, 5, 6],
+            Some(&[1.0, 1.0, 2.0, 2.0]),
+            None,
+        ),
+        r("linear half_pixel odd sizes", vec![attr_s("mode", "linear")], &[1, 2, 5, 7], None, Some(&[1, 2, 9, 12])),
+        r(
+            "linear pytorch_half_pixel",
+            vec![attr_s("mode", "linear"), attr_s("coordinate_transformation_mode", "pytorch_half_pixel")],
+            &[2, 2, 7, 5],
+            None,
+            Some(&[2, 2, 13, 1]),
+        ),
+        r(
+            "linear antialias downscale",
+            vec![attr_s("mode", "linear"), attr_i("antialias", 1)],
+            &[1, 1, 13, 11],
+            Some(&[1.0, 1.0, 0.6, 0.45]),
+            None,
+        ),
+        r("linear on the channel axis too", vec![attr_s("mode", "linear")], &[1, 3, 4, 5], None, Some(&[1, 5, 8, 3])),
+        case(
+            "upsample opset 9",
+            "Upsample",
+            vec!["x", "scales"],
+            vec![attr_s("mode", "nearest")],
+            vec![x(&[1, 2, 3, 4]), floats("scales", &[1.0, 1.0, 2.0, 3.0])],
+        ),
+        case(
+            "pad constant",
+            "Pad",
+            vec!["x", "p", "v"],
+            vec![],
+            vec![x(&[1, 2, 5, 6]), ints("p", &[0, 0, 1, 2, 0, 0, 2, 1]), floats("v", &[0.5])],
+        ),
+        case(
+            "pad reflect",
+            "Pad",
+            vec!["x", "p"],
+            vec![attr_s("mode", "reflect")],
+            vec![x(&[1, 2, 5, 6]), ints("p", &[0, 0, 2, 3, 0, 0, 4, 1])],
+        ),
+        case(
+            "pad edge",
+            "Pad",
+            vec!["x", "p"],
+            vec![attr_s("mode", "edge")],
+            vec![x(&[2, 5, 6]), ints("p", &[0, 1, 2, 0, 3, 1])],
+        ),
+        case(
+            "pad wrap",
+            "Pad",
+            vec!["x", "p"],
+            vec![attr_s("mode", "wrap")],
+            vec![x(&[1, 2, 5, 6]), ints("p", &[0, 0, 1, 2, 0, 0, 2, 1])],
+        ),
+        case(
+            "pad negative (crop)",
+            "Pad",
+            vec!["x", "p"],
+            vec![],
+            vec![x(&[1, 3, 7, 6]), ints("p", &[0, 0, -1, 2, 0, -1, -2, 1])],
+        ),
+        case("depth to space DCR", "DepthToSpace", vec!["x"], vec![attr_i("blocksize", 2)], vec![x(&[2, 8, 3, 5])]),
+        case(
+            "depth to space CRD",
+            "DepthToSpace",
+            vec!["x"],
+            vec![attr_i("blocksize", 2), attr_s("mode", "CRD")],
+            vec![x(&[1, 12, 3, 4])],
+        ),
+        case("transpose", "Transpose", vec!["x"], vec![attr_ints("perm", &[0, 2, 3, 1])], vec![x(&[2, 3, 4, 5])]),
+        case(
+            "slice negative step",
+            "Slice",
+            vec!["x", "s", "e", "a", "st"],
+            vec![],
+            vec![x(&[2, 5, 7, 6]), ints("s", &[6, 1]), ints("e", &[0, 5]), ints("a", &[2, 3]), ints("st", &[-2, 2])],
+        ),
+        case("expand", "Expand", vec!["x", "sh"], vec![], vec![x(&[3, 1, 5]), ints("sh", &[2, 3, 4, 5])]),
+        case("tile", "Tile", vec!["x", "r"], vec![], vec![x(&[2, 3, 4]), ints("r", &[1, 2, 3])]),
+        case("gather", "Gather", vec!["x", "i"], vec![attr_i("axis", 1)], vec![x(&[2, 4, 5]), ints("i", &[2, 0, -1])]),
+        case(
+            "concat axis 2 (copies)",
+            "Concat",
+            vec!["x", "z"],
+            vec![attr_i("axis", 2)],
+            vec![x(&[2, 3, 4, 5]), Run("z", vec![2, 3, 2, 5])],
+        ),
+        case(
+            "concat axis 1 of inputs",
+            "Concat",
+            vec!["x", "z"],
+            vec![attr_i("axis", 1)],
+            vec![x(&[2, 3, 4, 5]), Run("z", vec![2, 1, 4, 5])],
+        ),
+    ];
+    run_all(cases);
+    // Split: two outputs
+    let split = Case {
+        name: "split",
+        nodes: vec![("Split", vec!["x", "sp"], vec!["y", "y2"], vec![attr_i("axis", 1)])],
+        operands: vec![x(&[2, 5, 3, 3]), ints("sp", &[2, 3])],
+        outputs: vec!["y", "y2"],
+        opset: 17,
+        lo: -1.0,
+        hi: 1.0,
+    };
+    run_case(&split).unwrap();
+}
+
+#[test]
+fn concat_of_conv_outputs_is_written_in_place() {
+    // y = concat(conv1(x), conv2(conv1(x)), 1): the second conv reads a slice of the buffer it
+    // writes into; neither needs a copy.
+    let c = Case {
+        name: "concat in place",
+        nodes: vec![
+            ("Conv", vec!["x", "w1"], vec!["a"], vec![attr_ints("pads", &[1, 1, 1, 1])]),
+            ("Conv", vec!["a", "w2"], vec!["b"], vec![attr_ints("pads", &[1, 1, 1, 1])]),
+            ("Concat", vec!["a", "b"], vec!["c"], vec![attr_i("axis", 1)]),
+            ("Relu", vec!["c"], vec!["y"], vec![]),
+        ],
+        operands: vec![Run("x", vec![2, 3, 9, 7]), init("w1", &[4, 3, 3, 3], 50), init("w2", &[5, 4, 3, 3], 51)],
+        outputs: vec!["y"],
+        opset: 17,
+        lo: -1.0,
+        hi: 1.0,
+    };
+    let (_, stats) = run_case(&c).unwrap();
+    assert_eq!(stats.concat_copies, 0);
+    assert_eq!(stats.dispatches, 3, "two convs and the relu, no copy");
+}

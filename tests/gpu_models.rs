@@ -1,0 +1,163 @@
+//! End-to-end on the GPU: the PyTorch fixtures and u2netp match onnxruntime; one upload, one
+//! submission, one readback, no concat copies; memory reuse; the CLI's GPU paths.
+
+mod common;
+use common::*;
+use std::process::Command;
+use unet_gpu::gpu::GpuModel;
+use unet_gpu::{Model, Tensor, npy};
+
+#[test]
+fn fixtures_match_onnxruntime_on_gpu() {
+    let ctx = gpu();
+    for name in FIXTURES {
+        let (model, pairs) = fixture(name);
+        let m = Model::load(&model).unwrap();
+        for (x, want) in pairs {
+            let p = m.prepare(&[x.shape.clone()]).unwrap();
+            let gm = GpuModel::new(ctx.clone(), &p).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let (out, st) = gm.run_with_stats(&[x.clone()], false).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let err = rel_l2(out[0].as_f32().unwrap(), want.as_f32().unwrap());
+            assert!(err <= 1e-4, "{name} at {:?}: rel-L2 {err:.3e}", x.shape);
+            // one upload of the input, one submission, one readback, nothing in between
+            assert_eq!((st.uploads, st.submits, st.readbacks), (1, 1, 1), "{name}");
+            if ["classic_unet", "bilinear_unet", "groupnorm_unet", "extra_batch2"].contains(name) {
+                assert_eq!(st.concat_copies, 0, "{name}: skip concats should be written in place");
+            }
+        }
+    }
+}
+
+#[test]
+fn classic_unet_256_memory_plan_halves_activation_memory() {
+    let (model, _) = fixture("classic_unet");
+    let m = Model::load(&model).unwrap();
+    let p = m.prepare(&[vec![1, 3, 256, 256]]).unwrap();
+    let gm = GpuModel::new(gpu(), &p).unwrap();
+    let x = Tensor::f32(vec![1, 3, 256, 256], random(3 * 256 * 256, 7, -1.0, 1.0));
+    let (out, st) = gm.run_with_stats(&[x.clone()], true).unwrap();
+    eprintln!(
+        "classic U-Net 256x256: peak {} bytes vs naive {} bytes; {} dispatches",
+        st.peak_activation_bytes, st.naive_activation_bytes, st.dispatches
+    );
+    assert!(st.peak_activation_bytes * 2 < st.naive_activation_bytes, "{st:?}");
+    assert_eq!(st.concat_copies, 0);
+    let want = unet_gpu::cpu::run(&p, &[x]).unwrap();
+    assert!(rel_l2(out[0].as_f32().unwrap(), want[0].as_f32().unwrap()) <= 1e-4);
+}
+
+#[test]
+fn u2netp_matches_onnxruntime_on_gpu() {
+    let dir = data_dir().join("data/u2netp");
+    let m = Model::load(&dir.join("model.onnx")).unwrap();
+    let x = npy::read(&dir.join("input.npy")).unwrap();
+    let p = m.prepare(&[x.shape.clone()]).unwrap();
+    let gm = GpuModel::new(gpu(), &p).unwrap();
+    let (out, st) = gm.run_with_stats(&[x], false).unwrap();
+    assert_eq!((st.uploads, st.submits, st.readbacks, st.concat_copies), (1, 1, 1, 0));
+    let mut files: Vec<_> = std::fs::read_dir(dir.join("all_outputs")).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert_eq!(out.len(), files.len());
+    for (k, f) in files.iter().enumerate() {
+        let want = npy::read(f).unwrap();
+        let err = rel_l2(out[k].as_f32().unwrap(), want.as_f32().unwrap());
+        assert!(err <= 1e-4, "u2netp output {k}: rel-L2 {err:.3e}");
+    }
+}
+
+fn cli() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_unet-gpu"));
+    c.env("XDG_RUNTIME_DIR", std::env::temp_dir());
+    c
+}
+
+#[test]
+fn cli_devices_lists_an_adapter() {
+    let o = cli().arg("devices").output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success());
+    assert!(text.contains("[0]") && text.contains("SHADER_F16="), "{text}");
+}
+
+#[test]
+fn cli_run_gpu_writes_stats() {
+    let (model, pairs) = fixture("classic_unet");
+    let dir = std::env::temp_dir().join(format!("unet-gpu-gpucli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (x, out, stats) = (dir.join("x.npy"), dir.join("y.npy"), dir.join("stats.json"));
+    npy::write(&x, &pairs[0].0).unwrap();
+    let o = cli()
+        .arg("run")
+        .arg(&model)
+        .arg("--input")
+        .arg(&x)
+        .arg("--output")
+        .arg(&out)
+        .arg("--stats")
+        .arg(&stats)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let y = npy::read(&out).unwrap();
+    assert!(rel_l2(y.as_f32().unwrap(), pairs[0].1.as_f32().unwrap()) <= 1e-4);
+    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    for key in
+        ["dispatches", "uploads", "readbacks", "concat_copies", "peak_activation_bytes", "naive_activation_bytes"]
+    {
+        assert!(j[key].is_u64(), "stats lack integer '{key}': {j}");
+    }
+    assert_eq!(j["uploads"], 1);
+    assert_eq!(j["readbacks"], 1);
+    assert_eq!(j["concat_copies"], 0);
+    assert!(j["gpu_ms_by_op"]["Conv"].is_number(), "per-op GPU time expected with timestamps: {j}");
+
+    // no such adapter: --device gpu fails clearly and writes nothing; auto falls back
+    let out2 = dir.join("y2.npy");
+    let o = cli()
+        .arg("run")
+        .arg(&model)
+        .arg("--input")
+        .arg(&x)
+        .arg("--output")
+        .arg(&out2)
+        .args(["--device", "gpu", "--adapter", "no-such-gpu"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no-such-gpu"));
+    assert!(!out2.exists());
+    let o = cli()
+        .arg("run")
+        .arg(&model)
+        .arg("--input")
+        .arg(&x)
+        .arg("--output")
+        .arg(&out2)
+        .args(["--device", "auto"])
+        .env("UNET_GPU_ADAPTER", "no-such-gpu")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("running on the CPU reference"));
+    let y2 = npy::read(&out2).unwrap();
+    assert!(rel_l2(y2.as_f32().unwrap(), pairs[0].1.as_f32().unwrap()) <= 1e-4);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn tensor_past_the_binding_limit_is_refused_with_its_name() {
+    let ctx = gpu();
+    let lim = ctx.limits.max_storage_buffer_binding_size;
+    // a Relu on a tensor just past the limit
+    let n = (lim / 4 + 1024) as i64;
+    let m = common::build::model(
+        vec![common::build::node("Relu", "big_relu", &["x"], &["y"], vec![])],
+        vec![common::build::vi("x", &[1, n])],
+        vec![common::build::vi("y", &[1, n])],
+        vec![],
+    );
+    let model = Model::from_bytes(&common::build::bytes(&m), "big").unwrap();
+    let p = model.prepare(&[vec![1, n as usize]]).unwrap();
+    let e = GpuModel::new(ctx, &p).unwrap_err().to_string();
+    assert!(e.contains("largest storage binding") && (e.contains("'x'") || e.contains("'y'")), "{e}");
+}
