@@ -16,10 +16,10 @@ const BK: u32 = 16u;
 const TM: u32 = 4u;
 const TN: u32 = 4u;
 
-@group(0) @binding(1) var<storage, read> X: array<f32>;
-@group(0) @binding(2) var<storage, read> Wt: array<f32>;
-@group(0) @binding(3) var<storage, read> Bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(1) var<storage, read> X: array<ST>;
+@group(0) @binding(2) var<storage, read> Wt: array<ST>;
+@group(0) @binding(3) var<storage, read> Bias: array<ST>;
+@group(0) @binding(4) var<storage, read_write> Y: array<ST>;
 
 var<workgroup> As: array<f32, 1024>; // [BK][BM]
 var<workgroup> Bs: array<f32, 1024>; // [BK][BN]
@@ -32,13 +32,13 @@ fn weight(g: u32, m: u32, k: u32) -> f32 {
     let K = pu(16u);
     if (!TRANSPOSED) {
         // [M, Cg, KH, KW]: row g*Mg + m is contiguous in k
-        return Wt[(g * pu(15u) + m) * K + k];
+        return f32(Wt[(g * pu(15u) + m) * K + k]);
     }
     // [C, Mg, KH, KW]
     let khw = pu(6u) * pu(7u);
     let icg = k / khw;
     let r = k % khw;
-    return Wt[((g * pu(14u) + icg) * pu(15u) + m) * khw + r];
+    return f32(Wt[((g * pu(14u) + icg) * pu(15u) + m) * khw + r]);
 }
 
 fn gather_x(n: u32, g: u32, k: u32, p: u32) -> f32 {
@@ -76,9 +76,9 @@ fn gather_x(n: u32, g: u32, k: u32, p: u32) -> f32 {
     let c = g * pu(14u) + icg;
     let xi = pu(17u) + n * pu(18u) + (c * IH + u32(iy)) * IW + u32(ix);
     if (X_IN_Y) {
-        return Y[xi];
+        return f32(Y[xi]);
     }
-    return X[xi];
+    return f32(X[xi]);
 }
 
 // Grid: x * y workgroups enumerate the (pixel tile, channel tile) pairs, z = batch * groups.
@@ -157,12 +157,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         let oc = g * Mg + m;
         var bias = 0.0;
         if (HAS_BIAS) {
-            bias = Bias[oc];
+            bias = f32(Bias[oc]);
         }
         for (var j = 0u; j < TN; j++) {
             let p = p0 + lid.x * TN + j;
             if (p < npix) {
-                Y[y_base + oc * npix + p] = act(acc[i][j] + bias);
+                Y[y_base + oc * npix + p] = ST(act(acc[i][j] + bias));
             }
         }
     }

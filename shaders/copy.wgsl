@@ -5,9 +5,9 @@
 // parameters: 0 total, 1..6 out shape, 7 y_off, 8..13 y strides, 14 x_off (i32),
 // 15..20 x strides (i32), 21..26 modulo per axis (0: none), 27 table axis (6: none), 28 table offset
 
-@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(1) var<storage, read> X: array<ST>;
 @group(0) @binding(2) var<storage, read> T: array<i32>;
-@group(0) @binding(3) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(3) var<storage, read_write> Y: array<ST>;
 
 @compute @workgroup_size(256, 1, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {

@@ -8,10 +8,10 @@
 override OP: u32 = 0u;      // 0 unary act(a); 1 add 2 sub 3 mul 4 div 5 pow 6 max 7 min 8 prelu; 9 where(a, b, c)
 override ACCUM: bool = false; // operand a is Y itself (variadic ops accumulate in place)
 
-@group(0) @binding(1) var<storage, read> A: array<f32>;
-@group(0) @binding(2) var<storage, read> B: array<f32>;
-@group(0) @binding(3) var<storage, read> C: array<f32>;
-@group(0) @binding(4) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(1) var<storage, read> A: array<ST>;
+@group(0) @binding(2) var<storage, read> B: array<ST>;
+@group(0) @binding(3) var<storage, read> C: array<ST>;
+@group(0) @binding(4) var<storage, read_write> Y: array<ST>;
 
 fn pow_(a: f32, b: f32) -> f32 {
     if (b == 0.0) {
@@ -47,23 +47,23 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     var a: f32;
     if (ACCUM) {
-        a = Y[yo];
+        a = f32(Y[yo]);
     } else {
-        a = A[ao];
+        a = f32(A[ao]);
     }
     var r: f32;
     switch OP {
         case 0u: { r = a; }
-        case 1u: { r = a + B[bo]; }
-        case 2u: { r = a - B[bo]; }
-        case 3u: { r = a * B[bo]; }
-        case 4u: { r = a / B[bo]; }
-        case 5u: { r = pow_(a, B[bo]); }
-        case 6u: { r = max(a, B[bo]); }
-        case 7u: { r = min(a, B[bo]); }
-        case 8u: { r = select(a, a * B[bo], a < 0.0); }
-        case 9u: { r = select(C[co], B[bo], a != 0.0); }
+        case 1u: { r = a + f32(B[bo]); }
+        case 2u: { r = a - f32(B[bo]); }
+        case 3u: { r = a * f32(B[bo]); }
+        case 4u: { r = a / f32(B[bo]); }
+        case 5u: { r = pow_(a, f32(B[bo])); }
+        case 6u: { r = max(a, f32(B[bo])); }
+        case 7u: { r = min(a, f32(B[bo])); }
+        case 8u: { r = select(a, a * f32(B[bo]), a < 0.0); }
+        case 9u: { r = select(f32(C[co]), f32(B[bo]), a != 0.0); }
         default: { r = a; }
     }
-    Y[yo] = act(r);
+    Y[yo] = ST(act(r));
 }

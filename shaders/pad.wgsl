@@ -5,8 +5,8 @@
 
 override MODE: u32 = 0u; // 0 constant, 1 reflect, 2 edge, 3 wrap
 
-@group(0) @binding(1) var<storage, read> X: array<f32>;
-@group(0) @binding(2) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(1) var<storage, read> X: array<ST>;
+@group(0) @binding(2) var<storage, read_write> Y: array<ST>;
 
 @compute @workgroup_size(256, 1, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -55,6 +55,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (inside) {
         Y[yo] = X[xo];
     } else {
-        Y[yo] = pf(33u);
+        Y[yo] = ST(pf(33u));
     }
 }

@@ -8,8 +8,8 @@
 override MAX: bool = true;
 override COUNT_PAD: bool = false;
 
-@group(0) @binding(1) var<storage, read> X: array<f32>;
-@group(0) @binding(2) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(1) var<storage, read> X: array<ST>;
+@group(0) @binding(2) var<storage, read_write> Y: array<ST>;
 
 @compute @workgroup_size(256, 1, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -46,7 +46,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             if (iy < 0 || ix < 0 || iy >= IH || ix >= IW) {
                 continue;
             }
-            let v = X[xb + u32(iy * IW + ix)];
+            let v = f32(X[xb + u32(iy * IW + ix)]);
             best = max(best, v);
             sum += v;
             cnt += 1u;
@@ -62,5 +62,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         let d = select(cnt, cnt_pad, COUNT_PAD);
         r = select(sum / f32(d), 0.0, d == 0u);
     }
-    Y[pu(18u) + n * pu(19u) + c * OH * OW + oy * OW + ox] = r;
+    Y[pu(18u) + n * pu(19u) + c * OH * OW + oy * OW + ox] = ST(r);
 }

@@ -7,8 +7,8 @@
 
 override KIND: u32 = 0u; // 0 sum (scaled: mean), 1 max, 2 min
 
-@group(0) @binding(1) var<storage, read> X: array<f32>;
-@group(0) @binding(2) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(1) var<storage, read> X: array<ST>;
+@group(0) @binding(2) var<storage, read_write> Y: array<ST>;
 
 var<workgroup> red: array<f32, 256>;
 
@@ -73,9 +73,9 @@ fn reduce_thread(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     let b = bases(o);
     var acc = init();
     for (var j = 0u; j < pu(27u); j++) {
-        acc = combine(acc, X[b.x + red_offset(j)]);
+        acc = combine(acc, f32(X[b.x + red_offset(j)]));
     }
-    Y[b.y] = finish(acc);
+    Y[b.y] = ST(finish(acc));
 }
 
 @compute @workgroup_size(256, 1, 1)
@@ -87,7 +87,7 @@ fn reduce_wg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
     if (valid) {
         let b = bases(o);
         for (var j = li; j < pu(27u); j += 256u) {
-            acc = combine(acc, X[b.x + red_offset(j)]);
+            acc = combine(acc, f32(X[b.x + red_offset(j)]));
         }
     }
     red[li] = acc;
@@ -99,6 +99,6 @@ fn reduce_wg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
         workgroupBarrier();
     }
     if (valid && li == 0u) {
-        Y[bases(o).y] = finish(red[0]);
+        Y[bases(o).y] = ST(finish(red[0]));
     }
 }

@@ -6,9 +6,9 @@
 // 21..26 table offset per axis (0xffffffff: axis not resized), 27..32 taps per axis
 // table T: for each axis, for each output coordinate, `taps` pairs (index, weight bits)
 
-@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(1) var<storage, read> X: array<ST>;
 @group(0) @binding(2) var<storage, read> T: array<u32>;
-@group(0) @binding(3) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(3) var<storage, read_write> Y: array<ST>;
 
 @compute @workgroup_size(256, 1, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -50,8 +50,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             }
         }
         if (w != 0.0) {
-            acc += w * X[xo];
+            acc += w * f32(X[xo]);
         }
     }
-    Y[yo] = acc;
+    Y[yo] = ST(acc);
 }

@@ -5,8 +5,8 @@
 
 override LOG: bool = false;
 
-@group(0) @binding(1) var<storage, read> X: array<f32>;
-@group(0) @binding(2) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(1) var<storage, read> X: array<ST>;
+@group(0) @binding(2) var<storage, read_write> Y: array<ST>;
 
 @compute @workgroup_size(256, 1, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -20,20 +20,20 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let base = (r / inner) * n * inner + r % inner;
     var m = -3.402823e38;
     for (var k = 0u; k < n; k++) {
-        m = max(m, X[vaddr(base + k * inner, pu(3u), pb, pu(4u))]);
+        m = max(m, f32(X[vaddr(base + k * inner, pu(3u), pb, pu(4u))]));
     }
     var s = 0.0;
     for (var k = 0u; k < n; k++) {
-        s += exp(X[vaddr(base + k * inner, pu(3u), pb, pu(4u))] - m);
+        s += exp(f32(X[vaddr(base + k * inner, pu(3u), pb, pu(4u))]) - m);
     }
     for (var k = 0u; k < n; k++) {
-        let e = X[vaddr(base + k * inner, pu(3u), pb, pu(4u))] - m;
+        let e = f32(X[vaddr(base + k * inner, pu(3u), pb, pu(4u))]) - m;
         var v: f32;
         if (LOG) {
             v = e - log(s);
         } else {
             v = exp(e) / s;
         }
-        Y[vaddr(base + k * inner, pu(5u), pb, pu(6u))] = v;
+        Y[vaddr(base + k * inner, pu(5u), pb, pu(6u))] = ST(v);
     }
 }

@@ -3,7 +3,9 @@
 mod common;
 use common::build::*;
 use common::*;
-use unet_gpu::gpu::GpuModel;
+use unet_gpu::gpu::exec::GpuOptions;
+use unet_gpu::gpu::lower::CoopMode;
+use unet_gpu::gpu::{GpuModel, Precision};
 use unet_gpu::onnx::proto::{AttributeProto, OperatorSetIdProto, TensorProto};
 use unet_gpu::{Model, Tensor};
 
@@ -49,6 +51,12 @@ fn floats(name: &str, v: &[f32]) -> Operand {
 }
 
 fn run_case(c: &Case) -> Result<(usize, unet_gpu::gpu::RunStats), String> {
+    run_case_with(c, GpuOptions::default())
+}
+
+/// Run on the GPU with these options and compare with the CPU reference (rel-L2 <= 1e-4 in f32,
+/// <= 1e-2 with f16 storage).
+fn run_case_with(c: &Case, opts: GpuOptions) -> Result<(usize, unet_gpu::gpu::RunStats), String> {
     let mut inputs = Vec::new();
     let mut inits = Vec::new();
     let mut feeds = Vec::new();
@@ -80,25 +88,36 @@ fn run_case(c: &Case) -> Result<(usize, unet_gpu::gpu::RunStats), String> {
         return Err("everything folded: the case tests nothing".into());
     }
     let want = unet_gpu::cpu::run(&p, &feeds).map_err(|e| format!("cpu: {e}"))?;
-    let gm = GpuModel::new(gpu(), &p).map_err(|e| format!("gpu build: {e}"))?;
+    let gm = GpuModel::with_options(gpu(), &p, opts).map_err(|e| format!("gpu build: {e}"))?;
+    let tol = if opts.precision == Precision::F16 { 1e-2 } else { 1e-4 };
     let (got, stats) = gm.run_with_stats(&feeds, false).map_err(|e| format!("gpu run: {e}"))?;
     for (k, (g, w)) in got.iter().zip(&want).enumerate() {
         if g.shape != w.shape {
             return Err(format!("output {k}: shape {:?} vs {:?}", g.shape, w.shape));
         }
         let e = rel_l2(g.as_f32().unwrap(), w.as_f32().unwrap());
-        if !(e <= 1e-4) {
-            return Err(format!("output {k}: rel-L2 {e:.3e}"));
+        if !(e <= tol) {
+            return Err(format!("output {k} ({opts:?}): rel-L2 {e:.3e}"));
         }
     }
     Ok((p.graph.nodes.len(), stats))
 }
 
+/// Every case in f32 and f16 storage, and with the generic conv kernel instead of the fast one.
 fn run_all(cases: Vec<Case>) {
     let mut failed = Vec::new();
+    let variants = [
+        GpuOptions { precision: Precision::F32, fast_conv: true, coop: None },
+        GpuOptions { precision: Precision::F32, fast_conv: false, coop: None },
+        GpuOptions { precision: Precision::F16, fast_conv: true, coop: Some(CoopMode::Off) },
+        // the tensor-core kernels' tiling, through their scalar emulation
+        GpuOptions { precision: Precision::F16, fast_conv: true, coop: Some(CoopMode::Emulate) },
+    ];
     for c in &cases {
-        if let Err(e) = run_case(c) {
-            failed.push(format!("{}: {e}", c.name));
+        for v in variants {
+            if let Err(e) = run_case_with(c, v) {
+                failed.push(format!("{}: {e}", c.name));
+            }
         }
     }
     assert!(failed.is_empty(), "{} of {} cases failed:\n{}", failed.len(), cases.len(), failed.join("\n"));

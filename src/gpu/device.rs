@@ -185,6 +185,12 @@ impl GpuContext {
         }))
     }
 
+    /// Cooperative matrices usable by the coop kernels: 16x16x16 f16 -> f32, and subgroups of
+    /// 32 lanes (the kernels map subgroups to invocation ranges of 32).
+    pub fn coop_ready(&self) -> bool {
+        self.coop && self.info.subgroup_min_size <= 32 && 32 <= self.info.subgroup_max_size
+    }
+
     pub fn describe(&self) -> String {
         format!(
             "{} ({:?}, {:?}, {} {})",

@@ -2,9 +2,9 @@
 //! the memory plan, pipelines compiled (once per specialisation), bind groups built. Running it
 //! is one upload per input, one submission, one readback.
 
-use super::lower::{Dispatch, Lowered, lower};
+use super::lower::{CoopMode, Dispatch, LowerOpts, Lowered, lower};
 use super::plan::{BufRef, MemPlan, plan};
-use super::{GpuContext, Shader};
+use super::{GpuContext, Precision, Shader};
 use crate::error::{Error, Result};
 use crate::graph::ValueId;
 use crate::graph::prepare::Prepared;
@@ -74,8 +74,33 @@ struct OutputSpec {
     shape: Vec<usize>,
 }
 
+/// How a model is built on the GPU.
+#[derive(Clone, Copy, Debug)]
+pub struct GpuOptions {
+    pub precision: Precision,
+    /// Use the generated fast conv kernels where they apply (default); off, every conv runs on
+    /// the generic tiled kernel (used to test one against the other).
+    pub fast_conv: bool,
+    /// With f16: tensor cores when the adapter has 16x16x16 f16 cooperative matrices (None =
+    /// decide from the adapter), or force them off / to their scalar emulation.
+    pub coop: Option<CoopMode>,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        GpuOptions { precision: Precision::F32, fast_conv: true, coop: None }
+    }
+}
+
+impl GpuOptions {
+    pub fn f16() -> GpuOptions {
+        GpuOptions { precision: Precision::F16, ..Default::default() }
+    }
+}
+
 pub struct GpuModel {
     ctx: Arc<GpuContext>,
+    opts: GpuOptions,
     prepared: Prepared,
     pub plan: MemPlan,
     dispatches: Vec<Dispatch>,
@@ -113,11 +138,33 @@ fn buffer_size_check(ctx: &GpuContext, what: &str, bytes: u64) -> Result<()> {
 
 impl GpuModel {
     pub fn new(ctx: Arc<GpuContext>, prepared: &Prepared) -> Result<GpuModel> {
+        GpuModel::with_options(ctx, prepared, GpuOptions::default())
+    }
+
+    pub fn with_options(ctx: Arc<GpuContext>, prepared: &Prepared, opts: GpuOptions) -> Result<GpuModel> {
         let p = prepared.clone();
         let g = &p.graph;
-        let plan = plan(&p)?;
+        let prec = opts.precision;
+        if prec == Precision::F16 && !ctx.shader_f16 {
+            return Err(Error::Gpu(format!("--precision f16 needs SHADER_F16, which '{}' lacks", ctx.info.name)));
+        }
+        let eb = prec.bytes();
+        let plan = plan(&p, eb)?;
         let max_groups = ctx.limits.max_compute_workgroups_per_dimension;
-        let Lowered { dispatches, aux, consts } = lower(&p, &plan, max_groups)?;
+        let coop = opts.coop.unwrap_or(if ctx.coop_ready() { CoopMode::Native } else { CoopMode::Off });
+        if coop == CoopMode::Native && !ctx.coop_ready() {
+            return Err(Error::Gpu(format!(
+                "'{}' has no 16x16x16 f16 cooperative matrices with 32-lane subgroups",
+                ctx.info.name
+            )));
+        }
+        let lopts = LowerOpts {
+            precision: prec,
+            fast_conv: opts.fast_conv,
+            max_shared: ctx.limits.max_compute_workgroup_storage_size,
+            coop,
+        };
+        let Lowered { dispatches, aux, consts } = lower(&p, &plan, max_groups, lopts)?;
         let dev = &ctx.device;
 
         // size checks, naming the tensor
@@ -133,7 +180,7 @@ impl GpuModel {
             buffer_size_check(&ctx, &who, *s)?;
         }
         for &v in &g.inputs {
-            buffer_size_check(&ctx, &format!("input '{}'", g.name(v)), numel(p.shape(v)) as u64 * 4)?;
+            buffer_size_check(&ctx, &format!("input '{}'", g.name(v)), numel(p.shape(v)) as u64 * eb)?;
         }
         let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
         let (act_bufs, input_bufs, const_bufs, aux_bufs, dummy, params_buf) =
@@ -157,7 +204,7 @@ impl GpuModel {
                     .map(|&v| {
                         dev.create_buffer(&wgpu::BufferDescriptor {
                             label: Some(g.name(v)),
-                            size: (numel(p.shape(v)) as u64 * 4).max(16),
+                            size: (numel(p.shape(v)) as u64 * eb).next_multiple_of(4).max(16),
                             usage: storage,
                             mapped_at_creation: false,
                         })
@@ -166,8 +213,7 @@ impl GpuModel {
                 let mut const_bufs = HashMap::new();
                 for &v in &consts {
                     let t = &g.consts[&v];
-                    let data: Vec<f32> = t.to_f32_vec();
-                    let mut bytes: Vec<u8> = bytemuck::cast_slice(&data).to_vec();
+                    let mut bytes = prec.encode(&t.to_f32_vec());
                     bytes.resize(bytes.len().max(16), 0);
                     const_bufs.insert(
                         v,
@@ -211,7 +257,7 @@ impl GpuModel {
             })?;
         for (&v, t) in &g.consts {
             if consts.contains(&v) {
-                buffer_size_check(&ctx, &format!("constant '{}'", g.name(v)), t.len() as u64 * 4)?;
+                buffer_size_check(&ctx, &format!("constant '{}'", g.name(v)), t.len() as u64 * eb)?;
             }
         }
 
@@ -233,7 +279,7 @@ impl GpuModel {
             let module = match modules.get(&d.shader) {
                 Some(m) => m.clone(),
                 None => {
-                    let src = d.shader.source();
+                    let src = d.shader.source(prec);
                     let m = ctx.scoped(&format!("compiling {}", d.shader.file()), || {
                         dev.create_shader_module(wgpu::ShaderModuleDescriptor {
                             label: Some(d.shader.file()),
@@ -323,17 +369,18 @@ impl GpuModel {
             }
             let view = plan.views[v].ok_or_else(|| Error::Model(format!("output '{}' has no storage", g.name(v))))?;
             let shape = p.shape(v).to_vec();
-            let bytes = numel(&shape) as u64 * 4;
+            let bytes = numel(&shape) as u64 * eb;
             outputs.push(OutputSpec {
                 value: v,
                 host: None,
                 buf: Some(view.buf),
-                offset_bytes: view.offset * 4,
+                offset_bytes: view.offset * eb,
                 bytes,
                 readback_offset: rb,
                 shape,
             });
             rb += bytes.next_multiple_of(4);
+            debug_assert!(view.offset * eb % 4 == 0, "outputs start at aligned offsets");
         }
         let readback = (rb > 0).then(|| {
             dev.create_buffer(&wgpu::BufferDescriptor {
@@ -346,6 +393,7 @@ impl GpuModel {
 
         Ok(GpuModel {
             ctx,
+            opts,
             prepared: p,
             plan,
             dispatches,
@@ -423,8 +471,9 @@ impl GpuModel {
         });
         ctx.scoped("running the model", || {
             for (buf, t) in self.input_bufs.iter().zip(inputs) {
-                let data = t.to_f32_vec();
-                ctx.queue.write_buffer(buf, 0, bytemuck::cast_slice(&data));
+                let mut bytes = self.opts.precision.encode(&t.to_f32_vec());
+                bytes.resize(bytes.len().next_multiple_of(4), 0);
+                ctx.queue.write_buffer(buf, 0, &bytes);
             }
             let mut enc =
                 ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("inference") });
@@ -454,9 +503,16 @@ impl GpuModel {
             if let Some(rb) = &self.readback {
                 for o in &self.outputs {
                     if let Some(b) = o.buf
-                        && o.bytes > 0 {
-                            enc.copy_buffer_to_buffer(self.buffer(b), o.offset_bytes, rb, o.readback_offset, o.bytes);
-                        }
+                        && o.bytes > 0
+                    {
+                        enc.copy_buffer_to_buffer(
+                            self.buffer(b),
+                            o.offset_bytes,
+                            rb,
+                            o.readback_offset,
+                            o.bytes.next_multiple_of(4),
+                        );
+                    }
                 }
             }
             if let (Some(q), Some((res, rd))) = (&query, &ts_bufs) {
@@ -480,7 +536,7 @@ impl GpuModel {
                 continue;
             }
             let b = &raw[o.readback_offset as usize..][..o.bytes as usize];
-            let v: Vec<f32> = bytemuck::pod_collect_to_vec(b);
+            let v = self.opts.precision.decode(b);
             let dt = self.prepared.dtype(o.value);
             outs.push(Tensor::with_dtype(dt, o.shape.clone(), crate::tensor::Data::F32(v)));
         }

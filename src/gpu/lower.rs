@@ -1,8 +1,9 @@
 //! Lowering: each node of a prepared graph becomes kernel dispatches with their parameters,
 //! buffers and grid. Shapes are fixed, so everything here is computed once at load.
 
-use super::Shader;
+use super::convgen::{BMode, COOP_TILES, ConvCfg, CoopCfg, TILES};
 use super::plan::{BufRef, MemPlan, View, is_alias};
+use super::{Precision, Shader};
 use crate::error::{Error, Result};
 use crate::graph::prepare::Prepared;
 use crate::graph::{Node, ValueId};
@@ -86,10 +87,32 @@ fn act_overrides(k: Option<UnaryKind>) -> Vec<(&'static str, f64)> {
 const ROUND_F16: u32 = 29;
 const SCALE: u32 = 30;
 
+/// Choices the lowering makes.
+#[derive(Clone, Copy, Debug)]
+pub struct LowerOpts {
+    pub precision: Precision,
+    /// Use the generated register-blocked conv kernels where they apply (constant weights, one
+    /// group); the generic tiled kernel otherwise.
+    pub fast_conv: bool,
+    /// The device's workgroup-memory limit in bytes.
+    pub max_shared: u32,
+    /// With f16 storage, run the fast convs on cooperative matrices (tensor cores), or on their
+    /// scalar emulation (to test the tiling where the hardware lacks them).
+    pub coop: CoopMode,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CoopMode {
+    Off,
+    Native,
+    Emulate,
+}
+
 struct Lx<'a> {
     p: &'a Prepared,
     plan: &'a MemPlan,
     max_groups: u32,
+    opts: LowerOpts,
     out: Lowered,
 }
 
@@ -208,8 +231,8 @@ fn ew_params(total: u64, out: [u32; 6], y: &View, ys: [u32; 6], ins: &[(u64, [u3
     p
 }
 
-pub fn lower(p: &Prepared, plan: &MemPlan, max_groups: u32) -> Result<Lowered> {
-    let mut lx = Lx { p, plan, max_groups, out: Lowered::default() };
+pub fn lower(p: &Prepared, plan: &MemPlan, max_groups: u32, opts: LowerOpts) -> Result<Lowered> {
+    let mut lx = Lx { p, plan, max_groups, opts, out: Lowered::default() };
     for (k, n) in p.graph.nodes.iter().enumerate() {
         lower_node(&mut lx, k, n)?;
     }
@@ -253,6 +276,8 @@ fn lower_node(lx: &mut Lx, k: usize, n: &Node) -> Result<()> {
         flops: 0,
     };
     match &n.op {
+        Op::Conv(c) if fast_conv(lx, k, n, c)? => {}
+        Op::ConvTranspose(c) if fast_conv_transpose(lx, k, n, c)? => {}
         Op::Conv(c) => {
             let (x, w, y) = (input(n, 0)?, input(n, 1)?, output(n)?);
             let g = c.geom(lx.shape(x), lx.shape(w)).map_err(|m| err(n, m))?;
@@ -1049,4 +1074,311 @@ fn copy_raw_buf(
     };
     lx.push(d);
     Ok(())
+}
+
+/// Pick the largest tile that still gives the GPU enough workgroups, within the workgroup-memory
+/// limit; tiles much taller than the layer's channel count are skipped.
+fn pick_tile(m: usize, cols: usize, z: usize, max_shared: u32, b: BMode, scatter: bool) -> ConvCfg {
+    let mk = |(bm, bn, bk, tm, tn): (u32, u32, u32, u32, u32)| ConvCfg { bm, bn, bk, tm, tn, b, scatter };
+    let fits: Vec<ConvCfg> = TILES.iter().map(|&t| mk(t)).filter(|c| c.shared_bytes() <= max_shared).collect();
+    let smallest = *fits.last().unwrap_or(&mk(TILES[TILES.len() - 1]));
+    for c in &fits {
+        if (c.bm as usize) > 2 * m.max(16) {
+            continue;
+        }
+        let wgs = m.div_ceil(c.bm as usize) * cols.div_ceil(c.bn as usize) * z;
+        if wgs >= 256 {
+            return *c;
+        }
+    }
+    smallest
+}
+
+/// Weights as the fast kernels read them: [taps][K][M padded to 4], encoded for the precision.
+fn weight_matrix(prec: Precision, taps: usize, k: usize, m: usize, at: impl Fn(usize, usize, usize) -> f32) -> Vec<u8> {
+    let m4 = m.div_ceil(4) * 4;
+    let mut v = vec![0f32; taps * k * m4];
+    for t in 0..taps {
+        for kk in 0..k {
+            for mm in 0..m {
+                v[(t * k + kk) * m4 + mm] = at(t, kk, mm);
+            }
+        }
+    }
+    prec.encode(&v)
+}
+
+/// A tile for the fast conv kernel: register-blocked, or on cooperative matrices.
+#[derive(Clone, Copy, Debug)]
+enum FastTile {
+    Fma(ConvCfg),
+    Coop(CoopCfg),
+}
+
+impl FastTile {
+    fn bm(&self) -> u32 {
+        match self {
+            FastTile::Fma(c) => c.bm,
+            FastTile::Coop(c) => c.bm,
+        }
+    }
+    fn bn(&self) -> u32 {
+        match self {
+            FastTile::Fma(c) => c.bn,
+            FastTile::Coop(c) => c.bn,
+        }
+    }
+    fn b(&self) -> BMode {
+        match self {
+            FastTile::Fma(c) => c.b,
+            FastTile::Coop(c) => c.b,
+        }
+    }
+    fn shader(&self) -> Shader {
+        match self {
+            FastTile::Fma(c) => Shader::FastConv(*c),
+            FastTile::Coop(c) => Shader::CoopConv(*c),
+        }
+    }
+}
+
+fn use_coop(lx: &Lx) -> bool {
+    lx.opts.precision == Precision::F16 && lx.opts.coop != CoopMode::Off
+}
+
+fn pick(lx: &Lx, m: usize, cols: usize, z: usize, b: BMode, scatter: bool) -> FastTile {
+    if !use_coop(lx) {
+        return FastTile::Fma(pick_tile(m, cols, z, lx.opts.max_shared, b, scatter));
+    }
+    let emulate = lx.opts.coop == CoopMode::Emulate;
+    let mk = |(bm, bn, wm, wn): (u32, u32, u32, u32)| CoopCfg { bm, bn, wm, wn, b, scatter, emulate };
+    let fits: Vec<CoopCfg> =
+        COOP_TILES.iter().map(|&t| mk(t)).filter(|c| c.shared_bytes() <= lx.opts.max_shared).collect();
+    for c in &fits {
+        let wgs = m.div_ceil(c.bm as usize) * cols.div_ceil(c.bn as usize) * z;
+        if (c.bm as usize) <= 2 * m.max(16) && wgs >= 256 {
+            return FastTile::Coop(*c);
+        }
+    }
+    match fits.last() {
+        Some(c) => FastTile::Coop(*c),
+        None => FastTile::Fma(pick_tile(m, cols, z, lx.opts.max_shared, b, scatter)),
+    }
+}
+
+/// Weights for the cooperative-matrix kernels: f16 [taps][M][K padded to 4] (row-major A).
+fn weight_matrix_mk(taps: usize, k: usize, m: usize, at: impl Fn(usize, usize, usize) -> f32) -> Vec<u8> {
+    let k4 = k.div_ceil(4) * 4;
+    let mut v = vec![0f32; taps * m * k4];
+    for t in 0..taps {
+        for mm in 0..m {
+            for kk in 0..k {
+                v[(t * m + mm) * k4 + kk] = at(t, kk, mm);
+            }
+        }
+    }
+    Precision::F16.encode(&v)
+}
+
+fn fast_dispatch(
+    lx: &mut Lx,
+    k: usize,
+    n: &Node,
+    kind: &str,
+    cfg: FastTile,
+    params: Vec<u32>,
+    bufs: [BufRef; 5],
+    m: usize,
+    cols: usize,
+    z: usize,
+    act: Option<UnaryKind>,
+    has_bias: bool,
+    x_in_y: bool,
+    flops: u64,
+) -> Result<()> {
+    let tiles = (m.div_ceil(cfg.bm() as usize) * cols.div_ceil(cfg.bn() as usize)) as u64;
+    if z as u64 > lx.max_groups as u64 {
+        return Err(err(n, format!("batch x taps = {z} exceeds the device's workgroup grid limit")));
+    }
+    let mut params = params;
+    params[15] = cols.div_ceil(cfg.bn() as usize) as u32;
+    params[16] = m.div_ceil(cfg.bm() as usize) as u32;
+    let [gx, gy, _] = lx.grid_groups(tiles);
+    let mut ov = act_overrides(act);
+    ov.push(("HAS_BIAS", has_bias as u32 as f64));
+    ov.push(("X_IN_Y", x_in_y as u32 as f64));
+    let mut bindings = bufs.to_vec();
+    if cfg.b() != BMode::Gather {
+        bindings[3] = BufRef::Unbound;
+    }
+    lx.push(Dispatch {
+        shader: cfg.shader(),
+        entry: "main",
+        overrides: ov,
+        params,
+        bindings,
+        groups: [gx, gy, z as u32],
+        node: k,
+        kind: kind.to_string(),
+        concat_copy: false,
+        flops,
+    });
+    Ok(())
+}
+
+/// Conv with constant weights and one group: the generated register-blocked kernel.
+fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::Conv) -> Result<bool> {
+    if !lx.opts.fast_conv || c.group != 1 {
+        return Ok(false);
+    }
+    let (x, w, y) = (input(n, 0)?, input(n, 1)?, output(n)?);
+    let Some(wt) = lx.p.graph.consts.get(&w).cloned() else { return Ok(false) };
+    let g = c.geom(lx.shape(x), lx.shape(w)).map_err(|m| err(n, m))?;
+    let (xv, yv) = (lx.view(n, x)?, lx.view(n, y)?);
+    let bias = n.input(2).map(|b| lx.view(n, b)).transpose()?;
+    let (kh, kw) = (g.y.kernel, g.x.kernel);
+    let kk = g.c * kh * kw;
+    let m = g.m;
+    let wd = wt.as_f32().map_err(|e| err(n, e))?;
+    let coop = use_coop(lx);
+    let wbytes = if coop {
+        weight_matrix_mk(1, kk, m, |_, kq, mq| wd[mq * kk + kq])
+    } else {
+        weight_matrix(lx.opts.precision, 1, kk, m, |_, kq, mq| wd[mq * kk + kq])
+    };
+    let wbuf = lx.aux(wbytes);
+    let npix = g.y.output * g.x.output;
+    let direct = kh == 1
+        && kw == 1
+        && g.y.stride == 1
+        && g.x.stride == 1
+        && g.y.pad_begin == 0
+        && g.x.pad_begin == 0
+        && g.y.output == g.y.input
+        && g.x.output == g.x.input;
+    let mode = if direct { BMode::Direct } else { BMode::Gather };
+    let ktab = if direct {
+        BufRef::Unbound
+    } else {
+        let (ih, iw) = (g.y.input, g.x.input);
+        let mut t: Vec<i32> = Vec::with_capacity(kk * 4);
+        for q in 0..kk {
+            let (ic, r) = (q / (kh * kw), q % (kh * kw));
+            let (dy, dx) = ((r / kw * g.y.dilation) as i32, (r % kw * g.x.dilation) as i32);
+            t.extend_from_slice(&[(ic * ih * iw) as i32 + dy * iw as i32 + dx, dy, dx, 0]);
+        }
+        lx.aux(bytemuck::cast_slice(&t).to_vec())
+    };
+    let cfg = pick(lx, m, npix, g.n, mode, false);
+    let mut params = vec![0u32; 24];
+    params[0] = kk as u32;
+    params[1] = m as u32;
+    params[2] = npix as u32;
+    params[3] = if coop { kk.div_ceil(4) } else { m.div_ceil(4) } as u32;
+    params[4] = xv.offset as u32;
+    params[5] = xv.batch_stride as u32;
+    params[6] = yv.offset as u32;
+    params[7] = yv.batch_stride as u32;
+    params[8] = g.x.input as u32;
+    params[9] = g.y.input as u32;
+    params[10] = g.x.output as u32;
+    params[11] = g.y.stride as u32;
+    params[12] = g.x.stride as u32;
+    params[13] = g.y.pad_begin as i32 as u32;
+    params[14] = g.x.pad_begin as i32 as u32;
+    params[17] = npix as u32;
+    let x_in_y = xv.buf == yv.buf;
+    let xb = if x_in_y { BufRef::Dummy } else { xv.buf };
+    let bb = bias.map(|b| b.buf).unwrap_or(BufRef::Dummy);
+    let flops = 2 * (g.n * m * npix * kk) as u64;
+    fast_dispatch(
+        lx,
+        k,
+        n,
+        "Conv",
+        cfg,
+        params,
+        [xb, wbuf, bb, ktab, yv.buf],
+        m,
+        npix,
+        g.n,
+        c.act,
+        bias.is_some(),
+        x_in_y,
+        flops,
+    )?;
+    Ok(true)
+}
+
+/// ConvTranspose whose stride equals its kernel (no padding, dilation or output padding): every
+/// output pixel gets exactly one tap, so each tap is a plain GEMM scattered to its positions.
+fn fast_conv_transpose(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv_transpose::ConvTranspose) -> Result<bool> {
+    if !lx.opts.fast_conv || c.group != 1 {
+        return Ok(false);
+    }
+    let (x, w, y) = (input(n, 0)?, input(n, 1)?, output(n)?);
+    let Some(wt) = lx.p.graph.consts.get(&w).cloned() else { return Ok(false) };
+    let g = c.geom(lx.shape(x), lx.shape(w)).map_err(|m| err(n, m))?;
+    let axes = [g.y, g.x];
+    if !axes
+        .iter()
+        .all(|a| a.stride == a.kernel && a.dilation == 1 && a.pad_begin == 0 && a.output == a.input * a.stride)
+    {
+        return Ok(false);
+    }
+    let (xv, yv) = (lx.view(n, x)?, lx.view(n, y)?);
+    let bias = n.input(2).map(|b| lx.view(n, b)).transpose()?;
+    let (kh, kw) = (g.y.kernel, g.x.kernel);
+    let taps = kh * kw;
+    let (cin, m) = (g.c, g.m);
+    let wd = wt.as_f32().map_err(|e| err(n, e))?;
+    // W [C, M, KH, KW]: tap t, row k = input channel, column m = output channel
+    let coop = use_coop(lx);
+    let wbytes = if coop {
+        weight_matrix_mk(taps, cin, m, |t, kq, mq| wd[(kq * m + mq) * taps + t])
+    } else {
+        weight_matrix(lx.opts.precision, taps, cin, m, |t, kq, mq| wd[(kq * m + mq) * taps + t])
+    };
+    let wbuf = lx.aux(wbytes);
+    let npix_in = g.y.input * g.x.input;
+    let cfg = pick(lx, m, npix_in, g.n * taps, BMode::Direct, true);
+    let mut params = vec![0u32; 24];
+    params[0] = cin as u32;
+    params[1] = m as u32;
+    params[2] = npix_in as u32;
+    params[3] = if coop { cin.div_ceil(4) } else { m.div_ceil(4) } as u32;
+    params[4] = xv.offset as u32;
+    params[5] = xv.batch_stride as u32;
+    params[6] = yv.offset as u32;
+    params[7] = yv.batch_stride as u32;
+    params[8] = g.x.input as u32;
+    params[9] = g.y.input as u32;
+    params[17] = (g.y.output * g.x.output) as u32;
+    params[18] = g.y.stride as u32;
+    params[19] = g.x.stride as u32;
+    params[20] = g.x.output as u32;
+    params[21] = kw as u32;
+    params[22] = taps as u32;
+    params[23] = if coop { m * cin.div_ceil(4) } else { cin * m.div_ceil(4) } as u32;
+    let x_in_y = xv.buf == yv.buf;
+    let xb = if x_in_y { BufRef::Dummy } else { xv.buf };
+    let bb = bias.map(|b| b.buf).unwrap_or(BufRef::Dummy);
+    let flops = 2 * (g.n * cin * npix_in * m * taps) as u64;
+    fast_dispatch(
+        lx,
+        k,
+        n,
+        "ConvTranspose",
+        cfg,
+        params,
+        [xb, wbuf, bb, BufRef::Unbound, yv.buf],
+        m,
+        npix_in,
+        g.n * taps,
+        c.act,
+        bias.is_some(),
+        x_in_y,
+        flops,
+    )?;
+    Ok(true)
 }

@@ -7,6 +7,7 @@
 //! - `exec`: buffers, pipelines and bind groups built once; per inference one upload of each
 //!   input, one submission, one readback.
 
+pub mod convgen;
 pub mod device;
 pub mod exec;
 pub mod lower;
@@ -15,7 +16,56 @@ pub mod plan;
 pub use device::{GpuContext, list_adapters};
 pub use exec::{GpuModel, RunStats};
 
-/// The WGSL kernel families (files under `shaders/`), each prefixed with `common.wgsl`.
+/// Storage precision of activations and weights on the GPU (arithmetic is f32 either way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum Precision {
+    #[default]
+    F32,
+    F16,
+}
+
+impl Precision {
+    pub fn bytes(self) -> u64 {
+        match self {
+            Precision::F32 => 4,
+            Precision::F16 => 2,
+        }
+    }
+    /// The WGSL that opens every module: the storage type `ST`.
+    pub fn prelude(self) -> &'static str {
+        match self {
+            Precision::F32 => "alias ST = f32;\n",
+            Precision::F16 => "enable f16;\nalias ST = f16;\n",
+        }
+    }
+    /// Host values in this storage format.
+    pub fn encode(self, v: &[f32]) -> Vec<u8> {
+        match self {
+            Precision::F32 => bytemuck::cast_slice(v).to_vec(),
+            Precision::F16 => v.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect(),
+        }
+    }
+    pub fn decode(self, b: &[u8]) -> Vec<f32> {
+        match self {
+            Precision::F32 => bytemuck::pod_collect_to_vec(b),
+            Precision::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "f16" => Ok(Precision::F16),
+            _ => Err(format!("precision '{s}' is not f32 or f16")),
+        }
+    }
+}
+
+/// The WGSL kernel families (files under `shaders/`, or generated), each prefixed with the
+/// precision prelude and `common.wgsl`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Shader {
     Conv,
@@ -27,6 +77,10 @@ pub enum Shader {
     Norm,
     Softmax,
     Resize,
+    /// A generated register-blocked implicit-GEMM convolution.
+    FastConv(convgen::ConvCfg),
+    /// A generated implicit-GEMM convolution on cooperative matrices (f16 only).
+    CoopConv(convgen::CoopCfg),
 }
 
 pub const COMMON_WGSL: &str = include_str!("../../shaders/common.wgsl");
@@ -46,6 +100,8 @@ impl Shader {
 
     pub fn file(self) -> &'static str {
         match self {
+            Shader::FastConv(_) => "generated conv",
+            Shader::CoopConv(_) => "generated coop conv",
             Shader::Conv => "conv.wgsl",
             Shader::Elementwise => "elementwise.wgsl",
             Shader::Copy => "copy.wgsl",
@@ -58,8 +114,10 @@ impl Shader {
         }
     }
 
-    fn body(self) -> &'static str {
-        match self {
+    fn body(self) -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed(match self {
+            Shader::FastConv(c) => return std::borrow::Cow::Owned(convgen::generate(&c)),
+            Shader::CoopConv(c) => return std::borrow::Cow::Owned(convgen::generate_coop(&c)),
             Shader::Conv => include_str!("../../shaders/conv.wgsl"),
             Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
             Shader::Copy => include_str!("../../shaders/copy.wgsl"),
@@ -69,12 +127,17 @@ impl Shader {
             Shader::Norm => include_str!("../../shaders/norm.wgsl"),
             Shader::Softmax => include_str!("../../shaders/softmax.wgsl"),
             Shader::Resize => include_str!("../../shaders/resize.wgsl"),
-        }
+        })
     }
 
-    /// The full WGSL source of this kernel family.
-    pub fn source(self) -> String {
-        format!("{COMMON_WGSL}\n{}", self.body())
+    /// The full WGSL source of this kernel family for a storage precision.
+    pub fn source(self, p: Precision) -> String {
+        let prelude = match self {
+            Shader::CoopConv(c) if !c.emulate => "enable f16;\nenable wgpu_cooperative_matrix;\nalias ST = f16;\n",
+            Shader::CoopConv(_) => Precision::F16.prelude(),
+            _ => p.prelude(),
+        };
+        format!("{prelude}{COMMON_WGSL}\n{}", self.body())
     }
 
     /// Entry points of the module.
@@ -102,10 +165,55 @@ mod tests {
 
     #[test]
     fn every_shader_validates_with_naga() {
-        for s in Shader::ALL {
-            let m = validate_wgsl(&s.source()).unwrap_or_else(|e| panic!("{}: {e}", s.file()));
-            for e in s.entries() {
-                assert!(m.entry_points.iter().any(|ep| ep.name == *e), "{}: no entry point {e}", s.file());
+        for p in [Precision::F32, Precision::F16] {
+            for s in Shader::ALL {
+                let m = validate_wgsl(&s.source(p)).unwrap_or_else(|e| panic!("{} {p:?}: {e}", s.file()));
+                for e in s.entries() {
+                    assert!(m.entry_points.iter().any(|ep| ep.name == *e), "{}: no entry point {e}", s.file());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_generated_conv_validates_with_naga() {
+        use convgen::{BMode, ConvCfg, TILES};
+        for p in [Precision::F32, Precision::F16] {
+            for (bm, bn, bk, tm, tn) in TILES {
+                for (b, scatter) in [(BMode::Gather, false), (BMode::Direct, false), (BMode::Direct, true)] {
+                    let c = ConvCfg { bm, bn, bk, tm, tn, b, scatter };
+                    assert!(c.valid(), "{c:?}");
+                    assert!(c.shared_bytes() <= 32768, "{c:?} needs {} bytes of workgroup memory", c.shared_bytes());
+                    validate_wgsl(&Shader::FastConv(c).source(p)).unwrap_or_else(|e| panic!("{} {p:?}: {e}", c.name()));
+                }
+            }
+        }
+        for (bm, bn, wm, wn) in convgen::COOP_TILES {
+            for (b, scatter) in [(BMode::Gather, false), (BMode::Direct, false), (BMode::Direct, true)] {
+                for emulate in [false, true] {
+                    let c = convgen::CoopCfg { bm, bn, wm, wn, b, scatter, emulate };
+                    assert!(c.valid(), "{c:?}");
+                    assert!(c.shared_bytes() <= 49152, "{c:?} needs {} bytes", c.shared_bytes());
+                    let m = validate_wgsl(&Shader::CoopConv(c).source(Precision::F16))
+                        .unwrap_or_else(|e| panic!("{}: {e}", c.name()));
+                    // and lower to SPIR-V as wgpu's Vulkan backend will
+                    let mut v = naga::valid::Validator::new(
+                        naga::valid::ValidationFlags::all(),
+                        naga::valid::Capabilities::all(),
+                    );
+                    let info = v.validate(&m).unwrap();
+                    let pc = naga::back::PipelineConstants::default();
+                    let (m, info) = naga::back::pipeline_constants::process_overrides(
+                        &m,
+                        &info,
+                        Some((naga::ShaderStage::Compute, "main")),
+                        &pc,
+                    )
+                    .unwrap();
+                    let opts = naga::back::spv::Options::default();
+                    naga::back::spv::write_vec(&m, &info, &opts, None)
+                        .unwrap_or_else(|e| panic!("{}: SPIR-V: {e}", c.name()));
+                }
             }
         }
     }

@@ -77,11 +77,12 @@ fn place(p: &Prepared, excluded: &HashSet<ValueId>) -> Placement {
     for n in &g.nodes {
         if is_alias(&n.op)
             && let (Some(i), Some(o)) = (n.input(0), n.output(0))
-                && !g.consts.contains_key(&i) {
-                    root[o] = root[i];
-                    offset[o] = offset[i];
-                    members[root[i]] += 1;
-                }
+            && !g.consts.contains_key(&i)
+        {
+            root[o] = root[i];
+            offset[o] = offset[i];
+            members[root[i]] += 1;
+        }
     }
     let consumers = g.consumers();
     let producers = g.producers();
@@ -137,7 +138,8 @@ fn place(p: &Prepared, excluded: &HashSet<ValueId>) -> Placement {
     Placement { root, offset, bstride, in_place }
 }
 
-pub fn plan(p: &Prepared) -> Result<MemPlan> {
+/// Plan storage for a prepared graph with `elem` bytes per element.
+pub fn plan(p: &Prepared, elem: u64) -> Result<MemPlan> {
     let g = &p.graph;
     let nv = g.values.len();
     // place, then undo placements whose producer would read and write one buffer
@@ -183,7 +185,7 @@ pub fn plan(p: &Prepared) -> Result<MemPlan> {
             start[r] = start[r].min(k);
             end[r] = end[r].max(k);
             if !is_alias(&n.op) {
-                naive += numel(p.shape(*o)) as u64 * 4;
+                naive += numel(p.shape(*o)) as u64 * elem;
             }
         }
         for i in n.inputs.iter().flatten() {
@@ -203,7 +205,7 @@ pub fn plan(p: &Prepared) -> Result<MemPlan> {
     let mut free_after: Vec<usize> = Vec::new();
     let mut buf_of = vec![usize::MAX; nv];
     for &r in &roots {
-        let need = (numel(p.shape(r)) as u64 * 4).max(4);
+        let need = (numel(p.shape(r)) as u64 * elem).next_multiple_of(4).max(4);
         let s = start[r];
         let mut best: Option<(usize, u64, bool)> = None; // (buffer, cost, fits)
         for b in 0..sizes.len() {

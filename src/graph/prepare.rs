@@ -191,15 +191,16 @@ pub fn prepare(g: &Graph, bindings: &[Binding], opts: &Options) -> Result<Prepar
             None => {
                 for &si in n.op.static_inputs() {
                     if let Some(Some(i)) = infos.get(si)
-                        && i.value.is_none() {
-                            return Err(node_err(
-                                n,
-                                format!(
-                                    "input {si} '{}' must be a constant, or computable from shapes when the graph is prepared, but it depends on run-time data",
-                                    g.name(n.inputs[si].unwrap())
-                                ),
-                            ));
-                        }
+                        && i.value.is_none()
+                    {
+                        return Err(node_err(
+                            n,
+                            format!(
+                                "input {si} '{}' must be a constant, or computable from shapes when the graph is prepared, but it depends on run-time data",
+                                g.name(n.inputs[si].unwrap())
+                            ),
+                        ));
+                    }
                 }
                 n.op.infer(&infos).map_err(|m| node_err(n, m))?
             }
@@ -238,9 +239,11 @@ pub fn prepare(g: &Graph, bindings: &[Binding], opts: &Options) -> Result<Prepar
     for n in &g.nodes {
         for (j, out) in n.outputs.iter().enumerate() {
             if let Some(v) = out
-                && types[*v].is_none() && (!consumers[*v].is_empty() || g.outputs.contains(v)) {
-                    return Err(node_err(n, format!("output {j} '{}' is not supported (inference only)", g.name(*v))));
-                }
+                && types[*v].is_none()
+                && (!consumers[*v].is_empty() || g.outputs.contains(v))
+            {
+                return Err(node_err(n, format!("output {j} '{}' is not supported (inference only)", g.name(*v))));
+            }
         }
     }
 
@@ -286,9 +289,10 @@ fn remove_identities(g: &mut Graph) -> Result<()> {
             }
             // Dropout's mask output
             if let Some(mask) = n.output(1)
-                && (!consumers[mask].is_empty() || g.outputs.contains(&mask)) {
-                    return Err(node_err(&n, "the Dropout mask output is not supported"));
-                }
+                && (!consumers[mask].is_empty() || g.outputs.contains(&mask))
+            {
+                return Err(node_err(&n, "the Dropout mask output is not supported"));
+            }
             continue;
         }
         keep.push(n);

@@ -538,10 +538,11 @@ fn build_graph(
         let mut seen = HashSet::new();
         for id in ins.iter().flatten() {
             if let Some(&p) = producer_of.get(id)
-                && seen.insert(p) {
-                    indeg[k] += 1;
-                    users[p].push(k);
-                }
+                && seen.insert(p)
+            {
+                indeg[k] += 1;
+                users[p].push(k);
+            }
         }
     }
     let mut ready: std::collections::VecDeque<usize> = (0..nodes.len()).filter(|&k| indeg[k] == 0).collect();

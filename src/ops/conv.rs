@@ -49,9 +49,10 @@ impl Window {
         };
         for (name, v) in [("strides", &w.strides), ("dilations", &w.dilations), ("kernel_shape", &w.kernel_shape)] {
             if let Some(v) = v
-                && v.contains(&0) {
-                    op_bail!("attribute {name}={v:?} contains 0");
-                }
+                && v.contains(&0)
+            {
+                op_bail!("attribute {name}={v:?} contains 0");
+            }
         }
         Ok(w)
     }
@@ -72,9 +73,10 @@ impl Window {
         let strides = get(&self.strides, "strides")?;
         let dil = get(&self.dilations, "dilations")?;
         if let Some(k) = &self.kernel_shape
-            && k.as_slice() != kernel {
-                op_bail!("attribute kernel_shape={k:?} does not match the weight's kernel {kernel:?}");
-            }
+            && k.as_slice() != kernel
+        {
+            op_bail!("attribute kernel_shape={k:?} does not match the weight's kernel {kernel:?}");
+        }
         let pads = match &self.pads {
             None => vec![0; 2 * r],
             Some(p) if p.len() == 2 * r => p.clone(),
@@ -238,9 +240,10 @@ impl Conv {
         let w = float_input(ins, 1)?;
         let g = self.geom(x.shape, w.shape)?;
         if let Some(b) = ins.get(2).copied().flatten()
-            && b.shape != [g.m] {
-                op_bail!("bias shape {} should be [{}]", fmt_shape(b.shape), g.m);
-            }
+            && b.shape != [g.m]
+        {
+            op_bail!("bias shape {} should be [{}]", fmt_shape(b.shape), g.m);
+        }
         Ok((x.dtype, g.out_shape()))
     }
 

@@ -90,9 +90,10 @@ impl ConvTranspose {
         };
         for (name, v) in [("strides", &c.strides), ("dilations", &c.dilations)] {
             if let Some(v) = v
-                && v.contains(&0) {
-                    op_bail!("attribute {name}={v:?} contains 0");
-                }
+                && v.contains(&0)
+            {
+                op_bail!("attribute {name}={v:?} contains 0");
+            }
         }
         Ok(c)
     }
@@ -131,9 +132,10 @@ impl ConvTranspose {
         let opad = list(&self.output_padding, "output_padding", 0)?;
         let kernel = &w[2..];
         if let Some(k) = &self.kernel_shape
-            && k.as_slice() != kernel {
-                op_bail!("attribute kernel_shape={k:?} does not match the weight's kernel {kernel:?}");
-            }
+            && k.as_slice() != kernel
+        {
+            op_bail!("attribute kernel_shape={k:?} does not match the weight's kernel {kernel:?}");
+        }
         let out_shape = match &self.output_shape {
             None => None,
             Some(o) if o.len() == r => Some(o.clone()),
@@ -188,9 +190,10 @@ impl ConvTranspose {
         let w = float_input(ins, 1)?;
         let g = self.geom(x.shape, w.shape)?;
         if let Some(b) = ins.get(2).copied().flatten()
-            && b.shape != [g.m] {
-                op_bail!("bias shape {} should be [{}]", fmt_shape(b.shape), g.m);
-            }
+            && b.shape != [g.m]
+        {
+            op_bail!("bias shape {} should be [{}]", fmt_shape(b.shape), g.m);
+        }
         Ok((x.dtype, g.out_shape()))
     }
 

@@ -105,9 +105,10 @@ pub fn bindings(model: &Model, inputs: &[Tensor]) -> (Vec<Binding>, Vec<Tensor>)
         }
         // Resize-10 / Upsample scales, already covered by static_inputs; Shape-only readers
         if matches!(n.op, Op::Shape(_) | Op::Size)
-            && let Some(v) = n.input(0) {
-                static_vals.insert(v);
-            }
+            && let Some(v) = n.input(0)
+        {
+            static_vals.insert(v);
+        }
     }
     let mut b = Vec::new();
     let mut runtime = Vec::new();

@@ -1,0 +1,580 @@
+//! Generated WGSL for the fast convolution kernels: implicit GEMM with a register-blocked
+//! micro-kernel, written out in full (named vec4 accumulators, no private arrays) so the driver
+//! compiler keeps the tile in registers.
+//!
+//! C[m, n] = sum_k A[k, m] * B[k, n] for one image (or one tap of a transposed conv):
+//! - m: output channel; A is the weight matrix, pre-transposed at load to [K][M padded to 4];
+//! - n: output pixel (`Gather`: B[k, n] is read from the input through a per-layer table that
+//!   turns k = (input channel, ky, kx) into an offset and a (dy, dx) for the bounds check), or
+//!   input pixel (`Direct`: 1x1 stride-1 convs and the taps of a transposed conv whose stride
+//!   equals its kernel, where B is the input itself);
+//! - the epilogue adds the bias, applies the fused activation and writes straight into the
+//!   output view (`Scatter`: to the tap's strided position of a transposed conv).
+//!
+//! A workgroup computes a BM x BN tile; BK-deep slices of A and B are staged through
+//! double-buffered workgroup memory with one barrier per slice, the next slice prefetched into
+//! registers while the current one is multiplied. Each invocation owns TM x TN outputs in rows
+//! and columns strided by the invocation grid, so its vec4 reads of workgroup memory are
+//! conflict-free.
+
+use std::fmt::Write as _;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BMode {
+    Gather,
+    Direct,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConvCfg {
+    pub bm: u32,
+    pub bn: u32,
+    pub bk: u32,
+    pub tm: u32,
+    pub tn: u32,
+    pub b: BMode,
+    pub scatter: bool,
+}
+
+impl ConvCfg {
+    pub fn threads(&self) -> u32 {
+        (self.bm / self.tm) * (self.bn / self.tn)
+    }
+    /// Workgroup memory in bytes.
+    pub fn shared_bytes(&self) -> u32 {
+        let a = 2 * self.bk * (self.bm / 4 + 1) * 16;
+        let b = 2 * self.bk * (self.bn / 4) * 16;
+        a + b
+    }
+    pub fn valid(&self) -> bool {
+        let t = self.threads();
+        self.tm % 4 == 0
+            && self.tn % 4 == 0
+            && self.bm % self.tm == 0
+            && self.bn % self.tn == 0
+            && t <= 256
+            && t % self.bn == 0
+            && (self.bk * self.bm / 4) % t == 0
+            && (self.bk * self.bn) % t == 0
+    }
+    pub fn name(&self) -> String {
+        format!(
+            "conv_{}x{}x{}_t{}x{}_{}{}",
+            self.bm,
+            self.bn,
+            self.bk,
+            self.tm,
+            self.tn,
+            if self.b == BMode::Gather { "gather" } else { "direct" },
+            if self.scatter { "_scatter" } else { "" }
+        )
+    }
+}
+
+/// The tile shapes the engine picks from, largest first.
+pub const TILES: [(u32, u32, u32, u32, u32); 4] =
+    [(128, 128, 8, 8, 8), (64, 128, 16, 4, 8), (64, 64, 16, 4, 4), (32, 64, 16, 4, 4)];
+
+// Parameters (P):
+// 0 K, 1 M, 2 npix (columns n: output pixels, or input pixels when scattering), 3 M padded / 4,
+// 4 x_off, 5 x_bs, 6 y_off, 7 y_bs, 8 IW, 9 IH, 10 OW (gather: output width for n -> (oy, ox)),
+// 11 SH, 12 SW, 13 PH (i32), 14 PW (i32), 15 column tiles, 16 row tiles, 17 output plane size,
+// 18 scatter stride y, 19 scatter stride x, 20 output width (scatter), 21 kernel width (scatter),
+// 22 taps (scatter), 23 weight elements (vec4) per tap
+
+pub fn generate(c: &ConvCfg) -> String {
+    assert!(c.valid(), "invalid conv tile {c:?}");
+    let threads = c.threads();
+    let txn = c.bn / c.tn;
+    let tyn = c.bm / c.tm;
+    let a_stride = c.bm / 4 + 1;
+    let b_stride = c.bn / 4;
+    let a_buf = c.bk * a_stride;
+    let b_buf = c.bk * b_stride;
+    let la = c.bk * c.bm / 4 / threads;
+    let lb = c.bk * c.bn / threads;
+    let rstep = threads / c.bn;
+    let gather = c.b == BMode::Gather;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"
+// generated: {name}
+override X_IN_Y: bool = false;
+override HAS_BIAS: bool = false;
+
+@group(0) @binding(1) var<storage, read> X: array<ST>;
+@group(0) @binding(2) var<storage, read> WT: array<vec4<ST>>;
+@group(0) @binding(3) var<storage, read> Bias: array<ST>;
+{ktab}@group(0) @binding(5) var<storage, read_write> Y: array<ST>;
+
+var<workgroup> As: array<vec4<f32>, {as_len}>;
+var<workgroup> Bs: array<vec4<f32>, {bs_len}>;
+
+fn xload(i: u32) -> f32 {{
+    if (X_IN_Y) {{
+        return f32(Y[i]);
+    }}
+    return f32(X[i]);
+}}
+
+@compute @workgroup_size({threads}, 1, 1)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {{
+    let p_tiles = pu(15u);
+    let tile = wg.x + wg.y * nwg.x;
+    if (tile >= p_tiles * pu(16u)) {{
+        return;
+    }}
+    let n0 = (tile % p_tiles) * {bn}u;
+    let m0 = (tile / p_tiles) * {bm}u;
+    let K = pu(0u);
+    let M = pu(1u);
+    let npix = pu(2u);
+    let M4 = pu(3u);
+    let tx = li % {txn}u;
+    let ty = li / {txn}u;
+"#,
+        name = c.name(),
+        ktab = if gather { "@group(0) @binding(4) var<storage, read> KT: array<vec4<i32>>;\n" } else { "" },
+        as_len = 2 * a_buf,
+        bs_len = 2 * b_buf,
+        bm = c.bm,
+        bn = c.bn,
+    );
+    if c.scatter {
+        s.push_str("    let taps = pu(22u);\n    let batch = wg.z / taps;\n    let tap = wg.z % taps;\n    let wbase = tap * pu(23u);\n");
+    } else {
+        s.push_str("    let batch = wg.z;\n    let wbase = 0u;\n");
+    }
+    // B loader: one column per invocation, rows kb + j * rstep
+    let _ = write!(
+        s,
+        "    let nb = li % {bn}u;\n    let kb = li / {bn}u;\n    let p = n0 + nb;\n    let p_ok = p < npix;\n    let xb = pu(4u) + batch * pu(5u);\n",
+        bn = c.bn
+    );
+    if gather {
+        s.push_str(
+            "    let OW = max(pu(10u), 1u);\n    let iy0 = i32((p / OW) * pu(11u)) - pi(13u);\n    let ix0 = i32((p % OW) * pu(12u)) - pi(14u);\n    let IW = i32(pu(8u));\n    let IH = i32(pu(9u));\n    let pix = i32(xb) + iy0 * IW + ix0;\n",
+        );
+    }
+    // A loader coordinates
+    for j in 0..la {
+        let _ = write!(
+            s,
+            "    let ae{j} = li + {off}u;\n    let ak{j} = ae{j} / {q}u;\n    let am{j} = ae{j} % {q}u;\n",
+            off = j * threads,
+            q = c.bm / 4
+        );
+    }
+    for j in 0..la {
+        let _ = writeln!(s, "    var pa{j} = vec4<f32>(0.0);");
+    }
+    for j in 0..lb {
+        let _ = writeln!(s, "    var pb{j} = 0.0;");
+    }
+    for r in 0..c.tm {
+        for h in 0..c.tn / 4 {
+            let _ = writeln!(s, "    var acc{r}_{h} = vec4<f32>(0.0);");
+        }
+    }
+    let load = |s: &mut String, k0: &str| {
+        for j in 0..la {
+            let _ = write!(
+                s,
+                "        {{ let k = {k0} + ak{j}; let mq = m0 / 4u + am{j};\n          if (k < K && mq < M4) {{ pa{j} = vec4<f32>(WT[wbase + k * M4 + mq]); }} else {{ pa{j} = vec4<f32>(0.0); }} }}\n"
+            );
+        }
+        for j in 0..lb {
+            let _ = write!(
+                s,
+                "        {{ let k = {k0} + kb + {}u; pb{j} = 0.0;\n          if (p_ok && k < K) {{\n",
+                j * rstep
+            );
+            if gather {
+                let _ = write!(
+                    s,
+                    "            let kt = KT[k];\n            let iy = iy0 + kt.y;\n            let ix = ix0 + kt.z;\n            if (iy >= 0 && ix >= 0 && iy < IH && ix < IW) {{ pb{j} = xload(u32(pix + kt.x)); }}\n"
+                );
+            } else {
+                let _ = writeln!(s, "            pb{j} = xload(xb + k * npix + p);");
+            }
+            s.push_str("          } }\n");
+        }
+    };
+    let store = |s: &mut String, abase: &str, bbase: &str| {
+        for j in 0..la {
+            let _ = writeln!(s, "        As[{abase} + ak{j} * {a_stride}u + am{j}] = pa{j};");
+        }
+        for j in 0..lb {
+            let _ =
+                writeln!(s, "        Bs[{bbase} + (kb + {}u) * {b_stride}u + nb / 4u][nb % 4u] = pb{j};", j * rstep);
+        }
+    };
+    s.push_str("    {\n");
+    load(&mut s, "0u");
+    store(&mut s, "0u", "0u");
+    s.push_str("    }\n    workgroupBarrier();\n");
+    let _ = write!(
+        s,
+        "    let ntiles = (K + {bk}u - 1u) / {bk}u;\n    for (var t = 0u; t < ntiles; t++) {{\n        let abase = (t & 1u) * {a_buf}u;\n        let bbase = (t & 1u) * {b_buf}u;\n        let more = t + 1u < ntiles;\n        if (more) {{\n",
+        bk = c.bk
+    );
+    load(&mut s, &format!("(t + 1u) * {}u", c.bk));
+    s.push_str("        }\n");
+    for k in 0..c.bk {
+        for g in 0..c.tm / 4 {
+            let _ = writeln!(s, "        let a{k}_{g} = As[abase + {}u + ty];", k * a_stride + g * tyn);
+        }
+        for h in 0..c.tn / 4 {
+            let _ = writeln!(s, "        let b{k}_{h} = Bs[bbase + {}u + tx];", k * b_stride + h * txn);
+        }
+        for g in 0..c.tm / 4 {
+            for (i, comp) in ["x", "y", "z", "w"].iter().enumerate() {
+                let r = g * 4 + i as u32;
+                for h in 0..c.tn / 4 {
+                    let _ = writeln!(s, "        acc{r}_{h} = fma(vec4<f32>(a{k}_{g}.{comp}), b{k}_{h}, acc{r}_{h});");
+                }
+            }
+        }
+    }
+    s.push_str("        if (more) {\n");
+    store(&mut s, &format!("{a_buf}u - abase"), &format!("{b_buf}u - bbase"));
+    s.push_str("        }\n        workgroupBarrier();\n    }\n");
+    // epilogue
+    s.push_str("    let yb = pu(6u) + batch * pu(7u);\n    let plane = pu(17u);\n");
+    if c.scatter {
+        s.push_str("    let IWs = max(pu(8u), 1u);\n    let ky = tap / pu(21u);\n    let kx = tap % pu(21u);\n");
+    }
+    for g in 0..c.tm / 4 {
+        for i in 0..4 {
+            let r = g * 4 + i;
+            let _ = write!(
+                s,
+                "    {{ let m = m0 + ({}u + ty) * 4u + {i}u;\n      if (m < M) {{\n        var bias = 0.0;\n        if (HAS_BIAS) {{ bias = f32(Bias[m]); }}\n",
+                g * tyn
+            );
+            for h in 0..c.tn / 4 {
+                for (cc, comp) in ["x", "y", "z", "w"].iter().enumerate() {
+                    let _ = write!(
+                        s,
+                        "        {{ let n = n0 + ({}u + tx) * 4u + {cc}u;\n          if (n < npix) {{ ",
+                        h * txn
+                    );
+                    if c.scatter {
+                        s.push_str("let oy = (n / IWs) * pu(18u) + ky; let ox = (n % IWs) * pu(19u) + kx; ");
+                        let _ = write!(s, "Y[yb + m * plane + oy * pu(20u) + ox] = ST(act(acc{r}_{h}.{comp} + bias));");
+                    } else {
+                        let _ = write!(s, "Y[yb + m * plane + n] = ST(act(acc{r}_{h}.{comp} + bias));");
+                    }
+                    s.push_str(" } }\n");
+                }
+            }
+            s.push_str("      } }\n");
+        }
+    }
+    s.push_str("}\n");
+    s
+}
+
+/// A convolution on the tensor cores: f16 x f16 -> f32 cooperative matrices (16x16x16), A and B
+/// staged through double-buffered workgroup memory. `emulate` replaces the cooperative-matrix
+/// operations by scalar code with the same index arithmetic (each of a subgroup's 32 lanes owns
+/// 8 of a tile's 256 elements), so the tiling can be verified on adapters without them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CoopCfg {
+    pub bm: u32,
+    pub bn: u32,
+    /// Rows and columns of the workgroup tile one subgroup computes.
+    pub wm: u32,
+    pub wn: u32,
+    pub b: BMode,
+    pub scatter: bool,
+    pub emulate: bool,
+}
+
+pub const COOP_BK: u32 = 32;
+/// Padding (in halves) of each staged row, against bank conflicts.
+const COOP_PAD: u32 = 8;
+
+pub const COOP_TILES: [(u32, u32, u32, u32); 2] = [(128, 128, 64, 32), (64, 64, 32, 32)];
+
+impl CoopCfg {
+    pub fn warps(&self) -> u32 {
+        (self.bm / self.wm) * (self.bn / self.wn)
+    }
+    pub fn threads(&self) -> u32 {
+        32 * self.warps()
+    }
+    pub fn shared_bytes(&self) -> u32 {
+        let a = 2 * self.bm * (COOP_BK + COOP_PAD) * 2;
+        let b = 2 * COOP_BK * (self.bn + COOP_PAD) * 2;
+        let c = self.warps() * 256 * 4;
+        a + b + c
+    }
+    pub fn valid(&self) -> bool {
+        let t = self.threads();
+        self.wm % 16 == 0
+            && self.wn % 16 == 0
+            && self.bm % self.wm == 0
+            && self.bn % self.wn == 0
+            && t <= 256
+            && t % self.bn == 0
+            && (self.bm * COOP_BK / 4) % t == 0
+            && (COOP_BK * self.bn) % t == 0
+    }
+    pub fn name(&self) -> String {
+        format!(
+            "coop_{}x{}_w{}x{}_{}{}{}",
+            self.bm,
+            self.bn,
+            self.wm,
+            self.wn,
+            if self.b == BMode::Gather { "gather" } else { "direct" },
+            if self.scatter { "_scatter" } else { "" },
+            if self.emulate { "_emulated" } else { "" }
+        )
+    }
+}
+
+// Parameters: as for `generate`, except 3 = K padded / 4 (the weights are [taps][M][K padded to
+// 4] so that A tiles load as vec4 along k) and 23 = vec4 of weights per tap.
+
+pub fn generate_coop(c: &CoopCfg) -> String {
+    assert!(c.valid(), "invalid coop tile {c:?}");
+    let threads = c.threads();
+    let bk = COOP_BK;
+    let a_row = (bk + COOP_PAD) / 4; // vec4<f16> per staged A row
+    let b_row = c.bn + COOP_PAD; // halves per staged B row
+    let a_buf = c.bm * a_row;
+    let b_buf = bk * b_row;
+    let la = c.bm * bk / 4 / threads;
+    let lb = bk * c.bn / threads;
+    let rstep = threads / c.bn;
+    let wgn = c.bn / c.wn; // subgroups along n
+    let fm = c.wm / 16;
+    let fn_ = c.wn / 16;
+    let gather = c.b == BMode::Gather;
+    let emu = c.emulate;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"
+// generated: {name}
+override X_IN_Y: bool = false;
+override HAS_BIAS: bool = false;
+
+@group(0) @binding(1) var<storage, read> X: array<ST>;
+@group(0) @binding(2) var<storage, read> WT: array<vec4<ST>>;
+@group(0) @binding(3) var<storage, read> Bias: array<ST>;
+{ktab}@group(0) @binding(5) var<storage, read_write> Y: array<ST>;
+
+var<workgroup> As: array<vec4<f16>, {as_len}>;
+var<workgroup> Bs: array<f16, {bs_len}>;
+var<workgroup> Cs: array<f32, {cs_len}>;
+
+fn xload(i: u32) -> f16 {{
+    if (X_IN_Y) {{
+        return f16(Y[i]);
+    }}
+    return f16(X[i]);
+}}
+"#,
+        name = c.name(),
+        ktab = if gather { "@group(0) @binding(4) var<storage, read> KT: array<vec4<i32>>;\n" } else { "" },
+        as_len = 2 * a_buf,
+        bs_len = 2 * b_buf,
+        cs_len = c.warps() * 256,
+    );
+    if emu {
+        let _ = write!(
+            s,
+            r#"
+// acc += A(16x16 at vec4 offset a, row stride {a_row} vec4) * B(16x16 at b, row stride {b_row}), lane's 8 elements
+fn emu_mma(acc: array<f32, 8>, a: u32, b: u32, lane: u32) -> array<f32, 8> {{
+    var o = acc;
+    for (var e = 0u; e < 8u; e++) {{
+        let idx = lane * 8u + e;
+        let r = idx / 16u;
+        let cc = idx % 16u;
+        var sum = 0.0;
+        for (var k = 0u; k < 16u; k++) {{
+            let av = As[a + r * {a_row}u + k / 4u][k % 4u];
+            let bv = Bs[b + k * {b_row}u + cc];
+            sum += f32(av) * f32(bv);
+        }}
+        o[e] += sum;
+    }}
+    return o;
+}}
+"#
+        );
+    }
+    let _ = write!(
+        s,
+        r#"
+@compute @workgroup_size({threads}, 1, 1)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {{
+    let p_tiles = pu(15u);
+    // no early return: cooperative-matrix operations need uniform control flow; a workgroup
+    // past the last tile computes tile 0 again and writes nothing
+    let t_raw = wg.x + wg.y * nwg.x;
+    let t_ok = t_raw < p_tiles * pu(16u);
+    let tile = select(0u, t_raw, t_ok);
+    let n0 = (tile % p_tiles) * {bn}u;
+    let m0 = (tile / p_tiles) * {bm}u;
+    let K = pu(0u);
+    let M = pu(1u);
+    let npix = pu(2u);
+    let K4 = pu(3u);
+    let warp = li / 32u;
+    let lane = li % 32u;
+    let wm0 = (warp / {wgn}u) * {wm}u;
+    let wn0 = (warp % {wgn}u) * {wn}u;
+"#,
+        bn = c.bn,
+        bm = c.bm,
+        wm = c.wm,
+        wn = c.wn,
+    );
+    if c.scatter {
+        s.push_str("    let taps = pu(22u);\n    let batch = wg.z / taps;\n    let tap = wg.z % taps;\n    let wbase = tap * pu(23u);\n");
+    } else {
+        s.push_str("    let batch = wg.z;\n    let wbase = 0u;\n");
+    }
+    let _ = write!(
+        s,
+        "    let nb = li % {bn}u;\n    let kb = li / {bn}u;\n    let p = n0 + nb;\n    let p_ok = p < npix;\n    let xb = pu(4u) + batch * pu(5u);\n",
+        bn = c.bn
+    );
+    if gather {
+        s.push_str(
+            "    let OW = max(pu(10u), 1u);\n    let iy0 = i32((p / OW) * pu(11u)) - pi(13u);\n    let ix0 = i32((p % OW) * pu(12u)) - pi(14u);\n    let IW = i32(pu(8u));\n    let IH = i32(pu(9u));\n    let pix = i32(xb) + iy0 * IW + ix0;\n",
+        );
+    }
+    for j in 0..la {
+        let _ = write!(
+            s,
+            "    let ae{j} = li + {off}u;\n    let am{j} = ae{j} / {q}u;\n    let ak{j} = ae{j} % {q}u;\n",
+            off = j * threads,
+            q = bk / 4
+        );
+    }
+    for j in 0..la {
+        let _ = writeln!(s, "    var pa{j} = vec4<f16>(0.0);");
+    }
+    for j in 0..lb {
+        let _ = writeln!(s, "    var pb{j} = f16(0.0);");
+    }
+    for i in 0..fm {
+        for j in 0..fn_ {
+            if emu {
+                let _ = writeln!(s, "    var acc{i}_{j}: array<f32, 8>;");
+            } else {
+                let _ = writeln!(s, "    var acc{i}_{j} = coop_mat16x16<f32, C>();");
+            }
+        }
+    }
+    let load = |s: &mut String, k0: &str| {
+        for j in 0..la {
+            let _ = write!(
+                s,
+                "        {{ let m = m0 + am{j}; let kq = {k0} / 4u + ak{j};\n          if (m < M && kq < K4) {{ pa{j} = vec4<f16>(WT[wbase + m * K4 + kq]); }} else {{ pa{j} = vec4<f16>(0.0); }} }}\n"
+            );
+        }
+        for j in 0..lb {
+            let _ = write!(
+                s,
+                "        {{ let k = {k0} + kb + {}u; pb{j} = f16(0.0);\n          if (p_ok && k < K) {{\n",
+                j * rstep
+            );
+            if gather {
+                let _ = write!(
+                    s,
+                    "            let kt = KT[k];\n            let iy = iy0 + kt.y;\n            let ix = ix0 + kt.z;\n            if (iy >= 0 && ix >= 0 && iy < IH && ix < IW) {{ pb{j} = xload(u32(pix + kt.x)); }}\n"
+                );
+            } else {
+                let _ = writeln!(s, "            pb{j} = xload(xb + k * npix + p);");
+            }
+            s.push_str("          } }\n");
+        }
+    };
+    let store = |s: &mut String, abase: &str, bbase: &str| {
+        for j in 0..la {
+            let _ = writeln!(s, "        As[{abase} + am{j} * {a_row}u + ak{j}] = pa{j};");
+        }
+        for j in 0..lb {
+            let _ = writeln!(s, "        Bs[{bbase} + (kb + {}u) * {b_row}u + nb] = pb{j};", j * rstep);
+        }
+    };
+    s.push_str("    {\n");
+    load(&mut s, "0u");
+    store(&mut s, "0u", "0u");
+    s.push_str("    }\n    workgroupBarrier();\n");
+    let _ = write!(
+        s,
+        "    let ntiles = (K + {bk}u - 1u) / {bk}u;\n    for (var t = 0u; t < ntiles; t++) {{\n        let abase = (t & 1u) * {a_buf}u;\n        let bbase = (t & 1u) * {b_buf}u;\n        let more = t + 1u < ntiles;\n        if (more) {{\n"
+    );
+    load(&mut s, &format!("(t + 1u) * {bk}u"));
+    s.push_str("        }\n");
+    for ks in 0..bk / 16 {
+        for i in 0..fm {
+            let off = format!("abase + (wm0 + {}u) * {a_row}u + {}u", i * 16, ks * 4);
+            if emu {
+                let _ = writeln!(s, "        let fa{ks}_{i} = {off};");
+            } else {
+                let _ = writeln!(s, "        let fa{ks}_{i} = coopLoadT<coop_mat16x16<f16, A>>(&As[{off}], {a_row}u);");
+            }
+        }
+        for j in 0..fn_ {
+            let off = format!("bbase + {}u * {b_row}u + wn0 + {}u", ks * 16, j * 16);
+            if emu {
+                let _ = writeln!(s, "        let fb{ks}_{j} = {off};");
+            } else {
+                let _ = writeln!(s, "        let fb{ks}_{j} = coopLoadT<coop_mat16x16<f16, B>>(&Bs[{off}], {b_row}u);");
+            }
+        }
+        for i in 0..fm {
+            for j in 0..fn_ {
+                if emu {
+                    let _ = writeln!(s, "        acc{i}_{j} = emu_mma(acc{i}_{j}, fa{ks}_{i}, fb{ks}_{j}, lane);");
+                } else {
+                    let _ = writeln!(s, "        acc{i}_{j} = coopMultiplyAdd(fa{ks}_{i}, fb{ks}_{j}, acc{i}_{j});");
+                }
+            }
+        }
+    }
+    s.push_str("        if (more) {\n");
+    store(&mut s, &format!("{a_buf}u - abase"), &format!("{b_buf}u - bbase"));
+    s.push_str("        }\n        workgroupBarrier();\n    }\n");
+    // epilogue: each accumulator goes through the subgroup's 16x16 f32 scratch
+    s.push_str("    let yb = pu(6u) + batch * pu(7u);\n    let plane = pu(17u);\n    let cs = warp * 256u;\n");
+    if c.scatter {
+        s.push_str("    let IWs = max(pu(8u), 1u);\n    let ky = tap / pu(21u);\n    let kx = tap % pu(21u);\n");
+    }
+    for i in 0..fm {
+        for j in 0..fn_ {
+            if emu {
+                let _ = writeln!(s, "    for (var e = 0u; e < 8u; e++) {{ Cs[cs + lane * 8u + e] = acc{i}_{j}[e]; }}");
+            } else {
+                // the offset is bound to a `let` first (naga 30 coopStoreT lowering issue)
+                let _ = writeln!(s, "    {{ let co = cs; let cv = acc{i}_{j}; coopStoreT(cv, &Cs[co], 16u); }}");
+            }
+            let _ = write!(
+                s,
+                "    workgroupBarrier();\n    for (var e = 0u; e < 8u; e++) {{\n        let idx = lane * 8u + e;\n        let m = m0 + wm0 + {}u + idx / 16u;\n        let n = n0 + wn0 + {}u + idx % 16u;\n        if (t_ok && m < M && n < npix) {{\n            var bias = 0.0;\n            if (HAS_BIAS) {{ bias = f32(Bias[m]); }}\n            let v = ST(act(Cs[cs + idx] + bias));\n",
+                i * 16,
+                j * 16
+            );
+            if c.scatter {
+                s.push_str("            let oy = (n / IWs) * pu(18u) + ky;\n            let ox = (n % IWs) * pu(19u) + kx;\n            Y[yb + m * plane + oy * pu(20u) + ox] = v;\n");
+            } else {
+                s.push_str("            Y[yb + m * plane + n] = v;\n");
+            }
+            s.push_str("        }\n    }\n    workgroupBarrier();\n");
+        }
+    }
+    s.push_str("}\n");
+    s
+}
