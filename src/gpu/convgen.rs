@@ -48,14 +48,14 @@ impl ConvCfg {
     }
     pub fn valid(&self) -> bool {
         let t = self.threads();
-        self.tm % 4 == 0
-            && self.tn % 4 == 0
-            && self.bm % self.tm == 0
-            && self.bn % self.tn == 0
+        self.tm.is_multiple_of(4)
+            && self.tn.is_multiple_of(4)
+            && self.bm.is_multiple_of(self.tm)
+            && self.bn.is_multiple_of(self.tn)
             && t <= 256
-            && t % self.bn == 0
-            && (self.bk * self.bm / 4) % t == 0
-            && (self.bk * self.bn) % t == 0
+            && t.is_multiple_of(self.bn)
+            && (self.bk * self.bm / 4).is_multiple_of(t)
+            && (self.bk * self.bn).is_multiple_of(t)
     }
     pub fn name(&self) -> String {
         format!(
@@ -314,14 +314,14 @@ impl CoopCfg {
     }
     pub fn valid(&self) -> bool {
         let t = self.threads();
-        self.wm % 16 == 0
-            && self.wn % 16 == 0
-            && self.bm % self.wm == 0
-            && self.bn % self.wn == 0
+        self.wm.is_multiple_of(16)
+            && self.wn.is_multiple_of(16)
+            && self.bm.is_multiple_of(self.wm)
+            && self.bn.is_multiple_of(self.wn)
             && t <= 256
-            && t % self.bn == 0
-            && (self.bm * COOP_BK / 4) % t == 0
-            && (COOP_BK * self.bn) % t == 0
+            && t.is_multiple_of(self.bn)
+            && (self.bm * COOP_BK / 4).is_multiple_of(t)
+            && (COOP_BK * self.bn).is_multiple_of(t)
     }
     pub fn name(&self) -> String {
         format!(

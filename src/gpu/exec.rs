@@ -380,7 +380,7 @@ impl GpuModel {
                 shape,
             });
             rb += bytes.next_multiple_of(4);
-            debug_assert!(view.offset * eb % 4 == 0, "outputs start at aligned offsets");
+            debug_assert!((view.offset * eb).is_multiple_of(4), "outputs start at aligned offsets");
         }
         let readback = (rb > 0).then(|| {
             dev.create_buffer(&wgpu::BufferDescriptor {
