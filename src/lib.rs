@@ -7,6 +7,7 @@
 //!            -> cpu    the reference executor
 //! ```
 
+pub mod bench;
 pub mod cpu;
 pub mod error;
 pub mod gpu;

@@ -3,7 +3,10 @@
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
-use unet_gpu::gpu::{GpuContext, GpuModel};
+use unet_gpu::bench::BenchOpts;
+use unet_gpu::gpu::exec::GpuOptions;
+use unet_gpu::gpu::lower::CoopMode;
+use unet_gpu::gpu::{GpuContext, GpuModel, Precision};
 use unet_gpu::graph::prepare::Prepared;
 use unet_gpu::graph::{Dim, fmt_dims};
 use unet_gpu::tensor::fmt_shape;
@@ -14,6 +17,25 @@ use unet_gpu::{Model, Tensor, npy};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Coop {
+    Auto,
+    Off,
+    Native,
+    Emulate,
+}
+
+impl Coop {
+    fn mode(self) -> Option<CoopMode> {
+        match self {
+            Coop::Auto => None,
+            Coop::Off => Some(CoopMode::Off),
+            Coop::Native => Some(CoopMode::Native),
+            Coop::Emulate => Some(CoopMode::Emulate),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -47,6 +69,39 @@ enum Cmd {
         /// Write run statistics (dispatches, transfers, memory, per-op GPU time) as JSON
         #[arg(long, value_name = "FILE")]
         stats: Option<PathBuf>,
+        /// GPU storage precision: f32 (default), or f16 (f32 arithmetic; tensor cores where the
+        /// adapter has cooperative matrices)
+        #[arg(long, default_value = "f32")]
+        precision: Precision,
+    },
+    /// Time a model on the GPU: median and min GPU time, wall time, GFLOP/s, per-layer times
+    Bench {
+        model: PathBuf,
+        /// Input height x width (default: the model's declared size, or 256x256)
+        #[arg(long, value_name = "HxW")]
+        size: Option<String>,
+        #[arg(long)]
+        batch: Option<usize>,
+        #[arg(long, default_value = "f32")]
+        precision: Precision,
+        #[arg(long, default_value_t = 20)]
+        iters: usize,
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// Also time the CPU reference once and print the speed-up
+        #[arg(long)]
+        cpu_reference: bool,
+        /// Leave out the per-layer profile
+        #[arg(long)]
+        no_layers: bool,
+        /// Run every conv on the generic kernel instead of the generated fast ones
+        #[arg(long)]
+        generic_conv: bool,
+        /// With f16: tensor cores (auto: when the adapter has them), or off, or their scalar emulation
+        #[arg(long, value_enum, default_value_t = Coop::Auto)]
+        coop: Coop,
+        #[arg(long)]
+        adapter: Option<String>,
     },
     /// List the GPU adapters wgpu can see, best first
     Devices,
@@ -97,7 +152,45 @@ fn real_main(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Run { model, input, output, all_outputs, device, adapter, stats } => {
+        Cmd::Bench {
+            model,
+            size,
+            batch,
+            precision,
+            iters,
+            warmup,
+            cpu_reference,
+            no_layers,
+            generic_conv,
+            coop,
+            adapter,
+        } => {
+            let m = Model::load(&model)?;
+            let size = match size {
+                Some(s) => {
+                    let v = parse_shape(&s)?;
+                    if v.len() != 2 {
+                        bail!("--size takes HxW, got '{s}'");
+                    }
+                    Some((v[0], v[1]))
+                }
+                None => None,
+            };
+            let opts = BenchOpts {
+                size,
+                batch,
+                gpu: GpuOptions { precision, fast_conv: !generic_conv, coop: coop.mode() },
+                iters,
+                warmup,
+                cpu_reference,
+                per_layer: !no_layers,
+            };
+            let ctx = GpuContext::new(adapter.as_deref())?;
+            let j = unet_gpu::bench::bench(ctx, &m, &opts)?;
+            println!("{j}");
+            Ok(())
+        }
+        Cmd::Run { model, input, output, all_outputs, device, adapter, stats, precision } => {
             if output.is_none() && all_outputs.is_none() {
                 bail!("give --output FILE and/or --all-outputs DIR");
             }
@@ -132,7 +225,8 @@ fn real_main(cli: Cli) -> Result<()> {
                     (outs, st)
                 }
                 Some(ctx) => {
-                    let gm = GpuModel::new(ctx.clone(), &prepared)?;
+                    let gm =
+                        GpuModel::with_options(ctx.clone(), &prepared, GpuOptions { precision, ..Default::default() })?;
                     let (outs, s) = gm.run_with_stats(&[x], stats.is_some())?;
                     let mut j = s.to_json();
                     j["device"] = ctx.describe().into();

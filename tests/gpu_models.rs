@@ -161,3 +161,24 @@ fn tensor_past_the_binding_limit_is_refused_with_its_name() {
     let e = GpuModel::new(ctx, &p).unwrap_err().to_string();
     assert!(e.contains("largest storage binding") && (e.contains("'x'") || e.contains("'y'")), "{e}");
 }
+
+#[test]
+fn fixtures_in_f16_stay_within_1e_2() {
+    use unet_gpu::gpu::exec::GpuOptions;
+    use unet_gpu::gpu::lower::CoopMode;
+    let ctx = gpu();
+    for name in FIXTURES {
+        let (model, pairs) = fixture(name);
+        let m = Model::load(&model).unwrap();
+        let (x, want) = &pairs[0];
+        let p = m.prepare(std::slice::from_ref(&x.shape)).unwrap();
+        // scalar f16 kernels, and the tensor-core kernels' tiling through their emulation
+        for coop in [CoopMode::Off, CoopMode::Emulate] {
+            let opts = GpuOptions { coop: Some(coop), ..GpuOptions::f16() };
+            let gm = GpuModel::with_options(ctx.clone(), &p, opts).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let out = gm.run(std::slice::from_ref(x)).unwrap();
+            let err = rel_l2(out[0].as_f32().unwrap(), want.as_f32().unwrap());
+            assert!(err <= 1e-2, "{name} f16 {coop:?}: rel-L2 {err:.3e}");
+        }
+    }
+}

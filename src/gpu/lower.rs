@@ -29,6 +29,10 @@ pub struct Dispatch {
     pub kind: String,
     pub concat_copy: bool,
     pub flops: u64,
+    /// For kernels built without runtime bounds checks: the bytes each binding must hold for
+    /// every index the kernel can compute from its parameters (checked on the host; empty for
+    /// checked kernels).
+    pub min_bytes: Vec<u64>,
 }
 
 #[derive(Default, Debug)]
@@ -274,6 +278,7 @@ fn lower_node(lx: &mut Lx, k: usize, n: &Node) -> Result<()> {
         kind: kind.to_string(),
         concat_copy: false,
         flops: 0,
+        min_bytes: vec![],
     };
     match &n.op {
         Op::Conv(c) if fast_conv(lx, k, n, c)? => {}
@@ -858,6 +863,7 @@ fn elementwise_shaped(
         kind: kind.to_string(),
         concat_copy: false,
         flops: total,
+        min_bytes: vec![],
     };
     if accum {
         // operand a is read from Y at the output position
@@ -927,6 +933,7 @@ fn reduce(lx: &mut Lx, n: &Node, k: usize, x: ValueId, y: ValueId, axes: &[usize
         kind: n.op_type.clone(),
         concat_copy: false,
         flops: n_red * n_out,
+        min_bytes: vec![],
     };
     lx.push(d);
     Ok(())
@@ -1071,6 +1078,7 @@ fn copy_raw_buf(
         kind: kind.to_string(),
         concat_copy: concat,
         flops: 0,
+        min_bytes: vec![],
     };
     lx.push(d);
     Ok(())
@@ -1195,6 +1203,7 @@ fn fast_dispatch(
     has_bias: bool,
     x_in_y: bool,
     flops: u64,
+    x_extent: u64,
 ) -> Result<()> {
     let tiles = (m.div_ceil(cfg.bm() as usize) * cols.div_ceil(cfg.bn() as usize)) as u64;
     if z as u64 > lx.max_groups as u64 {
@@ -1211,6 +1220,22 @@ fn fast_dispatch(
     if cfg.b() != BMode::Gather {
         bindings[3] = BufRef::Unbound;
     }
+    // every index the kernel forms stays inside these extents (see convgen): prove it on the host
+    let eb = lx.opts.precision.bytes();
+    let scatter =
+        matches!(cfg, FastTile::Fma(ConvCfg { scatter: true, .. }) | FastTile::Coop(CoopCfg { scatter: true, .. }));
+    let taps = if scatter { params[22].max(1) as u64 } else { 1 };
+    let batches = z as u64 / taps;
+    let (kk, mm) = (params[0] as u64, params[1] as u64);
+    let x_need = params[4] as u64 + (batches - 1) * params[5] as u64 + x_extent;
+    let y_need = params[6] as u64 + (batches - 1) * params[7] as u64 + mm * params[17] as u64;
+    let w_vec4 = taps * if matches!(cfg, FastTile::Coop(_)) { mm * params[3] as u64 } else { kk * params[3] as u64 };
+    let w_eb = if matches!(cfg, FastTile::Coop(_)) { 2 } else { eb };
+    let mut min_bytes = vec![x_need * eb, w_vec4 * 4 * w_eb, if has_bias { mm * eb } else { 0 }, kk * 16, y_need * eb];
+    if x_in_y {
+        min_bytes[4] = min_bytes[4].max(min_bytes[0]);
+        min_bytes[0] = 0;
+    }
     lx.push(Dispatch {
         shader: cfg.shader(),
         entry: "main",
@@ -1222,6 +1247,7 @@ fn fast_dispatch(
         kind: kind.to_string(),
         concat_copy: false,
         flops,
+        min_bytes,
     });
     Ok(())
 }
@@ -1306,6 +1332,7 @@ fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::Conv) -> Res
         bias.is_some(),
         x_in_y,
         flops,
+        (g.c * g.y.input * g.x.input) as u64,
     )?;
     Ok(true)
 }
@@ -1379,6 +1406,7 @@ fn fast_conv_transpose(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv_tra
         bias.is_some(),
         x_in_y,
         flops,
+        (cin * npix_in) as u64,
     )?;
     Ok(true)
 }

@@ -1,0 +1,34 @@
+#!/usr/bin/env python3
+"""One comparison table from the JSON lines of `unet-gpu bench` and `torch_unet_baseline.py`.
+
+    python3 scripts/bench_table.py engine.jsonl torch.jsonl > table.md
+"""
+import json, re, sys
+
+eng = [json.loads(l) for l in open(sys.argv[1]) if l.startswith('{')]
+tor = [json.loads(l) for l in open(sys.argv[2]) if l.startswith('{')]
+info = next((t for t in tor if 'device' in t), {})
+rows = {}
+for t in tor:
+    if 'base' in t:
+        rows[(t['base'], t['H'], t['B'])] = t
+
+def key(e):
+    m = re.search(r'unet(\d+)', e.get('model', ''))
+    dims = [int(x) for x in re.findall(r'\d+', e['input'])]
+    return (int(m.group(1)) if m else 0, dims[2], dims[0])
+
+print(f"card: {info.get('device', '?')}; torch {info.get('torch', '?')}\n")
+print('| net | input | precision | unet-gpu GPU ms (median / min) | TFLOP/s | cuDNN ms (same precision) | ratio (ours / cuDNN) | cuDNN FP16 channels-last ms |')
+print('|---|---|---|---|---|---|---|---|')
+for e in sorted(eng, key=lambda e: (key(e), e.get('precision', ''))):
+    base, h, b = key(e)
+    t = rows.get((base, h, b), {})
+    prec = e.get('precision')
+    ref = t.get('fp32_ms') if prec == 'f32' else t.get('fp16_ms')
+    if 'error' in e:
+        print(f"| base {base} | {b}x{h}x{h} | {prec} | refused: {e['error'][:80]} | | {ref} | | {t.get('fp16_cl_ms')} |")
+        continue
+    ours = e.get('gpu_ms_median') or e.get('wall_ms_median')
+    ratio = f"{ours / ref:.2f}" if ref else ''
+    print(f"| base {base} | {b}x{h}x{h} | {prec} | {ours:.2f} / {e.get('gpu_ms_min') or 0:.2f} | {e['tflops']:.1f} | {ref} | {ratio} | {t.get('fp16_cl_ms')} |")

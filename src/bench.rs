@@ -1,0 +1,159 @@
+//! The benchmark harness behind `unet-gpu bench` and `cargo bench`: GPU time of whole inferences
+//! from timestamp queries (median and min over iterations), wall time, useful GFLOP/s counted
+//! from the graph's convolutions, per-layer time and TFLOP/s from a profiling run, and optionally
+//! the CPU reference's time for the speed-up.
+
+use crate::error::{Error, Result};
+use crate::gpu::exec::GpuOptions;
+use crate::gpu::{GpuContext, GpuModel};
+use crate::graph::Dim;
+use crate::model::Model;
+use crate::tensor::{Tensor, fmt_shape};
+use std::sync::Arc;
+
+#[derive(Clone, Debug)]
+pub struct BenchOpts {
+    /// Input height and width (default: the model's declared size).
+    pub size: Option<(usize, usize)>,
+    pub batch: Option<usize>,
+    pub gpu: GpuOptions,
+    pub iters: usize,
+    pub warmup: usize,
+    pub cpu_reference: bool,
+    /// Per-layer times (one extra profiling run with a timestamp pair per dispatch).
+    pub per_layer: bool,
+}
+
+impl Default for BenchOpts {
+    fn default() -> Self {
+        BenchOpts {
+            size: None,
+            batch: None,
+            gpu: GpuOptions::default(),
+            iters: 20,
+            warmup: 3,
+            cpu_reference: false,
+            per_layer: true,
+        }
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 { v[m] } else { 0.5 * (v[m - 1] + v[m]) }
+}
+
+/// The input shape to benchmark: the declared one with batch/size overridden.
+pub fn input_shape(model: &Model, opts: &BenchOpts) -> Result<Vec<usize>> {
+    let g = &model.graph;
+    if g.inputs.len() != 1 {
+        return Err(Error::Model(format!("bench feeds one input; the model has {}", g.inputs.len())));
+    }
+    let dims = g.values[g.inputs[0]].dims.clone().unwrap_or_default();
+    let fixed = |i: usize, default: usize| match dims.get(i) {
+        Some(Dim::Fixed(n)) => *n,
+        _ => default,
+    };
+    if dims.len() != 4 && !dims.is_empty() {
+        return Err(Error::Model(format!(
+            "bench expects an NCHW image input; the model's input has rank {}",
+            dims.len()
+        )));
+    }
+    let (h, w) = opts.size.unwrap_or((fixed(2, 256), fixed(3, 256)));
+    Ok(vec![opts.batch.unwrap_or(fixed(0, 1)), fixed(1, 3), h, w])
+}
+
+/// Run the benchmark; returns one JSON object.
+pub fn bench(ctx: Arc<GpuContext>, model: &Model, opts: &BenchOpts) -> Result<serde_json::Value> {
+    let shape = input_shape(model, opts)?;
+    let prepared = model.prepare(std::slice::from_ref(&shape))?;
+    let t_build = std::time::Instant::now();
+    let gm = GpuModel::with_options(ctx.clone(), &prepared, opts.gpu)?;
+    let n: usize = shape.iter().product();
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let data: Vec<f32> = (0..n)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect();
+    let x = Tensor::f32(shape.clone(), data);
+    let inputs = [x];
+    // first run compiles the pipelines in the driver
+    let (_, first) = gm.run_with_stats(&inputs, false)?;
+    let build_ms = t_build.elapsed().as_secs_f64() * 1e3;
+    for _ in 1..opts.warmup.max(1) {
+        gm.run_with_stats(&inputs, false)?;
+    }
+    let mut gpu = Vec::new();
+    let mut wall = Vec::new();
+    for _ in 0..opts.iters.max(1) {
+        let (_, st) = gm.run_with_stats(&inputs, false)?;
+        if let Some(t) = st.gpu_ms_total {
+            gpu.push(t);
+        }
+        wall.push(st.wall_ms);
+    }
+    let conv_flops: u64 = gm.dispatches().iter().filter(|d| d.kind.starts_with("Conv")).map(|d| d.flops).sum();
+    let gflop = conv_flops as f64 / 1e9;
+    let wall_med = median(&mut wall);
+    let gpu_med = (!gpu.is_empty()).then(|| median(&mut gpu));
+    let gpu_min = gpu.iter().copied().fold(f64::INFINITY, f64::min);
+    let t_ref = gpu_med.unwrap_or(wall_med);
+    let mut j = serde_json::json!({
+        "model": model.source,
+        "input": fmt_shape(&shape),
+        "precision": format!("{:?}", opts.gpu.precision).to_lowercase(),
+        "device": ctx.describe(),
+        "iters": opts.iters,
+        "gpu_ms_median": gpu_med,
+        "gpu_ms_min": gpu_med.map(|_| gpu_min),
+        "wall_ms_median": wall_med,
+        "build_and_first_run_ms": build_ms,
+        "gflop": gflop,
+        "tflops": gflop / t_ref,
+        "dispatches": first.dispatches,
+        "peak_activation_bytes": first.peak_activation_bytes,
+        "naive_activation_bytes": first.naive_activation_bytes,
+    });
+    if opts.per_layer && ctx.timestamps {
+        let (_, prof) = gm.run_with_stats(&inputs, true)?;
+        let nodes = &prepared.graph.nodes;
+        let mut layers = Vec::new();
+        for (k, ms) in prof.gpu_ms_by_node.iter().enumerate() {
+            if *ms <= 0.0 {
+                continue;
+            }
+            let fl: u64 = gm.dispatches().iter().filter(|d| d.node == k).map(|d| d.flops).sum();
+            let shader: Vec<String> = gm
+                .dispatches()
+                .iter()
+                .filter(|d| d.node == k)
+                .map(|d| match d.shader {
+                    crate::gpu::Shader::FastConv(c) => c.name(),
+                    crate::gpu::Shader::CoopConv(c) => c.name(),
+                    s => s.file().trim_end_matches(".wgsl").to_string(),
+                })
+                .collect();
+            let out = nodes[k].output(0).map(|v| fmt_shape(prepared.shape(v))).unwrap_or_default();
+            layers.push(serde_json::json!({
+                "node": nodes[k].name, "op": nodes[k].op_type, "out": out, "kernel": shader.join("+"),
+                "ms": ms, "tflops": if nodes[k].op_type.starts_with("Conv") { fl as f64 / 1e9 / ms } else { 0.0 },
+            }));
+        }
+        j["profiled_gpu_ms"] = prof.gpu_ms_total.into();
+        j["layers"] = layers.into();
+    }
+    if opts.cpu_reference {
+        let t = std::time::Instant::now();
+        crate::cpu::run(&prepared, &inputs)?;
+        let cpu_ms = t.elapsed().as_secs_f64() * 1e3;
+        j["cpu_reference_ms"] = cpu_ms.into();
+        j["speedup_vs_cpu"] = (cpu_ms / t_ref).into();
+    }
+    Ok(j)
+}
