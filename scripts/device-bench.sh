@@ -1,57 +1,60 @@
 #!/usr/bin/env bash
 # Everything unet-gpu measures on a GPU machine, in one go, from the repository root:
 #  1. the adapter; 2. correctness of every fixture and u2netp in f32 and f16 on this card;
-#  3. `unet-gpu bench` and PyTorch/cuDNN (scripts/torch_unet_baseline.py, same network, exported
-#     by that script) at base 64 and 16, 512^2 and 1024^2, batch 1 and 8; 4. one comparison table.
+#  3. `unet-gpu bench` and PyTorch/cuDNN (scripts/torch_unet_baseline.py: the same network,
+#     exported by that script) at base 64 and 16, 512^2 and 1024^2, batch 1 and 8;
+#  4. one comparison table (scripts/bench_table.py).
 # Usage: scripts/device-bench.sh [OUTDIR]   (UNET_GPU_BIN overrides the binary)
 set -u
 OUT=${1:-${OUT:-device-out}}
 mkdir -p "$OUT"
 B=${UNET_GPU_BIN:-target/release/unet-gpu}
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
-date -u +%Y-%m-%dT%H:%MZ | tee "$OUT/date.txt"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee "$OUT/gpu.txt"
-"$B" devices 2>&1 | tee "$OUT/devices.txt"
+{
+  date -u +%Y-%m-%dT%H:%MZ
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1
+  "$B" devices 2>&1
+} | tee "$OUT/env.txt"
 
-echo "== correctness"
-timeout 240 python3 scripts/device_check.py "$B" "$OUT" 2>&1 | tail -50
-
-echo "== export"
 for base in 64 16; do
   python3 scripts/torch_unet_baseline.py --base $base --size 512 --export /tmp/unet$base.onnx >/dev/null 2>&1 || echo "export base $base failed"
 done
 
-echo "== unet-gpu bench"
 : > "$OUT/engine.jsonl"
 run_bench() {
   local base=$1 size=$2 batch=$3 prec=$4; shift 4
   local line
-  line=$(timeout 150 "$B" bench /tmp/unet$base.onnx --size ${size}x$size --batch $batch --precision $prec "$@" 2>&1 | tail -1)
+  line=$(timeout 120 "$B" bench /tmp/unet$base.onnx --size ${size}x$size --batch $batch --precision $prec "$@" 2>&1 | tail -1)
   if [[ "$line" != "{"* ]]; then
     line=$(python3 -c 'import json,sys; print(json.dumps(dict(model=sys.argv[1], input=sys.argv[2], precision=sys.argv[3], error=sys.argv[4])))' \
       "/tmp/unet$base.onnx" "[$batch, 3, $size, $size]" "$prec" "$line")
   fi
   echo "$line" >> "$OUT/engine.jsonl"
-  echo "$line" | cut -c1-300
+  echo "$line" | cut -c1-400
 }
+
+echo "== unet-gpu bench: the target configurations"
 run_bench 64 512 1 f32 --iters 20
 run_bench 64 512 1 f16 --iters 20
-run_bench 16 512 1 f32 --iters 30 --cpu-reference
 run_bench 16 512 1 f16 --iters 30
-for base in 64 16; do
-  for prec in f32 f16; do
-    run_bench $base 512 8 $prec --iters 8 --no-layers
-    run_bench $base 1024 1 $prec --iters 8 --no-layers
-    run_bench $base 1024 8 $prec --iters 5 --no-layers
-  done
-done
-# the f16 scalar kernels for comparison with the tensor-core ones
-run_bench 64 512 1 f16 --iters 10 --coop off --no-layers
+run_bench 16 512 1 f32 --iters 30 --cpu-reference
 
 echo "== PyTorch / cuDNN"
 : > "$OUT/torch.jsonl"
+timeout 150 python3 scripts/torch_unet_baseline.py --base 64 --size 512 1024 --batch 1 8 --iters 20 2>&1 | grep '^{' | tee -a "$OUT/torch.jsonl" | cut -c1-300
+timeout 60 python3 scripts/torch_unet_baseline.py --base 16 --size 512 1024 --batch 1 8 --iters 20 2>&1 | grep '^{' | tee -a "$OUT/torch.jsonl" | cut -c1-300
+
+echo "== correctness"
+timeout 150 python3 scripts/device_check.py "$B" "$OUT" 2>&1 | grep -v '"ok": true' | tail -40
+
+echo "== unet-gpu bench: the rest of the grid"
+run_bench 64 512 1 f16 --iters 10 --coop off --no-layers
 for base in 64 16; do
-  timeout 200 python3 scripts/torch_unet_baseline.py --base $base --size 512 1024 --batch 1 8 --iters 20 2>&1 | tee -a "$OUT/torch.jsonl" | cut -c1-300
+  for prec in f32 f16; do
+    run_bench $base 512 8 $prec --iters 6 --no-layers
+    run_bench $base 1024 1 $prec --iters 6 --no-layers
+    run_bench $base 1024 8 $prec --iters 4 --no-layers
+  done
 done
 
 echo "== table"

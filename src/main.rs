@@ -73,6 +73,9 @@ enum Cmd {
         /// adapter has cooperative matrices)
         #[arg(long, default_value = "f32")]
         precision: Precision,
+        /// With f16: tensor cores (auto: when the adapter has them), or off, or their scalar emulation
+        #[arg(long, value_enum, default_value_t = Coop::Auto)]
+        coop: Coop,
     },
     /// Time a model on the GPU: median and min GPU time, wall time, GFLOP/s, per-layer times
     Bench {
@@ -190,7 +193,7 @@ fn real_main(cli: Cli) -> Result<()> {
             println!("{j}");
             Ok(())
         }
-        Cmd::Run { model, input, output, all_outputs, device, adapter, stats, precision } => {
+        Cmd::Run { model, input, output, all_outputs, device, adapter, stats, precision, coop } => {
             if output.is_none() && all_outputs.is_none() {
                 bail!("give --output FILE and/or --all-outputs DIR");
             }
@@ -226,7 +229,7 @@ fn real_main(cli: Cli) -> Result<()> {
                 }
                 Some(ctx) => {
                     let gm =
-                        GpuModel::with_options(ctx.clone(), &prepared, GpuOptions { precision, ..Default::default() })?;
+                        GpuModel::with_options(ctx.clone(), &prepared, GpuOptions { precision, coop: coop.mode(), ..Default::default() })?;
                     let (outs, s) = gm.run_with_stats(&[x], stats.is_some())?;
                     let mut j = s.to_json();
                     j["device"] = ctx.describe().into();
