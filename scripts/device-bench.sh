@@ -4,7 +4,8 @@
 #  3. `unet-gpu bench` and PyTorch/cuDNN (scripts/torch_unet_baseline.py: the same network,
 #     exported by that script) at base 64 and 16, 512^2 and 1024^2, batch 1 and 8;
 #  4. one comparison table (scripts/bench_table.py).
-# Usage: scripts/device-bench.sh [OUTDIR]   (UNET_GPU_BIN overrides the binary)
+# Usage: scripts/device-bench.sh [OUTDIR]   (UNET_GPU_BIN overrides the binary; QUICK=1 runs only
+# the base 64 and 16 networks at 1x3x512x512 and their check against the CPU reference)
 set -u
 OUT=${1:-${OUT:-device-out}}
 mkdir -p "$OUT"
@@ -33,6 +34,11 @@ run_bench() {
   echo "$line" | cut -c1-400
 }
 
+echo "== the benchmark networks against the CPU reference"
+for base in 64 16; do
+  timeout 120 python3 scripts/device_check_bench_net.py "$B" /tmp/unet$base.onnx 256 | tee -a "$OUT/check_bench_net.jsonl"
+done
+
 echo "== unet-gpu bench: the target configurations"
 run_bench 64 512 1 f32 --iters 20
 run_bench 64 512 1 f16 --iters 20
@@ -41,8 +47,14 @@ run_bench 16 512 1 f32 --iters 30 --cpu-reference
 
 echo "== PyTorch / cuDNN"
 : > "$OUT/torch.jsonl"
-timeout 150 python3 scripts/torch_unet_baseline.py --base 64 --size 512 1024 --batch 1 8 --iters 20 2>&1 | grep '^{' | tee -a "$OUT/torch.jsonl" | cut -c1-300
-timeout 60 python3 scripts/torch_unet_baseline.py --base 16 --size 512 1024 --batch 1 8 --iters 20 2>&1 | grep '^{' | tee -a "$OUT/torch.jsonl" | cut -c1-300
+if [ -n "${QUICK:-}" ]; then SIZES="512"; BATCHES="1"; else SIZES="512 1024"; BATCHES="1 8"; fi
+timeout 150 python3 scripts/torch_unet_baseline.py --base 64 --size $SIZES --batch $BATCHES --iters 20 2>&1 | grep '^{' | tee -a "$OUT/torch.jsonl" | cut -c1-300
+timeout 60 python3 scripts/torch_unet_baseline.py --base 16 --size $SIZES --batch $BATCHES --iters 20 2>&1 | grep '^{' | tee -a "$OUT/torch.jsonl" | cut -c1-300
+
+if [ -n "${QUICK:-}" ]; then
+  python3 scripts/bench_table.py "$OUT/engine.jsonl" "$OUT/torch.jsonl" | tee "$OUT/table.md"
+  exit 0
+fi
 
 echo "== correctness"
 timeout 150 python3 scripts/device_check.py "$B" "$OUT" 2>&1 | grep -v '"ok": true' | tail -40

@@ -8,15 +8,20 @@
 //! ```
 
 pub mod bench;
+pub mod compare;
 pub mod cpu;
 pub mod error;
 pub mod gpu;
 pub mod graph;
+pub mod imageio;
+pub mod infer;
 pub mod io_util;
 pub mod model;
 pub mod npy;
 pub mod onnx;
 pub mod ops;
+pub mod presets;
+pub mod skips;
 pub mod tensor;
 
 pub use error::{Error, Result};

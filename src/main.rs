@@ -12,6 +12,8 @@ use unet_gpu::graph::{Dim, fmt_dims};
 use unet_gpu::tensor::fmt_shape;
 use unet_gpu::{Model, Tensor, npy};
 
+mod cli_image;
+
 #[derive(Parser)]
 #[command(name = "unet-gpu", version, about = "Run ONNX-exported U-Nets on the GPU (wgpu + WGSL) or the CPU reference")]
 struct Cli {
@@ -116,6 +118,10 @@ enum Cmd {
         #[arg(long, value_name = "NxCxHxW")]
         input_shape: Option<String>,
     },
+    /// Colourise a photo with the built-in model (or run any U-Net on an image): PNG/JPEG in, PNG out
+    Infer(cli_image::InferArgs),
+    /// The skip-connection experiment: PSNR, SSIM and fine detail of models on colour photos
+    Compare(cli_image::CompareArgs),
 }
 
 fn parse_shape(s: &str) -> Result<Vec<usize>> {
@@ -182,7 +188,7 @@ fn real_main(cli: Cli) -> Result<()> {
             let opts = BenchOpts {
                 size,
                 batch,
-                gpu: GpuOptions { precision, fast_conv: !generic_conv, coop: coop.mode() },
+                gpu: GpuOptions { precision, fast_conv: !generic_conv, coop: coop.mode(), force_tile: None },
                 iters,
                 warmup,
                 cpu_reference,
@@ -228,8 +234,11 @@ fn real_main(cli: Cli) -> Result<()> {
                     (outs, st)
                 }
                 Some(ctx) => {
-                    let gm =
-                        GpuModel::with_options(ctx.clone(), &prepared, GpuOptions { precision, coop: coop.mode(), ..Default::default() })?;
+                    let gm = GpuModel::with_options(
+                        ctx.clone(),
+                        &prepared,
+                        GpuOptions { precision, coop: coop.mode(), ..Default::default() },
+                    )?;
                     let (outs, s) = gm.run_with_stats(&[x], stats.is_some())?;
                     let mut j = s.to_json();
                     j["device"] = ctx.describe().into();
@@ -243,6 +252,8 @@ fn real_main(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Info { model, input_shape } => info(&model, input_shape.as_deref()),
+        Cmd::Infer(a) => cli_image::infer(a),
+        Cmd::Compare(a) => cli_image::compare(a),
     }
 }
 
@@ -278,7 +289,7 @@ fn write_outputs(p: &Prepared, outs: &[Tensor], first: Option<&Path>, dir: Optio
 }
 
 fn info(path: &Path, shape: Option<&str>) -> Result<()> {
-    let m = Model::load(path)?;
+    let m = unet_gpu::infer::load_model(&path.to_string_lossy())?.0;
     let g = &m.graph;
     println!("model: {}", path.display());
     println!("producer: {}  opset: {}", if g.producer.is_empty() { "?" } else { &g.producer }, g.opset);
@@ -346,6 +357,7 @@ fn info(path: &Path, shape: Option<&str>) -> Result<()> {
     for &v in &p.graph.outputs {
         println!("output {}: {}", p.graph.name(v), fmt_shape(p.shape(v)));
     }
+    print!("{}", unet_gpu::skips::analyze(&p).describe(&p));
     Ok(())
 }
 

@@ -106,12 +106,13 @@ fn run_case_with(c: &Case, opts: GpuOptions) -> Result<(usize, unet_gpu::gpu::Ru
 /// Every case in f32 and f16 storage, and with the generic conv kernel instead of the fast one.
 fn run_all(cases: Vec<Case>) {
     let mut failed = Vec::new();
+    let f32 = GpuOptions::default();
     let variants = [
-        GpuOptions { precision: Precision::F32, fast_conv: true, coop: None },
-        GpuOptions { precision: Precision::F32, fast_conv: false, coop: None },
-        GpuOptions { precision: Precision::F16, fast_conv: true, coop: Some(CoopMode::Off) },
+        f32,
+        GpuOptions { fast_conv: false, ..f32 },
+        GpuOptions { coop: Some(CoopMode::Off), ..GpuOptions::f16() },
         // the tensor-core kernels' tiling, through their scalar emulation
-        GpuOptions { precision: Precision::F16, fast_conv: true, coop: Some(CoopMode::Emulate) },
+        GpuOptions { coop: Some(CoopMode::Emulate), ..GpuOptions::f16() },
     ];
     for c in &cases {
         for v in variants {
@@ -219,6 +220,51 @@ fn conv_kernels() {
             vec![x(&[1, 3, 5, 7]), init("w", &[3, 2, 3, 3], 18)],
         ),
     ]);
+}
+
+/// Each tile shape of the fast kernels, forced on convs whose sizes are not multiples of it.
+#[test]
+fn every_conv_tile_shape() {
+    use unet_gpu::gpu::convgen::{BMode, COOP_TILES, TILES};
+    let x = |shape: &[usize]| Run("x", shape.to_vec());
+    let cases = vec![
+        case(
+            "conv 3x3 gather",
+            "Conv",
+            vec!["x", "w", "b"],
+            vec![attr_ints("pads", &[1, 1, 1, 1])],
+            vec![x(&[2, 5, 13, 11]), init("w", &[37, 5, 3, 3], 60), init("b", &[37], 61)],
+        ),
+        case("conv 1x1 direct", "Conv", vec!["x", "w"], vec![], vec![x(&[1, 9, 7, 23]), init("w", &[70, 9, 1, 1], 62)]),
+        case(
+            "conv transpose scatter",
+            "ConvTranspose",
+            vec!["x", "w", "b"],
+            vec![attr_ints("strides", &[2, 2])],
+            vec![x(&[1, 6, 9, 7]), init("w", &[6, 35, 2, 2], 63), init("b", &[35], 64)],
+        ),
+    ];
+    let mut failed = Vec::new();
+    for c in &cases {
+        for &(bm, bn, ..) in &TILES {
+            let o = GpuOptions { force_tile: Some((bm, bn)), ..GpuOptions::default() };
+            if let Err(e) = run_case_with(c, o) {
+                failed.push(format!("{} {bm}x{bn}: {e}", c.name));
+            }
+        }
+        for &(bm, bn, wm, wn, _) in &COOP_TILES {
+            let cc =
+                unet_gpu::gpu::convgen::CoopCfg { bm, bn, wm, wn, b: BMode::Direct, scatter: false, emulate: true };
+            if cc.shared_bytes() > gpu().limits.max_compute_workgroup_storage_size {
+                continue; // (lavapipe: 32 KiB) the engine falls back to the scalar f16 kernel there
+            }
+            let o = GpuOptions { force_tile: Some((bm, bn)), coop: Some(CoopMode::Emulate), ..GpuOptions::f16() };
+            if let Err(e) = run_case_with(c, o) {
+                failed.push(format!("{} coop {bm}x{bn}: {e}", c.name));
+            }
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
 
 #[test]

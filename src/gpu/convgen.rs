@@ -72,8 +72,15 @@ impl ConvCfg {
 }
 
 /// The tile shapes the engine picks from, largest first.
-pub const TILES: [(u32, u32, u32, u32, u32); 4] =
-    [(128, 128, 8, 8, 8), (64, 128, 16, 4, 8), (64, 64, 16, 4, 4), (32, 64, 16, 4, 4)];
+/// The tile shapes the engine picks from, with the relative throughput per output measured on
+/// an H200 (2026-11-27, docs/device-runs): (BM, BN, BK, TM, TN, efficiency).
+pub const TILES: [(u32, u32, u32, u32, u32, f64); 5] = [
+    (128, 128, 8, 8, 8, 1.0),
+    (64, 128, 16, 4, 8, 0.8),
+    (32, 128, 16, 4, 8, 0.6),
+    (64, 64, 16, 4, 4, 0.65),
+    (32, 64, 16, 4, 4, 0.5),
+];
 
 // Parameters (P):
 // 0 K, 1 M, 2 npix (columns n: output pixels, or input pixels when scattering), 3 M padded / 4,
@@ -297,7 +304,9 @@ pub const COOP_BK: u32 = 32;
 /// Padding (in halves) of each staged row, against bank conflicts.
 const COOP_PAD: u32 = 8;
 
-pub const COOP_TILES: [(u32, u32, u32, u32); 2] = [(128, 128, 64, 32), (64, 64, 32, 32)];
+/// (BM, BN, WM, WN, efficiency)
+pub const COOP_TILES: [(u32, u32, u32, u32, f64); 3] =
+    [(128, 128, 64, 32, 1.0), (64, 64, 32, 32, 0.6), (32, 128, 32, 32, 0.55)];
 
 impl CoopCfg {
     pub fn warps(&self) -> u32 {

@@ -86,11 +86,13 @@ pub struct GpuOptions {
     /// With f16: tensor cores when the adapter has 16x16x16 f16 cooperative matrices (None =
     /// decide from the adapter), or force them off / to their scalar emulation.
     pub coop: Option<CoopMode>,
+    /// Force one (BM, BN) tile shape on every fast conv (for tests); None chooses per layer.
+    pub force_tile: Option<(u32, u32)>,
 }
 
 impl Default for GpuOptions {
     fn default() -> Self {
-        GpuOptions { precision: Precision::F32, fast_conv: true, coop: None }
+        GpuOptions { precision: Precision::F32, fast_conv: true, coop: None, force_tile: None }
     }
 }
 
@@ -174,6 +176,7 @@ impl GpuModel {
             fast_conv: opts.fast_conv,
             max_shared: ctx.limits.max_compute_workgroup_storage_size,
             coop,
+            force_tile: opts.force_tile,
         };
         let Lowered { dispatches, aux, consts } = lower(&p, &plan, max_groups, lopts)?;
         let dev = &ctx.device;

@@ -103,6 +103,8 @@ pub struct LowerOpts {
     /// With f16 storage, run the fast convs on cooperative matrices (tensor cores), or on their
     /// scalar emulation (to test the tiling where the hardware lacks them).
     pub coop: CoopMode,
+    /// Use this (BM, BN) tile for every fast conv instead of choosing (tests of each tile shape).
+    pub force_tile: Option<(u32, u32)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1084,22 +1086,31 @@ fn copy_raw_buf(
     Ok(())
 }
 
-/// Pick the largest tile that still gives the GPU enough workgroups, within the workgroup-memory
-/// limit; tiles much taller than the layer's channel count are skipped.
-fn pick_tile(m: usize, cols: usize, z: usize, max_shared: u32, b: BMode, scatter: bool) -> ConvCfg {
-    let mk = |(bm, bn, bk, tm, tn): (u32, u32, u32, u32, u32)| ConvCfg { bm, bn, bk, tm, tn, b, scatter };
-    let fits: Vec<ConvCfg> = TILES.iter().map(|&t| mk(t)).filter(|c| c.shared_bytes() <= max_shared).collect();
-    let smallest = *fits.last().unwrap_or(&mk(TILES[TILES.len() - 1]));
-    for c in &fits {
-        if (c.bm as usize) > 2 * m.max(16) {
+/// Multiprocessors assumed when estimating waves of workgroups (wgpu does not report them; 132
+/// is an H100/H200, and the choice is not sensitive to it on smaller GPUs).
+const SMS: usize = 132;
+
+/// Estimated time of a conv on a tile: waves of workgroups times the work of one tile over the
+/// tile's measured relative throughput; padding rows and columns count as work.
+fn tile_cost(m: usize, cols: usize, z: usize, bm: u32, bn: u32, eff: f64) -> f64 {
+    let wgs = m.div_ceil(bm as usize) * cols.div_ceil(bn as usize) * z;
+    wgs.div_ceil(SMS) as f64 * (bm * bn) as f64 / eff
+}
+
+/// The cheapest register-blocked tile by [`tile_cost`] within the workgroup-memory limit.
+fn pick_tile(lx: &Lx, m: usize, cols: usize, z: usize, b: BMode, scatter: bool) -> ConvCfg {
+    let mut best: Option<(f64, ConvCfg)> = None;
+    for &(bm, bn, bk, tm, tn, eff) in &TILES {
+        let c = ConvCfg { bm, bn, bk, tm, tn, b, scatter };
+        if c.shared_bytes() > lx.opts.max_shared || lx.opts.force_tile.is_some_and(|t| t != (bm, bn)) {
             continue;
         }
-        let wgs = m.div_ceil(c.bm as usize) * cols.div_ceil(c.bn as usize) * z;
-        if wgs >= 256 {
-            return *c;
+        let cost = tile_cost(m, cols, z, bm, bn, eff);
+        if best.is_none_or(|(bc, _)| cost < bc) {
+            best = Some((cost, c));
         }
     }
-    smallest
+    best.map(|b| b.1).unwrap_or(ConvCfg { bm: 32, bn: 64, bk: 16, tm: 4, tn: 4, b, scatter })
 }
 
 /// Weights as the fast kernels read them: [taps][K][M padded to 4], encoded for the precision.
@@ -1156,21 +1167,23 @@ fn use_coop(lx: &Lx) -> bool {
 
 fn pick(lx: &Lx, m: usize, cols: usize, z: usize, b: BMode, scatter: bool) -> FastTile {
     if !use_coop(lx) {
-        return FastTile::Fma(pick_tile(m, cols, z, lx.opts.max_shared, b, scatter));
+        return FastTile::Fma(pick_tile(lx, m, cols, z, b, scatter));
     }
     let emulate = lx.opts.coop == CoopMode::Emulate;
-    let mk = |(bm, bn, wm, wn): (u32, u32, u32, u32)| CoopCfg { bm, bn, wm, wn, b, scatter, emulate };
-    let fits: Vec<CoopCfg> =
-        COOP_TILES.iter().map(|&t| mk(t)).filter(|c| c.shared_bytes() <= lx.opts.max_shared).collect();
-    for c in &fits {
-        let wgs = m.div_ceil(c.bm as usize) * cols.div_ceil(c.bn as usize) * z;
-        if (c.bm as usize) <= 2 * m.max(16) && wgs >= 256 {
-            return FastTile::Coop(*c);
+    let mut best: Option<(f64, CoopCfg)> = None;
+    for &(bm, bn, wm, wn, eff) in &COOP_TILES {
+        let c = CoopCfg { bm, bn, wm, wn, b, scatter, emulate };
+        if c.shared_bytes() > lx.opts.max_shared || lx.opts.force_tile.is_some_and(|t| t != (bm, bn)) {
+            continue;
+        }
+        let cost = tile_cost(m, cols, z, bm, bn, eff);
+        if best.is_none_or(|(bc, _)| cost < bc) {
+            best = Some((cost, c));
         }
     }
-    match fits.last() {
-        Some(c) => FastTile::Coop(*c),
-        None => FastTile::Fma(pick_tile(m, cols, z, lx.opts.max_shared, b, scatter)),
+    match best {
+        Some((_, c)) => FastTile::Coop(c),
+        None => FastTile::Fma(pick_tile(lx, m, cols, z, b, scatter)),
     }
 }
 
@@ -1266,13 +1279,6 @@ fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::Conv) -> Res
     let kk = g.c * kh * kw;
     let m = g.m;
     let wd = wt.as_f32().map_err(|e| err(n, e))?;
-    let coop = use_coop(lx);
-    let wbytes = if coop {
-        weight_matrix_mk(1, kk, m, |_, kq, mq| wd[mq * kk + kq])
-    } else {
-        weight_matrix(lx.opts.precision, 1, kk, m, |_, kq, mq| wd[mq * kk + kq])
-    };
-    let wbuf = lx.aux(wbytes);
     let npix = g.y.output * g.x.output;
     let direct = kh == 1
         && kw == 1
@@ -1296,6 +1302,14 @@ fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::Conv) -> Res
         lx.aux(bytemuck::cast_slice(&t).to_vec())
     };
     let cfg = pick(lx, m, npix, g.n, mode, false);
+    // the weight layout follows the kernel actually chosen
+    let coop = matches!(cfg, FastTile::Coop(_));
+    let wbytes = if coop {
+        weight_matrix_mk(1, kk, m, |_, kq, mq| wd[mq * kk + kq])
+    } else {
+        weight_matrix(lx.opts.precision, 1, kk, m, |_, kq, mq| wd[mq * kk + kq])
+    };
+    let wbuf = lx.aux(wbytes);
     let mut params = vec![0u32; 24];
     params[0] = kk as u32;
     params[1] = m as u32;
@@ -1360,15 +1374,15 @@ fn fast_conv_transpose(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv_tra
     let (cin, m) = (g.c, g.m);
     let wd = wt.as_f32().map_err(|e| err(n, e))?;
     // W [C, M, KH, KW]: tap t, row k = input channel, column m = output channel
-    let coop = use_coop(lx);
+    let npix_in = g.y.input * g.x.input;
+    let cfg = pick(lx, m, npix_in, g.n * taps, BMode::Direct, true);
+    let coop = matches!(cfg, FastTile::Coop(_));
     let wbytes = if coop {
         weight_matrix_mk(taps, cin, m, |t, kq, mq| wd[(kq * m + mq) * taps + t])
     } else {
         weight_matrix(lx.opts.precision, taps, cin, m, |t, kq, mq| wd[(kq * m + mq) * taps + t])
     };
     let wbuf = lx.aux(wbytes);
-    let npix_in = g.y.input * g.x.input;
-    let cfg = pick(lx, m, npix_in, g.n * taps, BMode::Direct, true);
     let mut params = vec![0u32; 24];
     params[0] = cin as u32;
     params[1] = m as u32;

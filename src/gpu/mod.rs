@@ -179,7 +179,7 @@ mod tests {
     fn every_generated_conv_validates_with_naga() {
         use convgen::{BMode, ConvCfg, TILES};
         for p in [Precision::F32, Precision::F16] {
-            for (bm, bn, bk, tm, tn) in TILES {
+            for (bm, bn, bk, tm, tn, _) in TILES {
                 for (b, scatter) in [(BMode::Gather, false), (BMode::Direct, false), (BMode::Direct, true)] {
                     let c = ConvCfg { bm, bn, bk, tm, tn, b, scatter };
                     assert!(c.valid(), "{c:?}");
@@ -188,7 +188,7 @@ mod tests {
                 }
             }
         }
-        for (bm, bn, wm, wn) in convgen::COOP_TILES {
+        for (bm, bn, wm, wn, _) in convgen::COOP_TILES {
             for (b, scatter) in [(BMode::Gather, false), (BMode::Direct, false), (BMode::Direct, true)] {
                 for emulate in [false, true] {
                     let c = convgen::CoopCfg { bm, bn, wm, wn, b, scatter, emulate };
