@@ -54,7 +54,8 @@ impl ConvCfg {
             && self.bn.is_multiple_of(self.tn)
             && t <= 256
             && t.is_multiple_of(self.bn)
-            && (self.bk * self.bm / 4).is_multiple_of(t)
+            // the A tile's vec4 are spread over the invocations (the last round may be partial)
+            && ((self.bk * self.bm / 4).is_multiple_of(t) || t.is_multiple_of(self.bk * self.bm / 4))
             && (self.bk * self.bn).is_multiple_of(t)
     }
     pub fn name(&self) -> String {
@@ -74,12 +75,17 @@ impl ConvCfg {
 /// The tile shapes the engine picks from, largest first.
 /// The tile shapes the engine picks from, with the relative throughput per output measured on
 /// an H200 (2026-11-27, docs/device-runs): (BM, BN, BK, TM, TN, efficiency).
-pub const TILES: [(u32, u32, u32, u32, u32, f64); 5] = [
+/// The tile shapes the engine picks from, with their relative throughput per output as measured
+/// on an H200 (2026-11-27, docs/device-runs; 64x256 estimated): (BM, BN, BK, TM, TN, efficiency).
+/// 8x8 micro-tiles balance workgroup-memory reads against FMAs; the 4x8 and 4x4 ones are bound
+/// by workgroup-memory bandwidth.
+pub const TILES: [(u32, u32, u32, u32, u32, f64); 6] = [
     (128, 128, 8, 8, 8, 1.0),
-    (64, 128, 16, 4, 8, 0.8),
-    (32, 128, 16, 4, 8, 0.6),
-    (64, 64, 16, 4, 4, 0.65),
-    (32, 64, 16, 4, 4, 0.5),
+    (64, 256, 8, 8, 8, 0.95),
+    (64, 128, 16, 4, 8, 0.48),
+    (32, 128, 16, 4, 8, 0.33),
+    (64, 64, 16, 4, 4, 0.62),
+    (32, 64, 16, 4, 4, 0.23),
 ];
 
 // Parameters (P):
@@ -98,7 +104,10 @@ pub fn generate(c: &ConvCfg) -> String {
     let b_stride = c.bn / 4;
     let a_buf = c.bk * a_stride;
     let b_buf = c.bk * b_stride;
-    let la = c.bk * c.bm / 4 / threads;
+    let a_count = c.bk * c.bm / 4;
+    let la = a_count.div_ceil(threads);
+    // with fewer A vec4 than invocations, only the first `a_count` load one
+    let a_guard = if a_count < threads { format!("li < {a_count}u") } else { "true".to_string() };
     let lb = c.bk * c.bn / threads;
     let rstep = threads / c.bn;
     let gather = c.b == BMode::Gather;
@@ -189,7 +198,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         for j in 0..la {
             let _ = write!(
                 s,
-                "        {{ let k = {k0} + ak{j}; let mq = m0 / 4u + am{j};\n          if (k < K && mq < M4) {{ pa{j} = vec4<f32>(WT[wbase + k * M4 + mq]); }} else {{ pa{j} = vec4<f32>(0.0); }} }}\n"
+                "        {{ let k = {k0} + ak{j}; let mq = m0 / 4u + am{j};\n          if ({a_guard} && k < K && mq < M4) {{ pa{j} = vec4<f32>(WT[wbase + k * M4 + mq]); }} else {{ pa{j} = vec4<f32>(0.0); }} }}\n"
             );
         }
         for j in 0..lb {
@@ -211,7 +220,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     };
     let store = |s: &mut String, abase: &str, bbase: &str| {
         for j in 0..la {
-            let _ = writeln!(s, "        As[{abase} + ak{j} * {a_stride}u + am{j}] = pa{j};");
+            let _ = writeln!(s, "        if ({a_guard}) {{ As[{abase} + ak{j} * {a_stride}u + am{j}] = pa{j}; }}");
         }
         for j in 0..lb {
             let _ =
@@ -306,7 +315,7 @@ const COOP_PAD: u32 = 8;
 
 /// (BM, BN, WM, WN, efficiency)
 pub const COOP_TILES: [(u32, u32, u32, u32, f64); 3] =
-    [(128, 128, 64, 32, 1.0), (64, 64, 32, 32, 0.6), (32, 128, 32, 32, 0.55)];
+    [(128, 128, 64, 32, 1.0), (64, 64, 32, 32, 0.6), (32, 128, 32, 32, 0.3)];
 
 impl CoopCfg {
     pub fn warps(&self) -> u32 {

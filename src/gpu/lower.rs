@@ -1086,9 +1086,10 @@ fn copy_raw_buf(
     Ok(())
 }
 
-/// Multiprocessors assumed when estimating waves of workgroups (wgpu does not report them; 132
-/// is an H100/H200, and the choice is not sensitive to it on smaller GPUs).
-const SMS: usize = 132;
+/// Workgroups that run at once when estimating waves (wgpu does not report the multiprocessor
+/// count: 132 multiprocessors of an H100/H200 holding two of these workgroups each; the choice
+/// is not sensitive to it on smaller GPUs).
+const SMS: usize = 264;
 
 /// Estimated time of a conv on a tile: waves of workgroups times the work of one tile over the
 /// tile's measured relative throughput; padding rows and columns count as work.
