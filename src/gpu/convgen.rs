@@ -72,19 +72,16 @@ impl ConvCfg {
     }
 }
 
-/// The tile shapes the engine picks from, largest first.
-/// The tile shapes the engine picks from, with the relative throughput per output measured on
-/// an H200 (2026-11-27, docs/device-runs): (BM, BN, BK, TM, TN, efficiency).
-/// The tile shapes the engine picks from, with their relative throughput per output as measured
-/// on an H200 (2026-11-27, docs/device-runs; 64x256 estimated): (BM, BN, BK, TM, TN, efficiency).
+/// The tile shapes the engine picks from, with their relative throughput per output fitted to
+/// the H200 profiles of 2026-11-27 (docs/device-runs): (BM, BN, BK, TM, TN, efficiency).
 /// 8x8 micro-tiles balance workgroup-memory reads against FMAs; the 4x8 and 4x4 ones are bound
 /// by workgroup-memory bandwidth.
 pub const TILES: [(u32, u32, u32, u32, u32, f64); 6] = [
     (128, 128, 8, 8, 8, 1.0),
-    (64, 256, 8, 8, 8, 0.95),
+    (64, 256, 8, 8, 8, 0.83),
     (64, 128, 16, 4, 8, 0.48),
     (32, 128, 16, 4, 8, 0.33),
-    (64, 64, 16, 4, 4, 0.62),
+    (64, 64, 16, 4, 4, 0.47),
     (32, 64, 16, 4, 4, 0.23),
 ];
 
@@ -313,9 +310,9 @@ pub const COOP_BK: u32 = 32;
 /// Padding (in halves) of each staged row, against bank conflicts.
 const COOP_PAD: u32 = 8;
 
-/// (BM, BN, WM, WN, efficiency)
+/// (BM, BN, WM, WN, efficiency), fitted like [`TILES`].
 pub const COOP_TILES: [(u32, u32, u32, u32, f64); 3] =
-    [(128, 128, 64, 32, 1.0), (64, 64, 32, 32, 0.6), (32, 128, 32, 32, 0.3)];
+    [(128, 128, 64, 32, 1.0), (64, 64, 32, 32, 0.29), (32, 128, 32, 32, 0.1)];
 
 impl CoopCfg {
     pub fn warps(&self) -> u32 {
