@@ -25,10 +25,13 @@ for e in sorted(eng, key=lambda e: (key(e), e.get('precision', ''))):
     base, h, b = key(e)
     t = rows.get((base, h, b), {})
     prec = e.get('precision')
+    if prec == 'f16' and e.get('tensor_cores') is False:
+        prec = 'f16 (scalar)'
     ref = t.get('fp32_ms') if prec == 'f32' else t.get('fp16_ms')
+    ref = round(ref, 3) if ref else ref
     if 'error' in e:
         print(f"| base {base} | {b}x{h}x{h} | {prec} | refused: {e['error'][:80]} | | {ref} | | {t.get('fp16_cl_ms')} |")
         continue
     ours = e.get('gpu_ms_median') or e.get('wall_ms_median')
     ratio = f"{ours / ref:.2f}" if ref else ''
-    print(f"| base {base} | {b}x{h}x{h} | {prec} | {ours:.2f} / {e.get('gpu_ms_min') or 0:.2f} | {e['tflops']:.1f} | {ref} | {ratio} | {t.get('fp16_cl_ms')} |")
+    print(f"| base {base} | {b}x{h}x{h} | {prec} | {ours:.2f} / {e.get('gpu_ms_min') or 0:.2f} | {e['tflops']:.1f} | {ref} | {ratio} | {t.get('fp16_cl_ms') and round(t['fp16_cl_ms'], 3)} |")

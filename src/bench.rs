@@ -117,6 +117,7 @@ pub fn bench(ctx: Arc<GpuContext>, model: &Model, opts: &BenchOpts) -> Result<se
         "gflop": gflop,
         "tflops": gflop / t_ref,
         "dispatches": first.dispatches,
+        "tensor_cores": gm.dispatches().iter().any(|d| matches!(d.shader, crate::gpu::Shader::CoopConv(_))),
         "peak_activation_bytes": first.peak_activation_bytes,
         "naive_activation_bytes": first.naive_activation_bytes,
     });
