@@ -566,17 +566,25 @@ fn build_graph(
     }
 
     let mut slots: Vec<Option<RawNode>> = nodes.into_iter().map(Some).collect();
+    // every node that cannot be loaded is reported, not only the first
+    let mut bad: Vec<Error> = Vec::new();
     for k in order {
         let n = slots[k].take().unwrap();
         if !(n.domain.is_empty() || n.domain == "ai.onnx") {
-            return Err(Error::node(
+            bad.push(Error::node(
                 &n.name,
                 &n.op_type,
                 format!("op domain '{}' is not supported (only the default ONNX domain is)", n.domain),
             ));
+            continue;
         }
-        let op = Op::parse(&n.op_type, &n.attrs, opset, n.inputs.len(), n.outputs.len())
-            .map_err(|m| Error::node(&n.name, &n.op_type, m))?;
+        let op = match Op::parse(&n.op_type, &n.attrs, opset, n.inputs.len(), n.outputs.len()) {
+            Ok(op) => op,
+            Err(m) => {
+                bad.push(Error::node(&n.name, &n.op_type, m));
+                continue;
+            }
+        };
         let outputs = n.outputs.iter().map(|o| if o.is_empty() { None } else { ids.get(o).copied() }).collect();
         graph.nodes.push(Node {
             name: n.name,
@@ -585,6 +593,14 @@ fn build_graph(
             inputs: std::mem::take(&mut node_inputs[k]),
             outputs,
         });
+    }
+    match bad.len() {
+        0 => {}
+        1 => return Err(bad.remove(0)),
+        n => {
+            let lines: Vec<String> = bad.iter().map(|e| format!("  {e}")).collect();
+            return Err(Error::Model(format!("{n} nodes cannot be loaded:\n{}", lines.join("\n"))));
+        }
     }
 
     for vi in &g.output {
