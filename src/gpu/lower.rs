@@ -286,94 +286,40 @@ fn lower_node(lx: &mut Lx, k: usize, n: &Node) -> Result<()> {
         Op::Conv(c) if fast_conv(lx, k, n, c)? => {}
         Op::ConvTranspose(c) if fast_conv_transpose(lx, k, n, c)? => {}
         Op::Conv(c) => {
-            let (x, w, y) = (input(n, 0)?, input(n, 1)?, output(n)?);
+            let (x, w) = (input(n, 0)?, input(n, 1)?);
             let g = c.geom(lx.shape(x), lx.shape(w)).map_err(|m| err(n, m))?;
-            let (xv, wv, yv) = (lx.view(n, x)?, lx.view(n, w)?, lx.view(n, y)?);
-            let bias = n.input(2).map(|b| lx.view(n, b)).transpose()?;
-            let params = vec![
-                g.c as u32,
-                g.y.input as u32,
-                g.x.input as u32,
-                g.m as u32,
-                g.y.output as u32,
-                g.x.output as u32,
-                g.y.kernel as u32,
-                g.x.kernel as u32,
-                g.y.stride as u32,
-                g.x.stride as u32,
-                g.y.pad_begin as i32 as u32,
-                g.x.pad_begin as i32 as u32,
-                g.y.dilation as u32,
-                g.x.dilation as u32,
-                g.c_per_group() as u32,
-                g.m_per_group() as u32,
-                (g.c_per_group() * g.y.kernel * g.x.kernel) as u32,
-                xv.offset as u32,
-                xv.batch_stride as u32,
-                yv.offset as u32,
-                yv.batch_stride as u32,
-                g.group as u32,
-            ];
-            let tiles = conv_grid(lx, g.y.output * g.x.output, g.m_per_group(), g.n * g.group)?;
-            let mut ov = act_overrides(c.act);
-            ov.push(("TRANSPOSED", 0.0));
-            ov.push(("HAS_BIAS", bias.is_some() as u32 as f64));
-            // the input may be another slice of the concat buffer this conv writes into
-            let x_in_y = xv.buf == yv.buf;
-            ov.push(("X_IN_Y", x_in_y as u32 as f64));
-            let mut d = base(Shader::Conv, "main", "Conv");
-            d.overrides = ov;
-            d.params = params;
-            let xb = if x_in_y { BufRef::Dummy } else { xv.buf };
-            d.bindings = vec![xb, wv.buf, bias.map(|b| b.buf).unwrap_or(BufRef::Dummy), yv.buf];
-            d.groups = tiles;
-            d.flops = 2 * (g.n * g.m * g.y.output * g.x.output * g.c_per_group() * g.y.kernel * g.x.kernel) as u64;
-            lx.push(d);
+            let s = ConvShape {
+                n: g.n,
+                c: g.c,
+                m: g.m,
+                group: g.group,
+                inp: [g.y.input, g.x.input],
+                out: [g.y.output, g.x.output],
+                kernel: [g.y.kernel, g.x.kernel],
+                stride: [g.y.stride, g.x.stride],
+                dilation: [g.y.dilation, g.x.dilation],
+                pad: [g.y.pad_begin as i64, g.x.pad_begin as i64],
+            };
+            let flops = 2 * (g.n * g.m * g.y.output * g.x.output * g.c_per_group() * g.y.kernel * g.x.kernel) as u64;
+            generic_conv(lx, k, n, &s, c.act, false, flops)?;
         }
         Op::ConvTranspose(c) => {
-            let (x, w, y) = (input(n, 0)?, input(n, 1)?, output(n)?);
+            let (x, w) = (input(n, 0)?, input(n, 1)?);
             let g = c.geom(lx.shape(x), lx.shape(w)).map_err(|m| err(n, m))?;
-            let (xv, wv, yv) = (lx.view(n, x)?, lx.view(n, w)?, lx.view(n, y)?);
-            let bias = n.input(2).map(|b| lx.view(n, b)).transpose()?;
-            let params = vec![
-                g.c as u32,
-                g.y.input as u32,
-                g.x.input as u32,
-                g.m as u32,
-                g.y.output as u32,
-                g.x.output as u32,
-                g.y.kernel as u32,
-                g.x.kernel as u32,
-                g.y.stride as u32,
-                g.x.stride as u32,
-                g.y.pad_begin as i32 as u32,
-                g.x.pad_begin as i32 as u32,
-                g.y.dilation as u32,
-                g.x.dilation as u32,
-                g.c_per_group() as u32,
-                g.m_per_group() as u32,
-                (g.c_per_group() * g.y.kernel * g.x.kernel) as u32,
-                xv.offset as u32,
-                xv.batch_stride as u32,
-                yv.offset as u32,
-                yv.batch_stride as u32,
-                g.group as u32,
-            ];
-            let tiles = conv_grid(lx, g.y.output * g.x.output, g.m_per_group(), g.n * g.group)?;
-            let mut ov = act_overrides(c.act);
-            ov.push(("TRANSPOSED", 1.0));
-            ov.push(("HAS_BIAS", bias.is_some() as u32 as f64));
-            // the input may be another slice of the concat buffer this conv writes into
-            let x_in_y = xv.buf == yv.buf;
-            ov.push(("X_IN_Y", x_in_y as u32 as f64));
-            let mut d = base(Shader::Conv, "main", "ConvTranspose");
-            d.overrides = ov;
-            d.params = params;
-            let xb = if x_in_y { BufRef::Dummy } else { xv.buf };
-            d.bindings = vec![xb, wv.buf, bias.map(|b| b.buf).unwrap_or(BufRef::Dummy), yv.buf];
-            d.groups = tiles;
-            d.flops = 2 * (g.n * g.c * g.y.input * g.x.input * g.m_per_group() * g.y.kernel * g.x.kernel) as u64;
-            lx.push(d);
+            let s = ConvShape {
+                n: g.n,
+                c: g.c,
+                m: g.m,
+                group: g.group,
+                inp: [g.y.input, g.x.input],
+                out: [g.y.output, g.x.output],
+                kernel: [g.y.kernel, g.x.kernel],
+                stride: [g.y.stride, g.x.stride],
+                dilation: [g.y.dilation, g.x.dilation],
+                pad: [g.y.pad_begin as i64, g.x.pad_begin as i64],
+            };
+            let flops = 2 * (g.n * g.c * g.y.input * g.x.input * g.m_per_group() * g.y.kernel * g.x.kernel) as u64;
+            generic_conv(lx, k, n, &s, c.act, true, flops)?;
         }
         Op::Unary(u) => {
             let ins: Vec<Option<&crate::tensor::Tensor>> =
@@ -765,6 +711,83 @@ fn lower_node(lx: &mut Lx, k: usize, n: &Node) -> Result<()> {
             return Err(err(n, "shape computations that depend on run-time data are not supported on the GPU"));
         }
     }
+    Ok(())
+}
+
+/// The numbers the generic conv kernel needs, from a conv or transposed conv geometry
+/// ([y, x] pairs; `pad` is the begin padding, negative for some transposed convs).
+struct ConvShape {
+    n: usize,
+    c: usize,
+    m: usize,
+    group: usize,
+    inp: [usize; 2],
+    out: [usize; 2],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    pad: [i64; 2],
+}
+
+/// A conv or transposed conv on the generic tiled kernel (shaders/conv.wgsl): any group count,
+/// weights constant or fed at run time.
+fn generic_conv(
+    lx: &mut Lx,
+    k: usize,
+    n: &Node,
+    s: &ConvShape,
+    act: Option<UnaryKind>,
+    transposed: bool,
+    flops: u64,
+) -> Result<()> {
+    let (x, w, y) = (input(n, 0)?, input(n, 1)?, output(n)?);
+    let (xv, wv, yv) = (lx.view(n, x)?, lx.view(n, w)?, lx.view(n, y)?);
+    let bias = n.input(2).map(|b| lx.view(n, b)).transpose()?;
+    let (cg, mg) = (s.c / s.group, s.m / s.group);
+    let params = vec![
+        s.c as u32,
+        s.inp[0] as u32,
+        s.inp[1] as u32,
+        s.m as u32,
+        s.out[0] as u32,
+        s.out[1] as u32,
+        s.kernel[0] as u32,
+        s.kernel[1] as u32,
+        s.stride[0] as u32,
+        s.stride[1] as u32,
+        s.pad[0] as i32 as u32,
+        s.pad[1] as i32 as u32,
+        s.dilation[0] as u32,
+        s.dilation[1] as u32,
+        cg as u32,
+        mg as u32,
+        (cg * s.kernel[0] * s.kernel[1]) as u32,
+        xv.offset as u32,
+        xv.batch_stride as u32,
+        yv.offset as u32,
+        yv.batch_stride as u32,
+        s.group as u32,
+    ];
+    let mut ov = act_overrides(act);
+    ov.push(("TRANSPOSED", transposed as u32 as f64));
+    ov.push(("HAS_BIAS", bias.is_some() as u32 as f64));
+    // the input may be another slice of the concat buffer this conv writes into
+    let x_in_y = xv.buf == yv.buf;
+    ov.push(("X_IN_Y", x_in_y as u32 as f64));
+    let xb = if x_in_y { BufRef::Dummy } else { xv.buf };
+    lx.push(Dispatch {
+        shader: Shader::Conv,
+        entry: "main",
+        overrides: ov,
+        params,
+        bindings: vec![xb, wv.buf, bias.map(|b| b.buf).unwrap_or(BufRef::Dummy), yv.buf],
+        groups: conv_grid(lx, s.out[0] * s.out[1], mg, s.n * s.group)?,
+        node: k,
+        kind: n.op_type.clone(),
+        concat_copy: false,
+        flops,
+        min_bytes: vec![],
+    });
     Ok(())
 }
 
