@@ -155,22 +155,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         bm = c.bm,
         bn = c.bn,
     );
-    if c.scatter {
-        s.push_str("    let taps = pu(22u);\n    let batch = wg.z / taps;\n    let tap = wg.z % taps;\n    let wbase = tap * pu(23u);\n");
-    } else {
-        s.push_str("    let batch = wg.z;\n    let wbase = 0u;\n");
-    }
-    // B loader: one column per invocation, rows kb + j * rstep
-    let _ = write!(
-        s,
-        "    let nb = li % {bn}u;\n    let kb = li / {bn}u;\n    let p = n0 + nb;\n    let p_ok = p < npix;\n    let xb = pu(4u) + batch * pu(5u);\n",
-        bn = c.bn
-    );
-    if gather {
-        s.push_str(
-            "    let OW = max(pu(10u), 1u);\n    let iy0 = i32((p / OW) * pu(11u)) - pi(13u);\n    let ix0 = i32((p % OW) * pu(12u)) - pi(14u);\n    let IW = i32(pu(8u));\n    let IH = i32(pu(9u));\n    let pix = i32(xb) + iy0 * IW + ix0;\n",
-        );
-    }
+    b_setup(&mut s, c.scatter, gather, c.bn);
     // A loader coordinates
     for j in 0..la {
         let _ = write!(
@@ -199,20 +184,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             );
         }
         for j in 0..lb {
-            let _ = write!(
-                s,
-                "        {{ let k = {k0} + kb + {}u; pb{j} = 0.0;\n          if (p_ok && k < K) {{\n",
-                j * rstep
-            );
-            if gather {
-                let _ = write!(
-                    s,
-                    "            let kt = KT[k];\n            let iy = iy0 + kt.y;\n            let ix = ix0 + kt.z;\n            if (iy >= 0 && ix >= 0 && iy < IH && ix < IW) {{ pb{j} = xload(u32(pix + kt.x)); }}\n"
-                );
-            } else {
-                let _ = writeln!(s, "            pb{j} = xload(xb + k * npix + p);");
-            }
-            s.push_str("          } }\n");
+            b_load(s, k0, j, j * rstep, gather, "0.0");
         }
     };
     let store = |s: &mut String, abase: &str, bbase: &str| {
@@ -453,21 +425,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         wm = c.wm,
         wn = c.wn,
     );
-    if c.scatter {
-        s.push_str("    let taps = pu(22u);\n    let batch = wg.z / taps;\n    let tap = wg.z % taps;\n    let wbase = tap * pu(23u);\n");
-    } else {
-        s.push_str("    let batch = wg.z;\n    let wbase = 0u;\n");
-    }
-    let _ = write!(
-        s,
-        "    let nb = li % {bn}u;\n    let kb = li / {bn}u;\n    let p = n0 + nb;\n    let p_ok = p < npix;\n    let xb = pu(4u) + batch * pu(5u);\n",
-        bn = c.bn
-    );
-    if gather {
-        s.push_str(
-            "    let OW = max(pu(10u), 1u);\n    let iy0 = i32((p / OW) * pu(11u)) - pi(13u);\n    let ix0 = i32((p % OW) * pu(12u)) - pi(14u);\n    let IW = i32(pu(8u));\n    let IH = i32(pu(9u));\n    let pix = i32(xb) + iy0 * IW + ix0;\n",
-        );
-    }
+    b_setup(&mut s, c.scatter, gather, c.bn);
     for j in 0..la {
         let _ = write!(
             s,
@@ -499,20 +457,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             );
         }
         for j in 0..lb {
-            let _ = write!(
-                s,
-                "        {{ let k = {k0} + kb + {}u; pb{j} = f16(0.0);\n          if (p_ok && k < K) {{\n",
-                j * rstep
-            );
-            if gather {
-                let _ = write!(
-                    s,
-                    "            let kt = KT[k];\n            let iy = iy0 + kt.y;\n            let ix = ix0 + kt.z;\n            if (iy >= 0 && ix >= 0 && iy < IH && ix < IW) {{ pb{j} = xload(u32(pix + kt.x)); }}\n"
-                );
-            } else {
-                let _ = writeln!(s, "            pb{j} = xload(xb + k * npix + p);");
-            }
-            s.push_str("          } }\n");
+            b_load(s, k0, j, j * rstep, gather, "f16(0.0)");
         }
     };
     let store = |s: &mut String, abase: &str, bbase: &str| {
@@ -592,4 +537,39 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
     s.push_str("}\n");
     s
+}
+
+/// Shared by both generators: the batch (and tap, when scattering) of the workgroup, and the
+/// B loader's coordinates: each invocation loads one column `p` (an output pixel, or an input
+/// pixel for a direct GEMM) at rows `kb + j * rstep`.
+fn b_setup(s: &mut String, scatter: bool, gather: bool, bn: u32) {
+    if scatter {
+        s.push_str("    let taps = pu(22u);\n    let batch = wg.z / taps;\n    let tap = wg.z % taps;\n    let wbase = tap * pu(23u);\n");
+    } else {
+        s.push_str("    let batch = wg.z;\n    let wbase = 0u;\n");
+    }
+    let _ = write!(
+        s,
+        "    let nb = li % {bn}u;\n    let kb = li / {bn}u;\n    let p = n0 + nb;\n    let p_ok = p < npix;\n    let xb = pu(4u) + batch * pu(5u);\n"
+    );
+    if gather {
+        s.push_str(
+            "    let OW = max(pu(10u), 1u);\n    let iy0 = i32((p / OW) * pu(11u)) - pi(13u);\n    let ix0 = i32((p % OW) * pu(12u)) - pi(14u);\n    let IW = i32(pu(8u));\n    let IH = i32(pu(9u));\n    let pix = i32(xb) + iy0 * IW + ix0;\n",
+        );
+    }
+}
+
+/// Shared by both generators: load B element `pb{j}` for row `k0 + kb + row` of the K loop,
+/// through the (offset, dy, dx) table with a bounds check (gather) or straight from the input.
+fn b_load(s: &mut String, k0: &str, j: u32, row: u32, gather: bool, zero: &str) {
+    let _ = write!(s, "        {{ let k = {k0} + kb + {row}u; pb{j} = {zero};\n          if (p_ok && k < K) {{\n");
+    if gather {
+        let _ = write!(
+            s,
+            "            let kt = KT[k];\n            let iy = iy0 + kt.y;\n            let ix = ix0 + kt.z;\n            if (iy >= 0 && ix >= 0 && iy < IH && ix < IW) {{ pb{j} = xload(u32(pix + kt.x)); }}\n"
+        );
+    } else {
+        let _ = writeln!(s, "            pb{j} = xload(xb + k * npix + p);");
+    }
+    s.push_str("          } }\n");
 }
