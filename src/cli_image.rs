@@ -59,8 +59,9 @@ pub struct InferArgs {
     /// mask preset: write the input with the mask as its alpha instead of the gray mask
     #[arg(long)]
     pub apply_mask: bool,
-    /// Where to run: the GPU (default), the CPU reference, or the GPU with a fallback to the CPU
-    #[arg(long, value_enum, default_value_t = DeviceArg::Gpu)]
+    /// Where to run: the GPU, the CPU reference, or auto (default): the GPU, or the CPU with a
+    /// warning when there is no GPU adapter
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
     /// GPU adapter to use (a substring of its name; also UNET_GPU_ADAPTER)
     #[arg(long)]
@@ -99,10 +100,13 @@ pub struct CompareArgs {
     /// Height of each panel of the side-by-side picture
     #[arg(long, default_value_t = 192)]
     pub panel_height: usize,
-    #[arg(long, value_enum, default_value_t = DeviceArg::Gpu)]
+    /// Where to run: gpu, cpu, or auto (default: the GPU, or the CPU when there is none)
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
+    /// GPU adapter to use (a substring of its name)
     #[arg(long)]
     pub adapter: Option<String>,
+    /// Largest tile side in pixels for big images
     #[arg(long, default_value_t = 1024)]
     pub tile: usize,
 }

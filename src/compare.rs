@@ -169,7 +169,7 @@ impl Default for CompareOptions {
         CompareOptions {
             models: vec!["colorize".into(), "noskip".into()],
             ablate: Some(SkipSelection::All),
-            device: DeviceChoice::Gpu,
+            device: DeviceChoice::Auto,
             adapter: None,
             out: None,
             json: None,
@@ -414,19 +414,23 @@ pub fn side_by_side(pics: &[Picture], outputs: &[Vec<Picture>], panel_h: usize) 
             let ox = j * (pw + gap);
             let mut full = crate::imageio::resize_planes(planes, w, h, pw, panel_h);
             if j == 1 {
-                // red frame around the zoomed window on the ground truth
+                // red frame (2 px) around the zoomed window on the ground truth
                 let (fx0, fy0) = (win.0 * pw / w, win.1 * panel_h / h);
                 let (fx1, fy1) =
                     (((win.0 + win.2) * pw / w).min(pw - 1), ((win.1 + win.3) * panel_h / h).min(panel_h - 1));
                 for (c, plane) in full.iter_mut().enumerate() {
                     let v = if c == 0 { 1.0 } else { 0.0 };
-                    for x in fx0..=fx1 {
-                        plane[fy0 * pw + x] = v;
-                        plane[fy1 * pw + x] = v;
-                    }
-                    for y in fy0..=fy1 {
-                        plane[y * pw + fx0] = v;
-                        plane[y * pw + fx1] = v;
+                    for t in 0..2 {
+                        let (x0, y0) = ((fx0 + t).min(fx1), (fy0 + t).min(fy1));
+                        let (x1, y1) = (fx1.saturating_sub(t).max(x0), fy1.saturating_sub(t).max(y0));
+                        for x in x0..=x1 {
+                            plane[y0 * pw + x] = v;
+                            plane[y1 * pw + x] = v;
+                        }
+                        for y in y0..=y1 {
+                            plane[y * pw + x0] = v;
+                            plane[y * pw + x1] = v;
+                        }
                     }
                 }
             }
@@ -441,4 +445,66 @@ pub fn side_by_side(pics: &[Picture], outputs: &[Vec<Picture>], panel_h: usize) 
 
 fn plane_get(planes: &[Vec<f32>], c: usize, i: usize) -> f32 {
     planes.get(c).or_else(|| planes.first()).map(|p| p[i]).unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texture(w: usize, h: usize, seed: u32) -> Vec<f32> {
+        (0..w * h)
+            .map(|i| {
+                let (x, y) = ((i % w) as f32, (i / w) as f32);
+                0.5 + 0.25 * (x * 0.9 + seed as f32).sin() * (y * 0.7).cos() + 0.1 * ((x * 0.13 + y * 0.05).sin())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn identical_images_score_perfectly() {
+        let (w, h) = (40, 30);
+        let p = texture(w, h, 1);
+        let m = metrics([&p, &p, &p], [&p, &p, &p], w, h);
+        assert!(m.psnr.is_infinite() && m.hf_psnr.is_infinite());
+        assert!((m.ssim - 1.0).abs() < 1e-9, "{}", m.ssim);
+        assert!((m.hf_ratio - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn psnr_of_a_constant_offset() {
+        let a = vec![0.5f32; 100];
+        let b = vec![0.6f32; 100];
+        // MSE 0.01 -> 20 dB
+        assert!((psnr(&[&a], &[&b]) - 20.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn blur_loses_detail_and_the_measures_see_it() {
+        let (w, h) = (64, 48);
+        let gt = texture(w, h, 2);
+        let g64: Vec<f64> = gt.iter().map(|&v| v as f64).collect();
+        let blurred: Vec<f32> = gaussian_blur(&g64, w, h, 1.5, 5).into_iter().map(|v| v as f32).collect();
+        let sharp_noise: Vec<f32> =
+            gt.iter().enumerate().map(|(i, v)| v + if i % 2 == 0 { 0.01 } else { -0.01 }).collect();
+        let mb = metrics([&blurred, &blurred, &blurred], [&gt, &gt, &gt], w, h);
+        let mn = metrics([&sharp_noise, &sharp_noise, &sharp_noise], [&gt, &gt, &gt], w, h);
+        assert!(mb.hf_ratio < 0.5, "blur keeps {} of the detail energy", mb.hf_ratio);
+        assert!(mb.ssim < mn.ssim && mb.ssim < 0.99);
+        assert!(mn.hf_psnr > mb.hf_psnr);
+        // a constant image: no structure
+        let flat = vec![0.5f32; w * h];
+        let mf = metrics([&flat, &flat, &flat], [&gt, &gt, &gt], w, h);
+        assert!(mf.hf_ratio < 1e-12 && mf.ssim < mb.ssim);
+    }
+
+    #[test]
+    fn ssim_matches_the_closed_form_for_a_scaled_constant() {
+        // two constants a, b: SSIM = (2ab + C1) / (a^2 + b^2 + C1)
+        let (w, h) = (20, 20);
+        let (a, b) = (0.4f32, 0.6f32);
+        let c1 = 0.0001f64;
+        let want = (2.0 * 0.4 * 0.6 + c1) / (0.16 + 0.36 + c1);
+        let got = ssim_plane(&vec![a; w * h], &vec![b; w * h], w, h);
+        assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+    }
 }

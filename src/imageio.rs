@@ -99,6 +99,9 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Picture> {
             return Err(Error::Data(format!("{}: not a PNG or JPEG file (unrecognised content)", path.display())));
         }
     }
+    if reader.format() == Some(image::ImageFormat::Jpeg) {
+        check_jpeg_complete(bytes).map_err(|e| decode_err(path, e))?;
+    }
     let mut decoder = reader.into_decoder().map_err(|e| decode_err(path, e))?;
     let orientation = decoder.orientation().ok();
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| decode_err(path, e))?;
@@ -122,6 +125,44 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Picture> {
         _ => planar(img.to_rgb32f().as_raw(), 3),
     };
     Ok(Picture { width: w, height: h, planes, sixteen_bit })
+}
+
+/// A JPEG decoder fills a truncated scan with gray without complaint; refuse such files: the
+/// segments before the first scan must be complete and an end-of-image marker must follow it
+/// (inside entropy-coded data 0xFF is always followed by 0x00 or a restart marker, so the first
+/// FF D9 after the scan starts is the real end).
+fn check_jpeg_complete(b: &[u8]) -> std::result::Result<(), String> {
+    const TRUNC: &str = "the JPEG data is truncated (no end-of-image marker)";
+    if b.len() < 4 || b[0] != 0xFF || b[1] != 0xD8 {
+        return Err("not a JPEG stream".into());
+    }
+    let mut i = 2;
+    loop {
+        while i < b.len() && b[i] == 0xFF {
+            i += 1;
+        }
+        let Some(&m) = b.get(i) else { return Err(TRUNC.into()) };
+        if b[i - 1] != 0xFF {
+            return Err(format!("bad JPEG segment structure at byte {i}"));
+        }
+        i += 1;
+        match m {
+            0xDA => break,
+            0xD9 => return Err("the JPEG ends before any image data".into()),
+            0x01 | 0xD0..=0xD7 => {}
+            _ => {
+                let len = match (b.get(i), b.get(i + 1)) {
+                    (Some(&h), Some(&l)) => u16::from_be_bytes([h, l]) as usize,
+                    _ => return Err(TRUNC.into()),
+                };
+                i += len;
+                if i > b.len() {
+                    return Err(TRUNC.into());
+                }
+            }
+        }
+    }
+    if b[i..].windows(2).any(|w| w == [0xFF, 0xD9]) { Ok(()) } else { Err(TRUNC.into()) }
 }
 
 fn quantize8(v: f32) -> u8 {
@@ -237,4 +278,32 @@ pub fn resize_planes(planes: &[Vec<f32>], w: usize, h: usize, nw: usize, nh: usi
             image::imageops::resize(&buf, nw as u32, nh as u32, image::imageops::FilterType::Lanczos3).into_raw()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn complete_jpegs_decode_and_truncated_ones_are_refused() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut n = 0;
+        for dir in ["weights/holdout", "tests/data/images"] {
+            let Ok(entries) = std::fs::read_dir(root.join(dir)) else { continue };
+            for e in entries {
+                let p = e.unwrap().path();
+                if p.extension().is_some_and(|x| x == "jpg") {
+                    let b = std::fs::read(&p).unwrap();
+                    let pic = decode(&b, &p).unwrap_or_else(|e| panic!("{e}"));
+                    assert_eq!(pic.channels(), 3);
+                    for cut in [b.len() / 3, b.len() * 2 / 3, b.len() - 2] {
+                        let e = decode(&b[..cut], &p).unwrap_err().to_string();
+                        assert!(e.contains("truncated") || e.contains("cannot decode"), "{e}");
+                    }
+                    n += 1;
+                }
+            }
+        }
+        assert!(n >= 2);
+    }
 }

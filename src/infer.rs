@@ -6,8 +6,8 @@
 //!   multiple is found from the graph (the input size divided by the smallest feature-map size,
 //!   as a power of two; `--multiple` overrides it).
 //! - Images larger than the tile size (1024 px by default, less when the GPU's largest storage
-//!   binding needs it) run in overlapping tiles whose margins (4 x the multiple, at least 16 px)
-//!   are cropped away; tile positions are multiples of the size multiple, so every tile sees the
+//!   binding needs it) run in overlapping tiles whose margins (4 x the multiple, at least 16 px,
+//!   at most a quarter of the tile) are cropped away; tile positions are multiples of the size multiple, so every tile sees the
 //!   pooling grid the whole image would. The model is prepared (and on the GPU built) once per
 //!   distinct tile shape. Images over 2 megapixels show a progress bar on a terminal.
 //! - Models with a fixed input size (u2netp: 320x320) get the image resized to that size
@@ -36,16 +36,10 @@ pub const SHIPPED: &[(&str, &str, &str)] = &[
 
 /// The ONNX bytes of a shipped model, by name (`colorize`, `noskip`).
 pub fn shipped_bytes(name: &str) -> Option<&'static [u8]> {
-    match name {
-        "colorize" => shipped::COLORIZE,
-        "noskip" | "colorize_noskip" | "colorize-noskip" => shipped::NOSKIP,
-        _ => None,
+    match shipped_name(name)? {
+        "colorize" => Some(include_bytes!("../weights/colorize.onnx")),
+        _ => Some(include_bytes!("../weights/colorize_noskip.onnx")),
     }
-}
-
-mod shipped {
-    pub const COLORIZE: Option<&[u8]> = None;
-    pub const NOSKIP: Option<&[u8]> = None;
 }
 
 /// A shipped model's canonical name, if `spec` names one.
@@ -59,14 +53,8 @@ pub fn shipped_name(spec: &str) -> Option<&'static str> {
 
 /// Load a model given as a shipped name or a path; the flag says whether it is a shipped one.
 pub fn load_model(spec: &str) -> Result<(Model, bool)> {
-    if let Some(name) = shipped_name(spec) {
-        let bytes = shipped_bytes(name).ok_or_else(|| {
-            Error::Model(format!(
-                "the shipped model '{name}' is not built into this binary (weights/{} was missing when it was built)",
-                SHIPPED.iter().find(|s| s.0 == name).map(|s| s.1).unwrap_or("?")
-            ))
-        })?;
-        return Ok((Model::from_bytes(bytes, name)?, true));
+    if let Some(bytes) = shipped_bytes(spec) {
+        return Ok((Model::from_bytes(bytes, shipped_name(spec).unwrap_or(spec))?, true));
     }
     let path = Path::new(spec);
     if !path.exists() {
@@ -337,8 +325,10 @@ impl Engine {
         }
     }
 
+    /// Tile margin: 4 x the multiple, at least 16 px, at most a quarter of the tile.
     fn margin(&self) -> usize {
-        (4 * self.multiple).max(16)
+        let k = self.multiple;
+        (4 * k).max(16).min((self.tile / 4 / k * k).max(k))
     }
 
     /// The prepared graph and U-Net structure for an input of h x w (as fed to the network).
@@ -476,9 +466,9 @@ impl Engine {
                         let ok = f > 0
                             && s[2] * f == th
                             && s[3] * f == tw
-                            && hp % f == 0
-                            && wp % f == 0
-                            && (single || k % f == 0);
+                            && hp.is_multiple_of(f)
+                            && wp.is_multiple_of(f)
+                            && (single || k.is_multiple_of(f));
                         if !ok {
                             log::warn!("activation {} has shape {s:?}; not dumped", item.stem);
                         }
@@ -622,4 +612,45 @@ pub fn write_dumps(dir: &Path, dumps: &[Dump]) -> Result<Vec<PathBuf>> {
         written.push(path);
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reflect_mirrors_without_repeating_the_edge() {
+        let v: Vec<usize> = (-4..9).map(|i| reflect(i, 4)).collect();
+        assert_eq!(v, vec![2, 3, 2, 1, 0, 1, 2, 3, 2, 1, 0, 1, 2]);
+        assert_eq!(reflect(7, 1), 0);
+    }
+
+    #[test]
+    fn tiles_cover_the_axis_with_aligned_cores_and_margins() {
+        for &(len, t, m, k) in &[
+            (64, 64, 16, 8),
+            (1000, 256, 32, 8),
+            (1024, 1024, 32, 8),
+            (1032, 1024, 32, 8),
+            (4096, 512, 64, 16),
+            (90, 40, 10, 2),
+        ] {
+            let tiles = tile_axis(len, t, m, k);
+            let mut pos = 0;
+            for (i, &(s, c0, c1)) in tiles.iter().enumerate() {
+                assert_eq!(s % k, 0, "{len} {t}: start {s}");
+                assert_eq!(c0, pos, "cores must be contiguous");
+                assert!(c0 < c1 && s <= c0 && c1 <= s + t.min(len));
+                assert!(c1 % k == 0 || c1 == len);
+                if i > 0 {
+                    assert!(c0 - s + k >= m, "{len} {t} {m} {k}: left margin {} at tile {i}", c0 - s);
+                }
+                if i + 1 < tiles.len() {
+                    assert!(s + t - c1 + k >= m, "{len} {t} {m} {k}: right margin {} at tile {i}", s + t - c1);
+                }
+                pos = c1;
+            }
+            assert_eq!(pos, len);
+        }
+    }
 }

@@ -62,9 +62,11 @@ pub struct UnetStructure {
     pub input_hw: (usize, usize),
     pub skips: Vec<Skip>,
     pub bottleneck: Option<ValueId>,
-    /// (level, value): the last encoder tensor of each level that is not a skip tensor.
+    /// (level, value): the last encoder tensor of each level above the bottleneck's that is not a
+    /// skip tensor.
     pub encoder: Vec<(usize, ValueId)>,
-    /// (level, value): the last decoder tensor of each level that is not a graph output.
+    /// (level, value): the last decoder tensor of each level above the bottleneck's that is not a
+    /// graph output.
     pub decoder: Vec<(usize, ValueId)>,
 }
 
@@ -278,10 +280,12 @@ pub fn analyze(p: &Prepared) -> UnetStructure {
     let outputs: HashSet<ValueId> = g.outputs.iter().copied().collect();
     let mut enc: std::collections::BTreeMap<usize, ValueId> = Default::default();
     let mut dec: std::collections::BTreeMap<usize, ValueId> = Default::default();
+    let b_level = level_of(spatial[b].map(|s| s.0).unwrap_or(1));
     for w in g.inputs.len()..na {
         let Some((h, _)) = spatial[w] else { continue };
         let v = order[w];
-        if w == b || outputs.contains(&v) {
+        // tensors at the bottleneck's resolution belong to the bottleneck block
+        if w == b || outputs.contains(&v) || level_of(h) >= b_level {
             continue;
         }
         if anc[b].get(w) {

@@ -44,7 +44,10 @@ fn unsupported_op_names_the_node() {
     assert_contains(&load_err(&bytes(&m)), &["relu1", "NonMaxSuppression", "not supported"]);
     // several unsupported nodes are all listed
     m.graph.as_mut().unwrap().node[0].op_type = "RoiAlign".into();
-    assert_contains(&load_err(&bytes(&m)), &["2 nodes cannot be loaded", "conv1", "RoiAlign", "relu1", "NonMaxSuppression"]);
+    assert_contains(
+        &load_err(&bytes(&m)),
+        &["2 nodes cannot be loaded", "conv1", "RoiAlign", "relu1", "NonMaxSuppression"],
+    );
 }
 
 #[test]
