@@ -22,12 +22,11 @@
 
 use crate::error::{Error, Result};
 use crate::graph::ValueId;
-use crate::graph::prepare::Prepared;
+use crate::graph::prepare::{Prepared, new_const, prune};
 use crate::ops::Op;
 use crate::ops::elementwise::{BinaryKind, VariadicKind};
 use crate::tensor::{DType, Tensor};
 use std::collections::HashSet;
-use std::sync::Arc;
 
 /// One skip connection: an encoder tensor that bypasses the bottleneck into a decoder node.
 #[derive(Clone, Debug, PartialEq)]
@@ -433,17 +432,20 @@ pub fn ablate(p: &mut Prepared, skips: &[&Skip]) {
     for s in skips {
         let shape = p.shape(s.value).to_vec();
         let n = crate::tensor::numel(&shape);
-        let id = p.graph.values.len();
-        p.graph.values.push(crate::graph::ValueInfo {
-            name: format!("{}.ablated_zeros", s.name),
-            dtype: Some(DType::F32),
-            dims: None,
-        });
-        p.types.push(Some((DType::F32, shape.clone())));
-        p.graph.consts.insert(id, Arc::new(Tensor::f32(shape, vec![0.0; n])));
+        let zeros = Tensor::f32(shape, vec![0.0; n]);
+        let id = new_const(&mut p.graph, &mut p.types, format!("{}.ablated_zeros", s.name), zeros);
         p.graph.nodes[s.node].inputs[s.input_index] = Some(id);
     }
-    prune(p);
+    prune(&mut p.graph);
+    // constants no node reads any more
+    let used: HashSet<ValueId> = p
+        .graph
+        .nodes
+        .iter()
+        .flat_map(|n| n.inputs.iter().flatten().copied())
+        .chain(p.graph.outputs.iter().copied())
+        .collect();
+    p.graph.consts.retain(|v, _| used.contains(v));
 }
 
 /// Make these values extra graph outputs (after the existing ones), so that both executors
@@ -459,25 +461,6 @@ pub fn add_outputs(p: &mut Prepared, values: &[ValueId]) -> Vec<usize> {
             }
         })
         .collect()
-}
-
-/// Drop nodes that no longer contribute to a graph output.
-fn prune(p: &mut Prepared) {
-    let g = &mut p.graph;
-    let mut needed: HashSet<ValueId> = g.outputs.iter().copied().collect();
-    let mut keep = vec![false; g.nodes.len()];
-    for (k, n) in g.nodes.iter().enumerate().rev() {
-        if n.outputs.iter().flatten().any(|v| needed.contains(v)) {
-            keep[k] = true;
-            needed.extend(n.inputs.iter().flatten().copied());
-        }
-    }
-    let mut i = 0;
-    g.nodes.retain(|_| {
-        i += 1;
-        keep[i - 1]
-    });
-    g.consts.retain(|v, _| needed.contains(v));
 }
 
 /// A tensor name made safe for a file name.

@@ -313,8 +313,8 @@ fn remove_identities(g: &mut Graph) -> Result<()> {
     Ok(())
 }
 
-/// Keep only nodes that contribute to a graph output.
-fn prune(g: &mut Graph) {
+/// Keep only nodes that contribute to a graph output (constants need no node).
+pub fn prune(g: &mut Graph) {
     let mut needed: HashSet<ValueId> = g.outputs.iter().copied().collect();
     let mut keep = vec![false; g.nodes.len()];
     for (k, n) in g.nodes.iter().enumerate().rev() {
@@ -330,7 +330,8 @@ fn prune(g: &mut Graph) {
     });
 }
 
-fn new_const(g: &mut Graph, types: &mut Vec<Option<(DType, Vec<usize>)>>, name: String, t: Tensor) -> ValueId {
+/// Add a constant value to the graph (and its type to `types`); returns its id.
+pub fn new_const(g: &mut Graph, types: &mut Vec<Option<(DType, Vec<usize>)>>, name: String, t: Tensor) -> ValueId {
     let id = g.values.len();
     g.values.push(super::ValueInfo { name, dtype: Some(t.dtype), dims: None });
     types.push(Some((t.dtype, t.shape.clone())));
