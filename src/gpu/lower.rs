@@ -581,46 +581,73 @@ fn lower_node(lx: &mut Lx, k: usize, n: &Node) -> Result<()> {
             let (x, y) = (input(n, 0)?, output(n)?);
             let perm = t.resolved_perm(lx.shape(x).len()).map_err(|m| err(n, m))?;
             let xv = lx.view(n, x)?;
-            let xs = lx.shape(x);
-            let mut st: Vec<i64> = strides(xs).iter().map(|&s| s as i64).collect();
-            if !st.is_empty() {
-                st[0] = xv.batch_stride as i64;
-            }
+            let st = vstrides(lx.shape(x), xv.batch_stride);
             let src: Vec<i64> = perm.iter().map(|&p| st[p]).collect();
-            copy(lx, n, k, x, y, xv.offset as i64, &src, None, None, "Transpose", false)?;
+            let ys = lx.shape(y).to_vec();
+            let (yb, y_off, yst) = copy_target(lx, n, y, &ys)?;
+            let c = CopySpec {
+                shape: &ys,
+                x: xv.buf,
+                x_off: xv.offset as i64,
+                x_strides: &src,
+                modulo: None,
+                table: None,
+                y: yb,
+                y_off,
+                y_strides: &yst,
+            };
+            push_copy(lx, n, k, c, "Transpose", false)?;
         }
         Op::DepthToSpace(dts) => {
             let (x, y) = (input(n, 0)?, output(n)?);
             let (view6, perm, _) = dts.view_perm(lx.shape(x)).map_err(|m| err(n, m))?;
             let xv = lx.view(n, x)?;
-            let mut st: Vec<i64> = strides(&view6).iter().map(|&s| s as i64).collect();
-            st[0] = xv.batch_stride as i64;
+            let st = vstrides(&view6, xv.batch_stride);
             let src: Vec<i64> = perm.iter().map(|&p| st[p]).collect();
             let oshape: Vec<usize> = perm.iter().map(|&p| view6[p]).collect();
-            copy_shaped(lx, n, k, x, y, &oshape, xv.offset as i64, &src, None, None, "DepthToSpace", false)?;
+            let (yb, y_off, yst) = copy_target(lx, n, y, &oshape)?;
+            let c = CopySpec {
+                shape: &oshape,
+                x: xv.buf,
+                x_off: xv.offset as i64,
+                x_strides: &src,
+                modulo: None,
+                table: None,
+                y: yb,
+                y_off,
+                y_strides: &yst,
+            };
+            push_copy(lx, n, k, c, "DepthToSpace", false)?;
         }
         Op::Slice(s) => {
             let (x, y) = (input(n, 0)?, output(n)?);
             let infos = const_infos(lx.p, n);
             let axes = s.resolve(&infos).map_err(|m| err(n, m))?;
             let xv = lx.view(n, x)?;
-            let mut st: Vec<i64> = strides(lx.shape(x)).iter().map(|&v| v as i64).collect();
-            if !st.is_empty() {
-                st[0] = xv.batch_stride as i64;
-            }
-            let base_off: i64 = xv.offset as i64 + axes.iter().zip(&st).map(|(a, s)| a.start * s).sum::<i64>();
+            let st = vstrides(lx.shape(x), xv.batch_stride);
+            let x_off: i64 = xv.offset as i64 + axes.iter().zip(&st).map(|(a, s)| a.start * s).sum::<i64>();
             let src: Vec<i64> = axes.iter().zip(&st).map(|(a, s)| a.step * s).collect();
-            copy(lx, n, k, x, y, base_off, &src, None, None, "Slice", false)?;
+            let ys = lx.shape(y).to_vec();
+            let (yb, y_off, yst) = copy_target(lx, n, y, &ys)?;
+            let c = CopySpec {
+                shape: &ys,
+                x: xv.buf,
+                x_off,
+                x_strides: &src,
+                modulo: None,
+                table: None,
+                y: yb,
+                y_off,
+                y_strides: &yst,
+            };
+            push_copy(lx, n, k, c, "Slice", false)?;
         }
         Op::Expand | Op::Tile => {
             let (x, y) = (input(n, 0)?, output(n)?);
             let xv = lx.view(n, x)?;
             let ys = lx.shape(y).to_vec();
             let xs = lx.shape(x);
-            let mut st: Vec<i64> = strides(xs).iter().map(|&v| v as i64).collect();
-            if !st.is_empty() {
-                st[0] = xv.batch_stride as i64;
-            }
+            let st = vstrides(xs, xv.batch_stride);
             let so = ys.len() - xs.len();
             let mut src = vec![0i64; ys.len()];
             let mut modulo = vec![0u32; ys.len()];
@@ -632,7 +659,19 @@ fn lower_node(lx: &mut Lx, k: usize, n: &Node) -> Result<()> {
                     src[so + i] = if xs[i] == 1 { 0 } else { st[i] };
                 }
             }
-            copy(lx, n, k, x, y, xv.offset as i64, &src, Some(&modulo), None, &n.op_type, false)?;
+            let (yb, y_off, yst) = copy_target(lx, n, y, &ys)?;
+            let c = CopySpec {
+                shape: &ys,
+                x: xv.buf,
+                x_off: xv.offset as i64,
+                x_strides: &src,
+                modulo: Some(&modulo),
+                table: None,
+                y: yb,
+                y_off,
+                y_strides: &yst,
+            };
+            push_copy(lx, n, k, c, &n.op_type, false)?;
         }
         Op::Gather(gt) => {
             let (x, idx, y) = (input(n, 0)?, input(n, 1)?, output(n)?);
@@ -651,33 +690,52 @@ fn lower_node(lx: &mut Lx, k: usize, n: &Node) -> Result<()> {
                 table.push(j as i32);
             }
             let xv = lx.view(n, x)?;
-            let mut st: Vec<i64> = strides(&xs).iter().map(|&v| v as i64).collect();
-            if !st.is_empty() {
-                st[0] = xv.batch_stride as i64;
-            }
+            let st = vstrides(&xs, xv.batch_stride);
+            // the output seen with the indices flattened into one axis
             let mut oshape = xs.clone();
             oshape[a] = table.len();
             if table.is_empty() {
                 table.push(0);
             }
             let tb = lx.aux(bytemuck::cast_slice(&table).to_vec());
-            copy_shaped(lx, n, k, x, y, &oshape, xv.offset as i64, &st, None, Some((a, tb)), "Gather", false)?;
+            let (yb, y_off, yst) = copy_target(lx, n, y, &oshape)?;
+            let c = CopySpec {
+                shape: &oshape,
+                x: xv.buf,
+                x_off: xv.offset as i64,
+                x_strides: &st,
+                modulo: None,
+                table: Some((a, tb)),
+                y: yb,
+                y_off,
+                y_strides: &yst,
+            };
+            push_copy(lx, n, k, c, "Gather", false)?;
         }
         Op::Split(s) => {
             let x = input(n, 0)?;
             let infos = const_infos(lx.p, n);
             let (a, sizes) = s.sizes(&infos).map_err(|m| err(n, m))?;
             let xv = lx.view(n, x)?;
-            let xs = lx.shape(x).to_vec();
-            let mut st: Vec<i64> = strides(&xs).iter().map(|&v| v as i64).collect();
-            if !st.is_empty() {
-                st[0] = xv.batch_stride as i64;
-            }
+            let st = vstrides(lx.shape(x), xv.batch_stride);
             let mut start = 0i64;
             for (j, sz) in sizes.iter().enumerate() {
                 if let Some(y) = n.output(j) {
-                    let off = xv.offset as i64 + start * st[a];
-                    copy(lx, n, k, x, y, off, &st, None, None, "Split", false)?;
+                    let ys = lx.shape(y).to_vec();
+                    let (yb, y_off, yst) = copy_target(lx, n, y, &ys)?;
+                    let x_off = xv.offset as i64 + start * st[a];
+                    let c = CopySpec {
+                        shape: &ys,
+                        x: xv.buf,
+                        x_off,
+                        x_strides: &st,
+                        modulo: None,
+                        table: None,
+                        y: yb,
+                        y_off,
+                        y_strides: &yst,
+                    };
+                    push_copy(lx, n, k, c, "Split", false)?;
                 }
                 start += *sz as i64;
             }
@@ -687,21 +745,26 @@ fn lower_node(lx: &mut Lx, k: usize, n: &Node) -> Result<()> {
             let ys = lx.shape(y).to_vec();
             let a = norm_axis(c.axis, ys.len(), "axis").map_err(|m| err(n, m))?;
             let yv = lx.view(n, y)?;
-            let mut yst: Vec<i64> = strides(&ys).iter().map(|&v| v as i64).collect();
-            if !yst.is_empty() {
-                yst[0] = yv.batch_stride as i64;
-            }
+            let yst = vstrides(&ys, yv.batch_stride);
             let mut pos = 0i64;
             for u in n.inputs.iter().flatten() {
                 let us = lx.shape(*u).to_vec();
                 if !lx.plan.in_place.contains(u) && numel(&us) > 0 {
                     let uv = lx.view(n, *u)?;
-                    let mut ust: Vec<i64> = strides(&us).iter().map(|&v| v as i64).collect();
-                    if !ust.is_empty() {
-                        ust[0] = uv.batch_stride as i64;
-                    }
-                    let yoff = yv.offset as i64 + pos * yst[a];
-                    copy_into(lx, n, k, *u, &us, uv.offset as i64, &ust, yv.buf, yoff, &yst, "Concat copy", true)?;
+                    let ust = vstrides(&us, uv.batch_stride);
+                    let y_off = yv.offset as i64 + pos * yst[a];
+                    let c = CopySpec {
+                        shape: &us,
+                        x: uv.buf,
+                        x_off: uv.offset as i64,
+                        x_strides: &ust,
+                        modulo: None,
+                        table: None,
+                        y: yv.buf,
+                        y_off,
+                        y_strides: &yst,
+                    };
+                    push_copy(lx, n, k, c, "Concat copy", true)?;
                 }
                 pos += us[a] as i64;
             }
@@ -964,148 +1027,82 @@ fn reduce(lx: &mut Lx, n: &Node, k: usize, x: ValueId, y: ValueId, axes: &[usize
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn copy(
-    lx: &mut Lx,
-    n: &Node,
-    k: usize,
-    x: ValueId,
-    y: ValueId,
-    x_off: i64,
-    x_strides: &[i64],
-    modulo: Option<&[u32]>,
-    table: Option<(usize, BufRef)>,
-    kind: &str,
-    concat: bool,
-) -> Result<()> {
-    let oshape = lx.shape(y).to_vec();
-    copy_shaped(lx, n, k, x, y, &oshape, x_off, x_strides, modulo, table, kind, concat)
-}
-
-/// Copy with the output seen with shape `oshape` (same element order as y's own shape).
-#[allow(clippy::too_many_arguments)]
-fn copy_shaped(
-    lx: &mut Lx,
-    n: &Node,
-    k: usize,
-    x: ValueId,
-    y: ValueId,
-    oshape: &[usize],
-    x_off: i64,
-    x_strides: &[i64],
-    modulo: Option<&[u32]>,
-    table: Option<(usize, BufRef)>,
-    kind: &str,
-    concat: bool,
-) -> Result<()> {
-    let yv = lx.view(n, y)?;
-    // output strides over oshape: natural, with the batch stride when the first axis is the batch
-    let mut yst: Vec<i64> = strides(oshape).iter().map(|&v| v as i64).collect();
-    let ys = lx.shape(y);
-    if !yst.is_empty() && !ys.is_empty() && oshape[0] == ys[0] {
-        yst[0] = yv.batch_stride as i64;
-    } else if yv.batch_stride as usize != ys[1..].iter().product::<usize>() && ys[0] > 1 {
-        return Err(err(n, "internal: strided output view with a reshaped copy"));
+/// Row-major strides of `shape` in elements, dimension 0 stepping by `batch_stride` (a view).
+fn vstrides(shape: &[usize], batch_stride: u64) -> Vec<i64> {
+    let mut st: Vec<i64> = strides(shape).iter().map(|&v| v as i64).collect();
+    if let Some(s0) = st.first_mut() {
+        *s0 = batch_stride as i64;
     }
-    let _ = x;
-    copy_raw(lx, n, k, oshape, x_off, x_strides, modulo, table, yv.buf, yv.offset as i64, &yst, kind, concat)
+    st
 }
 
-#[allow(clippy::too_many_arguments)]
-fn copy_into(
-    lx: &mut Lx,
-    n: &Node,
-    k: usize,
-    _x: ValueId,
-    shape: &[usize],
+/// One strided copy (shaders/copy.wgsl): element c of the index space `shape` is read at
+/// `x_off + sum_d map_d(c_d) * x_strides[d]` (map: identity, modulo, or a table on one axis) and
+/// written at `y_off + sum_d c_d * y_strides[d]`.
+struct CopySpec<'a> {
+    shape: &'a [usize],
+    x: BufRef,
     x_off: i64,
-    x_strides: &[i64],
-    ybuf: BufRef,
-    y_off: i64,
-    y_strides: &[i64],
-    kind: &str,
-    concat: bool,
-) -> Result<()> {
-    let xb = lx.view(n, _x)?.buf;
-    copy_raw_buf(lx, n, k, shape, x_off, x_strides, None, None, xb, ybuf, y_off, y_strides, kind, concat)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn copy_raw(
-    lx: &mut Lx,
-    n: &Node,
-    k: usize,
-    oshape: &[usize],
-    x_off: i64,
-    x_strides: &[i64],
-    modulo: Option<&[u32]>,
+    x_strides: &'a [i64],
+    modulo: Option<&'a [u32]>,
     table: Option<(usize, BufRef)>,
-    ybuf: BufRef,
+    y: BufRef,
     y_off: i64,
-    y_strides: &[i64],
-    kind: &str,
-    concat: bool,
-) -> Result<()> {
-    let x = input(n, 0)?;
-    let xb = lx.view(n, x)?.buf;
-    copy_raw_buf(lx, n, k, oshape, x_off, x_strides, modulo, table, xb, ybuf, y_off, y_strides, kind, concat)
+    y_strides: &'a [i64],
 }
 
-#[allow(clippy::too_many_arguments)]
-fn copy_raw_buf(
-    lx: &mut Lx,
-    n: &Node,
-    k: usize,
-    oshape: &[usize],
-    x_off: i64,
-    x_strides: &[i64],
-    modulo: Option<&[u32]>,
-    table: Option<(usize, BufRef)>,
-    xbuf: BufRef,
-    ybuf: BufRef,
-    y_off: i64,
-    y_strides: &[i64],
-    kind: &str,
-    concat: bool,
-) -> Result<()> {
-    lx.check_rank(n, oshape)?;
-    let r = oshape.len();
+/// The output side of a copy that writes all of `y`, seen with shape `oshape` (the same element
+/// order as y's own shape): its buffer, offset and strides.
+fn copy_target(lx: &mut Lx, n: &Node, y: ValueId, oshape: &[usize]) -> Result<(BufRef, i64, Vec<i64>)> {
+    let yv = lx.view(n, y)?;
+    let ys = lx.shape(y);
+    let natural = ys.get(1..).map(|r| r.iter().product::<usize>()).unwrap_or(1) as u64;
+    if oshape.first() == ys.first() {
+        Ok((yv.buf, yv.offset as i64, vstrides(oshape, yv.batch_stride)))
+    } else if yv.batch_stride == natural || ys.first().is_none_or(|&b| b <= 1) {
+        Ok((yv.buf, yv.offset as i64, vstrides(oshape, strides(oshape).first().copied().unwrap_or(1) as u64)))
+    } else {
+        Err(err(n, "internal: strided output view with a reshaped copy"))
+    }
+}
+
+fn push_copy(lx: &mut Lx, n: &Node, k: usize, c: CopySpec, kind: &str, concat: bool) -> Result<()> {
+    lx.check_rank(n, c.shape)?;
+    let r = c.shape.len();
     let off = 6 - r;
-    let total = numel(oshape) as u64;
+    let total = numel(c.shape) as u64;
     if total == 0 {
         return Ok(());
     }
     let mut params = vec![0u32; 29];
     params[0] = total as u32;
-    params[1..7].copy_from_slice(&pad6(oshape));
-    params[7] = y_off as u32;
-    params[14] = x_off as i32 as u32;
+    params[1..7].copy_from_slice(&pad6(c.shape));
+    params[7] = c.y_off as u32;
+    params[14] = c.x_off as i32 as u32;
     for i in 0..r {
-        params[8 + off + i] = y_strides[i] as u32;
-        params[15 + off + i] = x_strides[i] as i32 as u32;
-        params[21 + off + i] = modulo.map(|m| m[i]).unwrap_or(0);
+        params[8 + off + i] = c.y_strides[i] as u32;
+        params[15 + off + i] = c.x_strides[i] as i32 as u32;
+        params[21 + off + i] = c.modulo.map(|m| m[i]).unwrap_or(0);
     }
     params[27] = 6;
     let mut tb = BufRef::Dummy;
-    if let Some((axis, b)) = table {
+    if let Some((axis, b)) = c.table {
         params[27] = (off + axis) as u32;
-        params[28] = 0;
         tb = b;
     }
-    let d = Dispatch {
+    lx.push(Dispatch {
         shader: Shader::Copy,
         entry: "main",
         overrides: vec![],
         params,
-        bindings: vec![xbuf, tb, ybuf],
+        bindings: vec![c.x, tb, c.y],
         groups: lx.grid(total),
         node: k,
         kind: kind.to_string(),
         concat_copy: concat,
         flops: 0,
         min_bytes: vec![],
-    };
-    lx.push(d);
+    });
     Ok(())
 }
 
