@@ -288,36 +288,19 @@ fn lower_node(lx: &mut Lx, k: usize, n: &Node) -> Result<()> {
         Op::Conv(c) => {
             let (x, w) = (input(n, 0)?, input(n, 1)?);
             let g = c.geom(lx.shape(x), lx.shape(w)).map_err(|m| err(n, m))?;
-            let s = ConvShape {
-                n: g.n,
-                c: g.c,
-                m: g.m,
-                group: g.group,
-                inp: [g.y.input, g.x.input],
-                out: [g.y.output, g.x.output],
-                kernel: [g.y.kernel, g.x.kernel],
-                stride: [g.y.stride, g.x.stride],
-                dilation: [g.y.dilation, g.x.dilation],
-                pad: [g.y.pad_begin as i64, g.x.pad_begin as i64],
-            };
+            let ax =
+                |a: &crate::ops::conv::Axis| (a.input, a.output, a.kernel, a.stride, a.dilation, a.pad_begin as i64);
+            let s = ConvShape::new(g.n, g.c, g.m, g.group, [ax(&g.y), ax(&g.x)]);
             let flops = 2 * (g.n * g.m * g.y.output * g.x.output * g.c_per_group() * g.y.kernel * g.x.kernel) as u64;
             generic_conv(lx, k, n, &s, c.act, false, flops)?;
         }
         Op::ConvTranspose(c) => {
             let (x, w) = (input(n, 0)?, input(n, 1)?);
             let g = c.geom(lx.shape(x), lx.shape(w)).map_err(|m| err(n, m))?;
-            let s = ConvShape {
-                n: g.n,
-                c: g.c,
-                m: g.m,
-                group: g.group,
-                inp: [g.y.input, g.x.input],
-                out: [g.y.output, g.x.output],
-                kernel: [g.y.kernel, g.x.kernel],
-                stride: [g.y.stride, g.x.stride],
-                dilation: [g.y.dilation, g.x.dilation],
-                pad: [g.y.pad_begin as i64, g.x.pad_begin as i64],
+            let ax = |a: &crate::ops::conv_transpose::TAxis| {
+                (a.input, a.output, a.kernel, a.stride, a.dilation, a.pad_begin as i64)
             };
+            let s = ConvShape::new(g.n, g.c, g.m, g.group, [ax(&g.y), ax(&g.x)]);
             let flops = 2 * (g.n * g.c * g.y.input * g.x.input * g.m_per_group() * g.y.kernel * g.x.kernel) as u64;
             generic_conv(lx, k, n, &s, c.act, true, flops)?;
         }
@@ -790,6 +773,24 @@ struct ConvShape {
     stride: [usize; 2],
     dilation: [usize; 2],
     pad: [i64; 2],
+}
+
+impl ConvShape {
+    /// From per-axis (input, output, kernel, stride, dilation, begin padding), y then x.
+    fn new(n: usize, c: usize, m: usize, group: usize, a: [(usize, usize, usize, usize, usize, i64); 2]) -> ConvShape {
+        ConvShape {
+            n,
+            c,
+            m,
+            group,
+            inp: [a[0].0, a[1].0],
+            out: [a[0].1, a[1].1],
+            kernel: [a[0].2, a[1].2],
+            stride: [a[0].3, a[1].3],
+            dilation: [a[0].4, a[1].4],
+            pad: [a[0].5, a[1].5],
+        }
+    }
 }
 
 /// A conv or transposed conv on the generic tiled kernel (shaders/conv.wgsl): any group count,
