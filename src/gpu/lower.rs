@@ -1223,50 +1223,87 @@ fn weight_matrix_mk(taps: usize, k: usize, m: usize, at: impl Fn(usize, usize, u
     Precision::F16.encode(&v)
 }
 
-fn fast_dispatch(
-    lx: &mut Lx,
-    k: usize,
-    n: &Node,
-    kind: &str,
+/// What the two fast-conv lowerings hand to [`fast_dispatch`].
+struct FastConv<'a> {
+    kind: &'static str,
     cfg: FastTile,
-    params: Vec<u32>,
-    bufs: [BufRef; 5],
+    x: View,
+    y: View,
+    bias: Option<View>,
+    /// The k -> (offset, dy, dx) table of a gather, or Unbound.
+    ktab: BufRef,
+    taps: usize,
+    /// GEMM sizes: K (reduction), M (output channels), columns (pixels of one image and tap).
+    k: usize,
     m: usize,
     cols: usize,
+    /// Workgroup grid depth: images x taps.
     z: usize,
     act: Option<UnaryKind>,
-    has_bias: bool,
-    x_in_y: bool,
     flops: u64,
+    /// Elements of the input one image spans.
     x_extent: u64,
-) -> Result<()> {
-    let tiles = (m.div_ceil(cfg.bm() as usize) * cols.div_ceil(cfg.bn() as usize)) as u64;
-    if z as u64 > lx.max_groups as u64 {
-        return Err(err(n, format!("batch x taps = {z} exceeds the device's workgroup grid limit")));
+    /// Weight (tap, k, m).
+    weight: &'a dyn Fn(usize, usize, usize) -> f32,
+    /// The geometry-specific parameters (8..=22 of convgen's table), already filled in.
+    params: Vec<u32>,
+}
+
+/// Lay out the weights for the chosen kernel, fill in the shared parameters, prove the extents
+/// and push the dispatch of a fast conv.
+fn fast_dispatch(lx: &mut Lx, k: usize, n: &Node, f: FastConv) -> Result<()> {
+    let (cfg, m, kk, taps) = (f.cfg, f.m, f.k, f.taps);
+    if f.z as u64 > lx.max_groups as u64 {
+        return Err(err(n, format!("batch x taps = {} exceeds the device's workgroup grid limit", f.z)));
     }
-    let mut params = params;
-    params[15] = cols.div_ceil(cfg.bn() as usize) as u32;
+    // the weight layout follows the kernel actually chosen
+    let coop = matches!(cfg, FastTile::Coop(_));
+    let (wbytes, w_row4, w_vec4) = if coop {
+        (weight_matrix_mk(taps, kk, m, f.weight), kk.div_ceil(4), m * kk.div_ceil(4))
+    } else {
+        (weight_matrix(lx.opts.precision, taps, kk, m, f.weight), m.div_ceil(4), kk * m.div_ceil(4))
+    };
+    let wbuf = lx.aux(wbytes);
+    let mut params = f.params;
+    params[0] = kk as u32;
+    params[1] = m as u32;
+    params[2] = f.cols as u32;
+    params[3] = w_row4 as u32;
+    params[4] = f.x.offset as u32;
+    params[5] = f.x.batch_stride as u32;
+    params[6] = f.y.offset as u32;
+    params[7] = f.y.batch_stride as u32;
+    params[15] = f.cols.div_ceil(cfg.bn() as usize) as u32;
     params[16] = m.div_ceil(cfg.bm() as usize) as u32;
+    params[23] = w_vec4 as u32;
+    let tiles = (m.div_ceil(cfg.bm() as usize) * f.cols.div_ceil(cfg.bn() as usize)) as u64;
     let [gx, gy, _] = lx.grid_groups(tiles);
-    let mut ov = act_overrides(act);
-    ov.push(("HAS_BIAS", has_bias as u32 as f64));
+    // the input may be another slice of the concat buffer this conv writes into
+    let x_in_y = f.x.buf == f.y.buf;
+    let mut ov = act_overrides(f.act);
+    ov.push(("HAS_BIAS", f.bias.is_some() as u32 as f64));
     ov.push(("X_IN_Y", x_in_y as u32 as f64));
-    let mut bindings = bufs.to_vec();
-    if cfg.b() != BMode::Gather {
-        bindings[3] = BufRef::Unbound;
-    }
+    let ktab = if cfg.b() == BMode::Gather { f.ktab } else { BufRef::Unbound };
+    let bindings = vec![
+        if x_in_y { BufRef::Dummy } else { f.x.buf },
+        wbuf,
+        f.bias.map(|b| b.buf).unwrap_or(BufRef::Dummy),
+        ktab,
+        f.y.buf,
+    ];
     // every index the kernel forms stays inside these extents (see convgen): prove it on the host
     let eb = lx.opts.precision.bytes();
-    let scatter =
-        matches!(cfg, FastTile::Fma(ConvCfg { scatter: true, .. }) | FastTile::Coop(CoopCfg { scatter: true, .. }));
-    let taps = if scatter { params[22].max(1) as u64 } else { 1 };
-    let batches = z as u64 / taps;
-    let (kk, mm) = (params[0] as u64, params[1] as u64);
-    let x_need = params[4] as u64 + (batches - 1) * params[5] as u64 + x_extent;
-    let y_need = params[6] as u64 + (batches - 1) * params[7] as u64 + mm * params[17] as u64;
-    let w_vec4 = taps * if matches!(cfg, FastTile::Coop(_)) { mm * params[3] as u64 } else { kk * params[3] as u64 };
-    let w_eb = if matches!(cfg, FastTile::Coop(_)) { 2 } else { eb };
-    let mut min_bytes = vec![x_need * eb, w_vec4 * 4 * w_eb, if has_bias { mm * eb } else { 0 }, kk * 16, y_need * eb];
+    let batches = (f.z / taps) as u64;
+    let x_need = f.x.offset + (batches - 1) * f.x.batch_stride + f.x_extent;
+    let y_need = f.y.offset + (batches - 1) * f.y.batch_stride + m as u64 * params[17] as u64;
+    let w_eb = if coop { 2 } else { eb };
+    let mut min_bytes = vec![
+        x_need * eb,
+        (taps * w_vec4) as u64 * 4 * w_eb,
+        if f.bias.is_some() { m as u64 * eb } else { 0 },
+        kk as u64 * 16,
+        y_need * eb,
+    ];
     if x_in_y {
         min_bytes[4] = min_bytes[4].max(min_bytes[0]);
         min_bytes[0] = 0;
@@ -1277,11 +1314,11 @@ fn fast_dispatch(
         overrides: ov,
         params,
         bindings,
-        groups: [gx, gy, z as u32],
+        groups: [gx, gy, f.z as u32],
         node: k,
-        kind: kind.to_string(),
+        kind: f.kind.to_string(),
         concat_copy: false,
-        flops,
+        flops: f.flops,
         min_bytes,
     });
     Ok(())
@@ -1324,23 +1361,7 @@ fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::Conv) -> Res
         lx.aux(bytemuck::cast_slice(&t).to_vec())
     };
     let cfg = pick(lx, m, npix, g.n, mode, false);
-    // the weight layout follows the kernel actually chosen
-    let coop = matches!(cfg, FastTile::Coop(_));
-    let wbytes = if coop {
-        weight_matrix_mk(1, kk, m, |_, kq, mq| wd[mq * kk + kq])
-    } else {
-        weight_matrix(lx.opts.precision, 1, kk, m, |_, kq, mq| wd[mq * kk + kq])
-    };
-    let wbuf = lx.aux(wbytes);
     let mut params = vec![0u32; 24];
-    params[0] = kk as u32;
-    params[1] = m as u32;
-    params[2] = npix as u32;
-    params[3] = if coop { kk.div_ceil(4) } else { m.div_ceil(4) } as u32;
-    params[4] = xv.offset as u32;
-    params[5] = xv.batch_stride as u32;
-    params[6] = yv.offset as u32;
-    params[7] = yv.batch_stride as u32;
     params[8] = g.x.input as u32;
     params[9] = g.y.input as u32;
     params[10] = g.x.output as u32;
@@ -1349,27 +1370,25 @@ fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::Conv) -> Res
     params[13] = g.y.pad_begin as i32 as u32;
     params[14] = g.x.pad_begin as i32 as u32;
     params[17] = npix as u32;
-    let x_in_y = xv.buf == yv.buf;
-    let xb = if x_in_y { BufRef::Dummy } else { xv.buf };
-    let bb = bias.map(|b| b.buf).unwrap_or(BufRef::Dummy);
-    let flops = 2 * (g.n * m * npix * kk) as u64;
-    fast_dispatch(
-        lx,
-        k,
-        n,
-        "Conv",
+    let f = FastConv {
+        kind: "Conv",
         cfg,
-        params,
-        [xb, wbuf, bb, ktab, yv.buf],
+        x: xv,
+        y: yv,
+        bias,
+        ktab,
+        taps: 1,
+        k: kk,
         m,
-        npix,
-        g.n,
-        c.act,
-        bias.is_some(),
-        x_in_y,
-        flops,
-        (g.c * g.y.input * g.x.input) as u64,
-    )?;
+        cols: npix,
+        z: g.n,
+        act: c.act,
+        flops: 2 * (g.n * m * npix * kk) as u64,
+        x_extent: (g.c * g.y.input * g.x.input) as u64,
+        weight: &|_, kq, mq| wd[mq * kk + kq],
+        params,
+    };
+    fast_dispatch(lx, k, n, f)?;
     Ok(true)
 }
 
@@ -1395,25 +1414,9 @@ fn fast_conv_transpose(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv_tra
     let taps = kh * kw;
     let (cin, m) = (g.c, g.m);
     let wd = wt.as_f32().map_err(|e| err(n, e))?;
-    // W [C, M, KH, KW]: tap t, row k = input channel, column m = output channel
     let npix_in = g.y.input * g.x.input;
     let cfg = pick(lx, m, npix_in, g.n * taps, BMode::Direct, true);
-    let coop = matches!(cfg, FastTile::Coop(_));
-    let wbytes = if coop {
-        weight_matrix_mk(taps, cin, m, |t, kq, mq| wd[(kq * m + mq) * taps + t])
-    } else {
-        weight_matrix(lx.opts.precision, taps, cin, m, |t, kq, mq| wd[(kq * m + mq) * taps + t])
-    };
-    let wbuf = lx.aux(wbytes);
     let mut params = vec![0u32; 24];
-    params[0] = cin as u32;
-    params[1] = m as u32;
-    params[2] = npix_in as u32;
-    params[3] = if coop { cin.div_ceil(4) } else { m.div_ceil(4) } as u32;
-    params[4] = xv.offset as u32;
-    params[5] = xv.batch_stride as u32;
-    params[6] = yv.offset as u32;
-    params[7] = yv.batch_stride as u32;
     params[8] = g.x.input as u32;
     params[9] = g.y.input as u32;
     params[17] = (g.y.output * g.x.output) as u32;
@@ -1422,27 +1425,25 @@ fn fast_conv_transpose(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv_tra
     params[20] = g.x.output as u32;
     params[21] = kw as u32;
     params[22] = taps as u32;
-    params[23] = if coop { m * cin.div_ceil(4) } else { cin * m.div_ceil(4) } as u32;
-    let x_in_y = xv.buf == yv.buf;
-    let xb = if x_in_y { BufRef::Dummy } else { xv.buf };
-    let bb = bias.map(|b| b.buf).unwrap_or(BufRef::Dummy);
-    let flops = 2 * (g.n * cin * npix_in * m * taps) as u64;
-    fast_dispatch(
-        lx,
-        k,
-        n,
-        "ConvTranspose",
+    let f = FastConv {
+        kind: "ConvTranspose",
         cfg,
-        params,
-        [xb, wbuf, bb, BufRef::Unbound, yv.buf],
+        x: xv,
+        y: yv,
+        bias,
+        ktab: BufRef::Unbound,
+        taps,
+        k: cin,
         m,
-        npix_in,
-        g.n * taps,
-        c.act,
-        bias.is_some(),
-        x_in_y,
-        flops,
-        (cin * npix_in) as u64,
-    )?;
+        cols: npix_in,
+        z: g.n * taps,
+        act: c.act,
+        flops: 2 * (g.n * cin * npix_in * m * taps) as u64,
+        x_extent: (cin * npix_in) as u64,
+        // W [C, M, KH, KW]: tap t, row k = input channel, column m = output channel
+        weight: &|t, kq, mq| wd[(kq * m + mq) * taps + t],
+        params,
+    };
+    fast_dispatch(lx, k, n, f)?;
     Ok(true)
 }
