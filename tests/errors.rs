@@ -191,8 +191,18 @@ fn bad_npy() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
-fn cli(args: &[&std::ffi::OsStr]) -> (bool, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_unet-gpu")).args(args).output().unwrap();
+/// `unet-gpu run MODEL --input X --output OUT --device cpu`: (success, stderr).
+fn run_cpu(model: &Path, x: &Path, out: &Path) -> (bool, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_unet-gpu"))
+        .arg("run")
+        .arg(model)
+        .arg("--input")
+        .arg(x)
+        .arg("--output")
+        .arg(out)
+        .args(["--device", "cpu"])
+        .output()
+        .unwrap();
     (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
@@ -205,16 +215,7 @@ fn cli_failures_leave_no_output_file() {
     let x = d.join("x.npy");
     // wrong input shape
     npy::write(&x, &Tensor::f32(vec![1, 2, 4, 4], vec![0.5; 32])).unwrap();
-    let (ok, err) = cli(&[
-        "run".as_ref(),
-        model.as_os_str(),
-        "--input".as_ref(),
-        x.as_os_str(),
-        "--output".as_ref(),
-        out.as_os_str(),
-        "--device".as_ref(),
-        "cpu".as_ref(),
-    ]);
+    let (ok, err) = run_cpu(&model, &x, &out);
     assert!(!ok);
     assert_contains(&err, &["input 'x'", "dimension 2 must be 5"]);
     assert!(!out.exists());
@@ -223,44 +224,17 @@ fn cli_failures_leave_no_output_file() {
     let b = bytes(&small_conv());
     std::fs::write(&trunc, &b[..b.len() - 9]).unwrap();
     npy::write(&x, &Tensor::f32(vec![1, 2, 5, 5], vec![0.5; 50])).unwrap();
-    let (ok, err) = cli(&[
-        "run".as_ref(),
-        trunc.as_os_str(),
-        "--input".as_ref(),
-        x.as_os_str(),
-        "--output".as_ref(),
-        out.as_os_str(),
-        "--device".as_ref(),
-        "cpu".as_ref(),
-    ]);
+    let (ok, err) = run_cpu(&trunc, &x, &out);
     assert!(!ok);
     assert_contains(&err, &["t.onnx", "not an ONNX model"]);
     assert!(!out.exists());
     // output into a directory that does not exist
     let bad_out = d.join("no/such/dir/y.npy");
-    let (ok, err) = cli(&[
-        "run".as_ref(),
-        model.as_os_str(),
-        "--input".as_ref(),
-        x.as_os_str(),
-        "--output".as_ref(),
-        bad_out.as_os_str(),
-        "--device".as_ref(),
-        "cpu".as_ref(),
-    ]);
+    let (ok, err) = run_cpu(&model, &x, &bad_out);
     assert!(!ok);
     assert_contains(&err, &["y.npy"]);
     // the good run works and leaves only the output
-    let (ok, err) = cli(&[
-        "run".as_ref(),
-        model.as_os_str(),
-        "--input".as_ref(),
-        x.as_os_str(),
-        "--output".as_ref(),
-        out.as_os_str(),
-        "--device".as_ref(),
-        "cpu".as_ref(),
-    ]);
+    let (ok, err) = run_cpu(&model, &x, &out);
     assert!(ok, "{err}");
     let y = npy::read(&out).unwrap();
     assert_eq!(y.shape, vec![1, 3, 5, 5]);
@@ -271,5 +245,4 @@ fn cli_failures_leave_no_output_file() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     let _ = std::fs::remove_dir_all(&d);
-    let _ = Path::new("");
 }
