@@ -62,23 +62,38 @@ fn erf_(x: f32) -> f32 {
     return select(y, -y, x < 0.0);
 }
 
+// The activation after a fused residual Add (conv epilogues only).
+override POST_ACT: u32 = 0u;
+override POST_A: f32 = 0.0;
+override POST_B: f32 = 0.0;
+
 fn act(x: f32) -> f32 {
-    switch ACT {
+    return act_by(ACT, ACT_A, ACT_B, x);
+}
+
+fn post_act(x: f32) -> f32 {
+    return act_by(POST_ACT, POST_A, POST_B, x);
+}
+
+// Activation `k` with parameters a and b (always called with override constants, so the switch
+// folds away).
+fn act_by(k: u32, a: f32, b: f32, x: f32) -> f32 {
+    switch k {
         case 0u: { return x; }
         case 1u: { return max(x, 0.0); }
-        case 2u: { return select(ACT_A * x, x, x >= 0.0); }
+        case 2u: { return select(a * x, x, x >= 0.0); }
         case 3u: { return sigmoid_(x); }
-        case 4u: { return clamp(ACT_A * x + ACT_B, 0.0, 1.0); }
+        case 4u: { return clamp(a * x + b, 0.0, 1.0); }
         case 5u: { return x * clamp(x / 6.0 + 0.5, 0.0, 1.0); }
         case 6u: { return tanh_(x); }
-        case 7u: { return min(max(x, ACT_A), ACT_B); }
-        case 8u: { return select(ACT_A * (exp(x) - 1.0), x, x >= 0.0); }
-        case 9u: { return ACT_B * select(ACT_A * (exp(x) - 1.0), x, x > 0.0); }
-        case 10u: { return max(x, 0.0) + min(0.0, ACT_A * (exp(x / ACT_A) - 1.0)); }
+        case 7u: { return min(max(x, a), b); }
+        case 8u: { return select(a * (exp(x) - 1.0), x, x >= 0.0); }
+        case 9u: { return b * select(a * (exp(x) - 1.0), x, x > 0.0); }
+        case 10u: { return max(x, 0.0) + min(0.0, a * (exp(x / a) - 1.0)); }
         case 11u: { return softplus_(x); }
         case 12u: { return x / (1.0 + abs(x)); }
         case 13u: { return x * tanh_(softplus_(x)); }
-        case 14u: { return x * sigmoid_(ACT_A * x); }
+        case 14u: { return x * sigmoid_(a * x); }
         case 15u: { return erf_(x); }
         case 16u: { return 0.5 * x * (1.0 + erf_(x * 0.7071067811865476)); }
         case 17u: { return 0.5 * x * (1.0 + tanh_(0.7978845608028654 * (x + 0.044715 * x * x * x))); }
@@ -94,7 +109,7 @@ fn act(x: f32) -> f32 {
         case 27u: { return sign(x); }
         case 28u: { return select(0.0, 1.0, x == 0.0); }
         case 29u: { return unpack2x16float(pack2x16float(vec2<f32>(x, 0.0))).x; }
-        case 30u: { return x * ACT_A; }
+        case 30u: { return x * a; }
         default: { return x; }
     }
 }

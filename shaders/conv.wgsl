@@ -1,5 +1,6 @@
 // Convolution and transposed convolution as an implicit GEMM (NCHW, f32):
-//   Y[n, g*Mg + m, p] = act(bias[g*Mg + m] + sum_k A[m, k] * B[k, p])
+//   Y[n, g*Mg + m, p] = post_act(act(bias[g*Mg + m] + sum_k A[m, k] * B[k, p]) + R[n, g*Mg + m, p])
+// (R: a fused residual Add, when HAS_RES)
 // with m an output channel of group g, p an output pixel, k = (input channel, ky, kx).
 // A comes from the weights, B is gathered from the input on the fly (zero outside it).
 // A workgroup computes a BM x BN tile, staging BK-deep slices of A and B in workgroup memory;
@@ -9,6 +10,9 @@ override TRANSPOSED: bool = false;
 override HAS_BIAS: bool = false;
 // the input lives in the buffer this dispatch writes (another slice of a concat): read it there
 override X_IN_Y: bool = false;
+override HAS_RES: bool = false;
+// the residual lives in the buffer this dispatch writes (another slice of a concat)
+override R_IN_Y: bool = false;
 
 const BM: u32 = 64u;
 const BN: u32 = 64u;
@@ -20,13 +24,14 @@ const TN: u32 = 4u;
 @group(0) @binding(2) var<storage, read> Wt: array<ST>;
 @group(0) @binding(3) var<storage, read> Bias: array<ST>;
 @group(0) @binding(4) var<storage, read_write> Y: array<ST>;
+@group(0) @binding(5) var<storage, read> R: array<ST>;
 
 var<workgroup> As: array<f32, 1024>; // [BK][BM]
 var<workgroup> Bs: array<f32, 1024>; // [BK][BN]
 
 // parameters
 // 0 C, 1 IH, 2 IW, 3 M, 4 OH, 5 OW, 6 KH, 7 KW, 8 SH, 9 SW, 10 PH (i32), 11 PW (i32),
-// 12 DH, 13 DW, 14 Cg, 15 Mg, 16 K, 17 x_off, 18 x_bs, 19 y_off, 20 y_bs, 21 groups
+// 12 DH, 13 DW, 14 Cg, 15 Mg, 16 K, 17 x_off, 18 x_bs, 19 y_off, 20 y_bs, 21 groups, 22 r_off, 23 r_bs
 
 fn weight(g: u32, m: u32, k: u32) -> f32 {
     let K = pu(16u);
@@ -79,6 +84,18 @@ fn gather_x(n: u32, g: u32, k: u32, p: u32) -> f32 {
         return f32(Y[xi]);
     }
     return f32(X[xi]);
+}
+
+// The fused residual at element i of the output (relative to the image's base), or 0.
+fn residual(n: u32, i: u32) -> f32 {
+    if (!HAS_RES) {
+        return 0.0;
+    }
+    let ri = pu(22u) + n * pu(23u) + i;
+    if (R_IN_Y) {
+        return f32(Y[ri]);
+    }
+    return f32(R[ri]);
 }
 
 // Grid: x * y workgroups enumerate the (pixel tile, channel tile) pairs, z = batch * groups.
@@ -162,7 +179,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         for (var j = 0u; j < TN; j++) {
             let p = p0 + lid.x * TN + j;
             if (p < npix) {
-                Y[y_base + oc * npix + p] = ST(act(acc[i][j] + bias));
+                let o = oc * npix + p;
+                Y[y_base + o] = ST(post_act(act(acc[i][j] + bias) + residual(n, o)));
             }
         }
     }

@@ -361,16 +361,17 @@ fn info(path: &Path, shape: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// The op as it will run (a conv shows its fused activation).
+/// The op as it will run (a conv shows its fused activation, residual Add and the activation
+/// after it).
 fn op_label(op: &unet_gpu::ops::Op, op_type: &str) -> String {
     use unet_gpu::ops::Op;
-    let act = match op {
-        Op::Conv(c) => c.act,
-        Op::ConvTranspose(c) => c.act,
-        _ => None,
+    let name = |k: unet_gpu::ops::elementwise::Activation| {
+        k.map(|k| format!("+{}", format!("{k:?}").split([' ', '{']).next().unwrap_or(""))).unwrap_or_default()
     };
-    match act {
-        Some(k) => format!("{op_type}+{}", format!("{k:?}").split([' ', '{']).next().unwrap_or("")),
-        None => op_type.to_string(),
+    match op {
+        Op::Conv(c) if c.residual => format!("{op_type}{}+Add{}", name(c.act), name(c.post_act)),
+        Op::Conv(c) => format!("{op_type}{}", name(c.act)),
+        Op::ConvTranspose(c) => format!("{op_type}{}", name(c.act)),
+        _ => op_type.to_string(),
     }
 }

@@ -168,7 +168,15 @@ pub fn analyze(p: &Prepared) -> UnetStructure {
         Op::Concat(c) if c.axis == 1 || c.axis == -3 => Some("Concat"),
         Op::Binary(b) if b.kind == BinaryKind::Add => Some("Add"),
         Op::Variadic(v) if v.kind == VariadicKind::Sum => Some("Sum"),
+        // a conv with a fused residual Add merges its input 3 into the conv of its input 0
+        Op::Conv(c) if c.residual => Some("Add"),
         _ => None,
+    };
+    // which inputs of a merge node can be a bypassing tensor (the fused Add's residual only:
+    // zeroing a conv's data input would not remove a path)
+    let may_bypass = |op: &Op, i: usize| match op {
+        Op::Conv(_) => i == 3,
+        _ => true,
     };
 
     // 2. bypass candidates
@@ -179,13 +187,22 @@ pub fn analyze(p: &Prepared) -> UnetStructure {
         }
         let Some(out) = n.output(0) else { continue };
         let out_hw = spatial.get(dense[out]).copied().flatten();
-        let ins: Vec<usize> = n.inputs.iter().flatten().map(|&v| dense[v]).filter(|&d| d != usize::MAX).collect();
-        for &t in &ins {
+        let ins: Vec<(usize, usize)> = n
+            .inputs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.map(|v| (i, dense[v])))
+            .filter(|&(_, d)| d != usize::MAX)
+            .collect();
+        for &(ti, t) in &ins {
+            if !may_bypass(&n.op, ti) {
+                continue;
+            }
             let Some(t_area) = area(t) else { continue };
             if spatial[t] != out_hw {
                 continue;
             }
-            for &u in &ins {
+            for &(_, u) in &ins {
                 if u == t || !anc[u].get(t) {
                     continue;
                 }
@@ -256,7 +273,7 @@ pub fn analyze(p: &Prepared) -> UnetStructure {
             continue;
         }
         for &(i, t) in &ins {
-            if depends(t) || spatial[t].is_none() || spatial[t] != out_hw {
+            if !may_bypass(&n.op, i) || depends(t) || spatial[t].is_none() || spatial[t] != out_hw {
                 continue;
             }
             let v = order[t];

@@ -88,6 +88,19 @@ fn run_case_with(c: &Case, opts: GpuOptions) -> Result<(usize, unet_gpu::gpu::Ru
         return Err("everything folded: the case tests nothing".into());
     }
     let want = unet_gpu::cpu::run(&p, &feeds).map_err(|e| format!("cpu: {e}"))?;
+    // a fused residual Add: the fused CPU reference equals the graph as written
+    if p.graph.nodes.iter().any(|n| matches!(&n.op, unet_gpu::ops::Op::Conv(c) if c.residual)) {
+        let b: Vec<_> = shapes.iter().map(|s| unet_gpu::graph::prepare::Binding::Shape(s.clone())).collect();
+        let opts = unet_gpu::graph::prepare::Options { fuse_residuals: false, ..Default::default() };
+        let pu = model.prepare_with(&b, &opts).map_err(|e| format!("prepare unfused: {e}"))?;
+        let plain = unet_gpu::cpu::run(&pu, &feeds).map_err(|e| format!("cpu unfused: {e}"))?;
+        for (k, (f, w)) in want.iter().zip(&plain).enumerate() {
+            let e = rel_l2(f.as_f32().unwrap(), w.as_f32().unwrap());
+            if !(e <= 1e-7) {
+                return Err(format!("output {k}: fused CPU reference vs unfused: rel-L2 {e:.3e}"));
+            }
+        }
+    }
     let gm = GpuModel::with_options(gpu(), &p, opts).map_err(|e| format!("gpu build: {e}"))?;
     let tol = if opts.precision == Precision::F16 { 1e-2 } else { 1e-4 };
     let (got, stats) = gm.run_with_stats(&feeds, false).map_err(|e| format!("gpu run: {e}"))?;
@@ -322,6 +335,138 @@ fn conv_fused_epilogues() {
         // the activation really is fused: one conv node, one dispatch
         assert_eq!((nodes, stats.dispatches), (1, 1), "{}: not fused", c.name);
     }
+}
+
+#[test]
+fn conv_fused_residual_add() {
+    // Add(conv(..), r) with r of the output's shape runs as one conv whose epilogue adds r
+    // (then the activation after the Add, if any); every kernel variant, odd shapes, batch 2.
+    let conv = |ins: Vec<&'static str>, out: &'static str, attrs: Vec<AttributeProto>| ("Conv", ins, vec![out], attrs);
+    let pad1 = || vec![attr_ints("pads", &[1, 1, 1, 1])];
+    let mk = |name, nodes, operands| Case { name, nodes, operands, outputs: vec!["y"], opset: 17, lo: -1.0, hi: 1.0 };
+    let cases = vec![
+        // a ResNet basic block: relu(conv(relu(conv(x))) + x)
+        (
+            mk(
+                "resnet block",
+                vec![
+                    conv(vec!["x", "w1", "b1"], "a", pad1()),
+                    ("Relu", vec!["a"], vec!["ar"], vec![]),
+                    conv(vec!["ar", "w2", "b2"], "c", pad1()),
+                    ("Add", vec!["c", "x"], vec!["s"], vec![]),
+                    ("Relu", vec!["s"], vec!["y"], vec![]),
+                ],
+                vec![
+                    Run("x", vec![2, 7, 9, 11]),
+                    init("w1", &[7, 7, 3, 3], 61),
+                    init("b1", &[7], 62),
+                    init("w2", &[7, 7, 3, 3], 63),
+                    init("b2", &[7], 64),
+                ],
+            ),
+            2,
+        ),
+        // u2netp's RSU closing: relu(conv(x)) + r, the residual first and fed at run time
+        (
+            mk(
+                "residual first, run-time input",
+                vec![
+                    conv(vec!["x", "w", "b"], "c", pad1()),
+                    ("Relu", vec!["c"], vec!["cr"], vec![]),
+                    ("Add", vec!["r", "cr"], vec!["y"], vec![]),
+                ],
+                vec![
+                    Run("x", vec![2, 3, 10, 13]),
+                    Run("r", vec![2, 5, 10, 13]),
+                    init("w", &[5, 3, 3, 3], 65),
+                    init("b", &[5], 66),
+                ],
+            ),
+            1,
+        ),
+        // 1x1 conv (the direct GEMM) with a residual and a LeakyRelu after it
+        (
+            mk(
+                "1x1 + residual + leakyrelu",
+                vec![
+                    conv(vec!["x", "w"], "c", vec![]),
+                    ("Add", vec!["c", "x"], vec!["s"], vec![]),
+                    ("LeakyRelu", vec!["s"], vec!["y"], vec![attr_f("alpha", 0.2)]),
+                ],
+                vec![Run("x", vec![2, 6, 7, 9]), init("w", &[6, 6, 1, 1], 67)],
+            ),
+            1,
+        ),
+        // strided conv plus a pooled residual
+        (
+            mk(
+                "strided conv + pooled residual",
+                vec![
+                    conv(
+                        vec!["x", "w", "b"],
+                        "c",
+                        vec![attr_ints("pads", &[1, 1, 1, 1]), attr_ints("strides", &[2, 2])],
+                    ),
+                    (
+                        "MaxPool",
+                        vec!["x"],
+                        vec!["p"],
+                        vec![
+                            attr_ints("kernel_shape", &[3, 3]),
+                            attr_ints("pads", &[1, 1, 1, 1]),
+                            attr_ints("strides", &[2, 2]),
+                        ],
+                    ),
+                    ("Add", vec!["p", "c"], vec!["y"], vec![]),
+                ],
+                vec![Run("x", vec![2, 5, 11, 9]), init("w", &[5, 5, 3, 3], 68), init("b", &[5], 69)],
+            ),
+            2,
+        ),
+        // the residual and the output are slices of one concat buffer: y = concat(a, conv(a) + a)
+        (
+            mk(
+                "residual in the concat buffer",
+                vec![
+                    conv(vec!["x", "w1"], "a", pad1()),
+                    conv(vec!["a", "w2", "b2"], "c", pad1()),
+                    ("Add", vec!["c", "a"], vec!["s"], vec![]),
+                    ("Concat", vec!["a", "s"], vec!["y"], vec![attr_i("axis", 1)]),
+                ],
+                vec![
+                    Run("x", vec![2, 3, 9, 7]),
+                    init("w1", &[6, 3, 3, 3], 70),
+                    init("w2", &[6, 6, 3, 3], 71),
+                    init("b2", &[6], 72),
+                ],
+            ),
+            2,
+        ),
+    ];
+    let mut failed = Vec::new();
+    let f32 = GpuOptions::default();
+    let variants = [
+        f32,
+        GpuOptions { fast_conv: false, ..f32 },
+        GpuOptions { coop: Some(CoopMode::Off), ..GpuOptions::f16() },
+        GpuOptions { coop: Some(CoopMode::Emulate), ..GpuOptions::f16() },
+    ];
+    for (c, dispatches) in &cases {
+        for v in variants {
+            match run_case_with(c, v) {
+                Ok((_, stats)) => {
+                    if stats.dispatches != *dispatches || stats.concat_copies != 0 {
+                        failed.push(format!(
+                            "{} ({v:?}): {} dispatches, {} concat copies: the Add was not fused",
+                            c.name, stats.dispatches, stats.concat_copies
+                        ));
+                    }
+                }
+                Err(e) => failed.push(format!("{}: {e}", c.name)),
+            }
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
 
 #[test]

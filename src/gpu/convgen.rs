@@ -90,7 +90,7 @@ pub const TILES: [(u32, u32, u32, u32, u32, f64); 6] = [
 // 4 x_off, 5 x_bs, 6 y_off, 7 y_bs, 8 IW, 9 IH, 10 OW (gather: output width for n -> (oy, ox)),
 // 11 SH, 12 SW, 13 PH (i32), 14 PW (i32), 15 column tiles, 16 row tiles, 17 output plane size,
 // 18 scatter stride y, 19 scatter stride x, 20 output width (scatter), 21 kernel width (scatter),
-// 22 taps (scatter), 23 weight elements (vec4) per tap
+// 22 taps (scatter), 23 weight elements (vec4) per tap, 24 residual offset, 25 residual batch stride
 
 pub fn generate(c: &ConvCfg) -> String {
     assert!(c.valid(), "invalid conv tile {c:?}");
@@ -115,11 +115,14 @@ pub fn generate(c: &ConvCfg) -> String {
 // generated: {name}
 override X_IN_Y: bool = false;
 override HAS_BIAS: bool = false;
+override HAS_RES: bool = false;
+override R_IN_Y: bool = false;
 
 @group(0) @binding(1) var<storage, read> X: array<ST>;
 @group(0) @binding(2) var<storage, read> WT: array<vec4<ST>>;
 @group(0) @binding(3) var<storage, read> Bias: array<ST>;
 {ktab}@group(0) @binding(5) var<storage, read_write> Y: array<ST>;
+@group(0) @binding(6) var<storage, read> R: array<ST>;
 
 var<workgroup> As: array<vec4<f32>, {as_len}>;
 var<workgroup> Bs: array<vec4<f32>, {bs_len}>;
@@ -129,6 +132,17 @@ fn xload(i: u32) -> f32 {{
         return f32(Y[i]);
     }}
     return f32(X[i]);
+}}
+
+// the fused residual at output index i (relative to the image's base), or 0
+fn rload(i: u32) -> f32 {{
+    if (!HAS_RES) {{
+        return 0.0;
+    }}
+    if (R_IN_Y) {{
+        return f32(Y[pu(24u) + i]);
+    }}
+    return f32(R[pu(24u) + i]);
 }}
 
 @compute @workgroup_size({threads}, 1, 1)
@@ -227,7 +241,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     store(&mut s, &format!("{a_buf}u - abase"), &format!("{b_buf}u - bbase"));
     s.push_str("        }\n        workgroupBarrier();\n    }\n");
     // epilogue
-    s.push_str("    let yb = pu(6u) + batch * pu(7u);\n    let plane = pu(17u);\n");
+    s.push_str("    let yb = pu(6u) + batch * pu(7u);\n    let rb = batch * pu(25u);\n    let plane = pu(17u);\n");
     if c.scatter {
         s.push_str("    let IWs = max(pu(8u), 1u);\n    let ky = tap / pu(21u);\n    let kx = tap % pu(21u);\n");
     }
@@ -248,10 +262,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                     );
                     if c.scatter {
                         s.push_str("let oy = (n / IWs) * pu(18u) + ky; let ox = (n % IWs) * pu(19u) + kx; ");
-                        let _ = write!(s, "Y[yb + m * plane + oy * pu(20u) + ox] = ST(act(acc{r}_{h}.{comp} + bias));");
+                        s.push_str("let o = m * plane + oy * pu(20u) + ox; ");
                     } else {
-                        let _ = write!(s, "Y[yb + m * plane + n] = ST(act(acc{r}_{h}.{comp} + bias));");
+                        s.push_str("let o = m * plane + n; ");
                     }
+                    let _ = write!(s, "Y[yb + o] = ST(post_act(act(acc{r}_{h}.{comp} + bias) + rload(rb + o)));");
                     s.push_str(" } }\n");
                 }
             }
@@ -350,11 +365,14 @@ pub fn generate_coop(c: &CoopCfg) -> String {
 // generated: {name}
 override X_IN_Y: bool = false;
 override HAS_BIAS: bool = false;
+override HAS_RES: bool = false;
+override R_IN_Y: bool = false;
 
 @group(0) @binding(1) var<storage, read> X: array<ST>;
 @group(0) @binding(2) var<storage, read> WT: array<vec4<ST>>;
 @group(0) @binding(3) var<storage, read> Bias: array<ST>;
 {ktab}@group(0) @binding(5) var<storage, read_write> Y: array<ST>;
+@group(0) @binding(6) var<storage, read> R: array<ST>;
 
 var<workgroup> As: array<vec4<f16>, {as_len}>;
 var<workgroup> Bs: array<f16, {bs_len}>;
@@ -365,6 +383,17 @@ fn xload(i: u32) -> f16 {{
         return f16(Y[i]);
     }}
     return f16(X[i]);
+}}
+
+// the fused residual at output index i (relative to the image's base), or 0
+fn rload(i: u32) -> f32 {{
+    if (!HAS_RES) {{
+        return 0.0;
+    }}
+    if (R_IN_Y) {{
+        return f32(Y[pu(24u) + i]);
+    }}
+    return f32(R[pu(24u) + i]);
 }}
 "#,
         name = c.name(),
@@ -509,7 +538,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     store(&mut s, &format!("{a_buf}u - abase"), &format!("{b_buf}u - bbase"));
     s.push_str("        }\n        workgroupBarrier();\n    }\n");
     // epilogue: each accumulator goes through the subgroup's 16x16 f32 scratch
-    s.push_str("    let yb = pu(6u) + batch * pu(7u);\n    let plane = pu(17u);\n    let cs = warp * 256u;\n");
+    s.push_str("    let yb = pu(6u) + batch * pu(7u);\n    let rb = batch * pu(25u);\n    let plane = pu(17u);\n    let cs = warp * 256u;\n");
     if c.scatter {
         s.push_str("    let IWs = max(pu(8u), 1u);\n    let ky = tap / pu(21u);\n    let kx = tap % pu(21u);\n");
     }
@@ -523,15 +552,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             }
             let _ = write!(
                 s,
-                "    workgroupBarrier();\n    for (var e = 0u; e < 8u; e++) {{\n        let idx = lane * 8u + e;\n        let m = m0 + wm0 + {}u + idx / 16u;\n        let n = n0 + wn0 + {}u + idx % 16u;\n        if (t_ok && m < M && n < npix) {{\n            var bias = 0.0;\n            if (HAS_BIAS) {{ bias = f32(Bias[m]); }}\n            let v = ST(act(Cs[cs + idx] + bias));\n",
+                "    workgroupBarrier();\n    for (var e = 0u; e < 8u; e++) {{\n        let idx = lane * 8u + e;\n        let m = m0 + wm0 + {}u + idx / 16u;\n        let n = n0 + wn0 + {}u + idx % 16u;\n        if (t_ok && m < M && n < npix) {{\n            var bias = 0.0;\n            if (HAS_BIAS) {{ bias = f32(Bias[m]); }}\n            let v = act(Cs[cs + idx] + bias);\n",
                 i * 16,
                 j * 16
             );
             if c.scatter {
-                s.push_str("            let oy = (n / IWs) * pu(18u) + ky;\n            let ox = (n % IWs) * pu(19u) + kx;\n            Y[yb + m * plane + oy * pu(20u) + ox] = v;\n");
+                s.push_str("            let oy = (n / IWs) * pu(18u) + ky;\n            let ox = (n % IWs) * pu(19u) + kx;\n            let o = m * plane + oy * pu(20u) + ox;\n");
             } else {
-                s.push_str("            Y[yb + m * plane + n] = v;\n");
+                s.push_str("            let o = m * plane + n;\n");
             }
+            s.push_str("            Y[yb + o] = ST(post_act(v + rload(rb + o)));\n");
             s.push_str("        }\n    }\n    workgroupBarrier();\n");
         }
     }

@@ -88,6 +88,50 @@ fn act_overrides(k: Option<UnaryKind>) -> Vec<(&'static str, f64)> {
     vec![("ACT", id as f64), ("ACT_A", a as f64), ("ACT_B", b as f64)]
 }
 
+/// What a conv's epilogue does after the GEMM (the bias has its own binding): the activation,
+/// a fused residual Add and the activation after that.
+#[derive(Clone, Copy)]
+struct Epilogue {
+    act: Option<UnaryKind>,
+    residual: Option<View>,
+    post_act: Option<UnaryKind>,
+}
+
+impl Epilogue {
+    fn of(lx: &mut Lx, n: &Node, op: &Op) -> Result<Epilogue> {
+        Ok(match op {
+            Op::Conv(c) if c.residual => {
+                let r = lx.view(n, input(n, 3)?)?;
+                Epilogue { act: c.act, residual: Some(r), post_act: c.post_act }
+            }
+            Op::Conv(c) => Epilogue { act: c.act, residual: None, post_act: None },
+            Op::ConvTranspose(c) => Epilogue { act: c.act, residual: None, post_act: None },
+            _ => Epilogue { act: None, residual: None, post_act: None },
+        })
+    }
+
+    /// The pipeline overrides and the residual's binding for a conv writing `y` (a residual in
+    /// another slice of `y`'s buffer is read through `Y`).
+    fn bind(&self, y: &View) -> (Vec<(&'static str, f64)>, BufRef) {
+        let mut ov = act_overrides(self.act);
+        let (id, a, b) = act_code(self.post_act);
+        ov.extend([("POST_ACT", id as f64), ("POST_A", a as f64), ("POST_B", b as f64)]);
+        ov.push(("HAS_RES", self.residual.is_some() as u32 as f64));
+        let r_in_y = self.residual.is_some_and(|r| r.buf == y.buf);
+        ov.push(("R_IN_Y", r_in_y as u32 as f64));
+        let rb = match self.residual {
+            Some(r) if !r_in_y => r.buf,
+            _ => BufRef::Dummy,
+        };
+        (ov, rb)
+    }
+
+    /// Residual (offset, batch stride) for the parameter block.
+    fn res_params(&self) -> [u32; 2] {
+        self.residual.map(|r| [r.offset as u32, r.batch_stride as u32]).unwrap_or([0, 0])
+    }
+}
+
 const ROUND_F16: u32 = 29;
 const SCALE: u32 = 30;
 
@@ -292,7 +336,8 @@ fn lower_node(lx: &mut Lx, k: usize, n: &Node) -> Result<()> {
                 |a: &crate::ops::conv::Axis| (a.input, a.output, a.kernel, a.stride, a.dilation, a.pad_begin as i64);
             let s = ConvShape::new(g.n, g.c, g.m, g.group, [ax(&g.y), ax(&g.x)]);
             let flops = 2 * (g.n * g.m * g.y.output * g.x.output * g.c_per_group() * g.y.kernel * g.x.kernel) as u64;
-            generic_conv(lx, k, n, &s, c.act, false, flops)?;
+            let e = Epilogue::of(lx, n, &n.op)?;
+            generic_conv(lx, k, n, &s, e, false, flops)?;
         }
         Op::ConvTranspose(c) => {
             let (x, w) = (input(n, 0)?, input(n, 1)?);
@@ -302,7 +347,8 @@ fn lower_node(lx: &mut Lx, k: usize, n: &Node) -> Result<()> {
             };
             let s = ConvShape::new(g.n, g.c, g.m, g.group, [ax(&g.y), ax(&g.x)]);
             let flops = 2 * (g.n * g.c * g.y.input * g.x.input * g.m_per_group() * g.y.kernel * g.x.kernel) as u64;
-            generic_conv(lx, k, n, &s, c.act, true, flops)?;
+            let e = Epilogue::of(lx, n, &n.op)?;
+            generic_conv(lx, k, n, &s, e, true, flops)?;
         }
         Op::Unary(u) => {
             let ins: Vec<Option<&crate::tensor::Tensor>> =
@@ -800,7 +846,7 @@ fn generic_conv(
     k: usize,
     n: &Node,
     s: &ConvShape,
-    act: Option<UnaryKind>,
+    epi: Epilogue,
     transposed: bool,
     flops: u64,
 ) -> Result<()> {
@@ -831,8 +877,10 @@ fn generic_conv(
         yv.offset as u32,
         yv.batch_stride as u32,
         s.group as u32,
+        epi.res_params()[0],
+        epi.res_params()[1],
     ];
-    let mut ov = act_overrides(act);
+    let (mut ov, rbuf) = epi.bind(&yv);
     ov.push(("TRANSPOSED", transposed as u32 as f64));
     ov.push(("HAS_BIAS", bias.is_some() as u32 as f64));
     // the input may be another slice of the concat buffer this conv writes into
@@ -844,7 +892,7 @@ fn generic_conv(
         entry: "main",
         overrides: ov,
         params,
-        bindings: vec![xb, wv.buf, bias.map(|b| b.buf).unwrap_or(BufRef::Dummy), yv.buf],
+        bindings: vec![xb, wv.buf, bias.map(|b| b.buf).unwrap_or(BufRef::Dummy), yv.buf, rbuf],
         groups: conv_grid(lx, s.out[0] * s.out[1], mg, s.n * s.group)?,
         node: k,
         kind: n.op_type.clone(),
@@ -1239,7 +1287,7 @@ struct FastConv<'a> {
     cols: usize,
     /// Workgroup grid depth: images x taps.
     z: usize,
-    act: Option<UnaryKind>,
+    epi: Epilogue,
     flops: u64,
     /// Elements of the input one image spans.
     x_extent: u64,
@@ -1280,7 +1328,9 @@ fn fast_dispatch(lx: &mut Lx, k: usize, n: &Node, f: FastConv) -> Result<()> {
     let [gx, gy, _] = lx.grid_groups(tiles);
     // the input may be another slice of the concat buffer this conv writes into
     let x_in_y = f.x.buf == f.y.buf;
-    let mut ov = act_overrides(f.act);
+    params.resize(26, 0);
+    params[24..26].copy_from_slice(&f.epi.res_params());
+    let (mut ov, rbuf) = f.epi.bind(&f.y);
     ov.push(("HAS_BIAS", f.bias.is_some() as u32 as f64));
     ov.push(("X_IN_Y", x_in_y as u32 as f64));
     let ktab = if cfg.b() == BMode::Gather { f.ktab } else { BufRef::Unbound };
@@ -1290,6 +1340,7 @@ fn fast_dispatch(lx: &mut Lx, k: usize, n: &Node, f: FastConv) -> Result<()> {
         f.bias.map(|b| b.buf).unwrap_or(BufRef::Dummy),
         ktab,
         f.y.buf,
+        rbuf,
     ];
     // every index the kernel forms stays inside these extents (see convgen): prove it on the host
     let eb = lx.opts.precision.bytes();
@@ -1303,10 +1354,20 @@ fn fast_dispatch(lx: &mut Lx, k: usize, n: &Node, f: FastConv) -> Result<()> {
         if f.bias.is_some() { m as u64 * eb } else { 0 },
         kk as u64 * 16,
         y_need * eb,
+        0,
     ];
     if x_in_y {
         min_bytes[4] = min_bytes[4].max(min_bytes[0]);
         min_bytes[0] = 0;
+    }
+    if let Some(r) = f.epi.residual {
+        // the residual is read at the output's in-image offsets
+        let r_need = (r.offset + (batches - 1) * r.batch_stride + m as u64 * params[17] as u64) * eb;
+        if rbuf == BufRef::Dummy {
+            min_bytes[4] = min_bytes[4].max(r_need);
+        } else {
+            min_bytes[5] = r_need;
+        }
     }
     lx.push(Dispatch {
         shader: cfg.shader(),
@@ -1382,7 +1443,7 @@ fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::Conv) -> Res
         m,
         cols: npix,
         z: g.n,
-        act: c.act,
+        epi: Epilogue::of(lx, n, &n.op)?,
         flops: 2 * (g.n * m * npix * kk) as u64,
         x_extent: (g.c * g.y.input * g.x.input) as u64,
         weight: &|_, kq, mq| wd[mq * kk + kq],
@@ -1437,7 +1498,7 @@ fn fast_conv_transpose(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv_tra
         m,
         cols: npix_in,
         z: g.n * taps,
-        act: c.act,
+        epi: Epilogue::of(lx, n, &n.op)?,
         flops: 2 * (g.n * cin * npix_in * m * taps) as u64,
         x_extent: (cin * npix_in) as u64,
         // W [C, M, KH, KW]: tap t, row k = input channel, column m = output channel

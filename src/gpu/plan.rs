@@ -161,7 +161,9 @@ pub fn plan(p: &Prepared, elem: u64) -> Result<MemPlan> {
                 let is_conv = matches!(n.op, Op::Conv(_) | Op::ConvTranspose(_));
                 if n.inputs.iter().enumerate().any(|(j, i)| {
                     i.is_some_and(|i| {
-                        pl.root[i] == pl.root[*o] && !(is_concat && pl.in_place.contains(&i)) && !(is_conv && j == 0)
+                        pl.root[i] == pl.root[*o]
+                            && !(is_concat && pl.in_place.contains(&i))
+                            && !(is_conv && (j == 0 || j == 3))
                     })
                 }) {
                     bad.push(*o);

@@ -34,11 +34,14 @@ pub struct Options {
     pub fold_batchnorm: bool,
     /// Fuse activations into conv epilogues.
     pub fuse_activations: bool,
+    /// Fuse a residual Add (and the activation after it) into the epilogue of the conv that
+    /// produces one of its inputs.
+    pub fuse_residuals: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { fold_batchnorm: true, fuse_activations: true }
+        Options { fold_batchnorm: true, fuse_activations: true, fuse_residuals: true }
     }
 }
 
@@ -255,6 +258,10 @@ pub fn prepare(g: &Graph, bindings: &[Binding], opts: &Options) -> Result<Prepar
     if opts.fuse_activations {
         fuse_activations(&mut g);
     }
+    // 7. residual Add fusion (then the activations that follow those Adds)
+    if opts.fuse_residuals && fuse_residuals(&mut g, &types) && opts.fuse_activations {
+        fuse_activations(&mut g);
+    }
     prune(&mut g);
     // only values still in use keep a type (constants referenced by nodes included)
     let mut live = vec![false; g.values.len()];
@@ -449,10 +456,62 @@ fn fold_batchnorm(g: &mut Graph, types: &mut Vec<Option<(DType, Vec<usize>)>>) {
 
 fn set_act(op: &mut Op, k: UnaryKind) {
     match op {
+        Op::Conv(c) if c.residual => c.post_act = Some(k),
         Op::Conv(c) => c.act = Some(k),
         Op::ConvTranspose(c) => c.act = Some(k),
         _ => {}
     }
+}
+
+/// `Add(conv_out, r)` where the conv's output is read only by that Add and `r` has the output's
+/// shape (no broadcasting) becomes one Conv with `r` as its input 3; the fused node takes the
+/// Add's place in the order, where both the conv's inputs and `r` are available. Returns
+/// whether anything was fused.
+fn fuse_residuals(g: &mut Graph, types: &[Option<(DType, Vec<usize>)>]) -> bool {
+    let mut any = false;
+    loop {
+        let producers = g.producers();
+        let consumers = g.consumers();
+        let shape = |v: ValueId| types[v].as_ref().map(|t| (t.0, t.1.as_slice()));
+        let mut found = None;
+        'add: for (ai, n) in g.nodes.iter().enumerate() {
+            let Op::Binary(b) = &n.op else { continue };
+            if b.kind != BinaryKind::Add || n.inputs.len() != 2 {
+                continue;
+            }
+            let (Some(a0), Some(a1), Some(out)) = (n.input(0), n.input(1), n.output(0)) else {
+                continue;
+            };
+            let Some((DType::F32, oshape)) = shape(out) else { continue };
+            for (y, r) in [(a0, a1), (a1, a0)] {
+                if y == r || shape(r) != Some((DType::F32, oshape)) || shape(y) != Some((DType::F32, oshape)) {
+                    continue;
+                }
+                let Some(ci) = producers[y] else { continue };
+                if consumers[y] != [ai] || g.outputs.contains(&y) || g.nodes[ci].outputs.len() != 1 {
+                    continue;
+                }
+                if let Op::Conv(c) = &g.nodes[ci].op
+                    && !c.residual
+                {
+                    found = Some((ai, ci, r, out));
+                    break 'add;
+                }
+            }
+        }
+        let Some((ai, ci, r, out)) = found else { break };
+        let mut conv = g.nodes.remove(ci);
+        if let Op::Conv(c) = &mut conv.op {
+            c.residual = true;
+        }
+        conv.inputs.resize(3, None);
+        conv.inputs.push(Some(r));
+        conv.outputs = vec![Some(out)];
+        // the Add moved up by one when the conv before it was removed
+        g.nodes[ai - 1] = conv;
+        any = true;
+    }
+    any
 }
 
 fn fuse_activations(g: &mut Graph) {
@@ -462,6 +521,7 @@ fn fuse_activations(g: &mut Graph) {
         let mut changed = false;
         for ci in 0..g.nodes.len() {
             let free = match &g.nodes[ci].op {
+                Op::Conv(c) if c.residual => c.post_act.is_none(),
                 Op::Conv(c) => c.act.is_none(),
                 Op::ConvTranspose(c) => c.act.is_none(),
                 _ => false,

@@ -168,6 +168,10 @@ pub struct Conv {
     pub group: usize,
     /// Activation fused into the epilogue by the graph passes (not part of ONNX Conv).
     pub act: Activation,
+    /// Residual Add fused by the graph passes: the node's input 3 (same shape as the output) is
+    /// added after `act`, then `post_act` is applied: `post_act(act(conv + bias) + input3)`.
+    pub residual: bool,
+    pub post_act: Activation,
 }
 
 /// A convolution's resolved geometry; 1-D convs are 2-D with `h = kh = 1`.
@@ -205,7 +209,7 @@ impl Conv {
         if group < 1 {
             op_bail!("attribute group={group} must be >= 1");
         }
-        Ok(Conv { window: Window::parse(a)?, group: group as usize, act: None })
+        Ok(Conv { window: Window::parse(a)?, group: group as usize, act: None, residual: false, post_act: None })
     }
 
     pub fn geom(&self, x: &[usize], w: &[usize]) -> OpResult<ConvGeom> {
@@ -244,6 +248,16 @@ impl Conv {
         {
             op_bail!("bias shape {} should be [{}]", fmt_shape(b.shape), g.m);
         }
+        if self.residual {
+            let r = float_input(ins, 3)?;
+            if r.shape != g.out_shape().as_slice() {
+                op_bail!(
+                    "fused residual shape {} should equal the output shape {}",
+                    fmt_shape(r.shape),
+                    fmt_shape(&g.out_shape())
+                );
+            }
+        }
         Ok((x.dtype, g.out_shape()))
     }
 
@@ -251,9 +265,21 @@ impl Conv {
         let x = input(ins, 0)?;
         let w = input(ins, 1)?;
         let bias = ins.get(2).copied().flatten();
-        let (dt, shape) = self.infer(&[Some(InInfo::of(x)), Some(InInfo::of(w)), bias.map(InInfo::of)])?;
+        let res = if self.residual { Some(input(ins, 3)?) } else { None };
+        let (dt, shape) =
+            self.infer(&[Some(InInfo::of(x)), Some(InInfo::of(w)), bias.map(InInfo::of), res.map(InInfo::of)])?;
         let g = self.geom(&x.shape, &w.shape)?;
-        let out = conv2d_ref(&g, x.as_f32()?, w.as_f32()?, bias.map(|b| b.as_f32()).transpose()?, self.act);
+        let mut out = conv2d_ref(&g, x.as_f32()?, w.as_f32()?, bias.map(|b| b.as_f32()).transpose()?, self.act);
+        if let Some(r) = res {
+            // the same rounding as the unfused Add: the conv's f32 output plus the residual
+            for (o, &r) in out.iter_mut().zip(r.as_f32()?.iter()) {
+                let v = *o as f64 + r as f64;
+                *o = match self.post_act {
+                    Some(k) => k.apply(v as f32 as f64) as f32,
+                    None => v as f32,
+                };
+            }
+        }
         Ok(Tensor::with_dtype(dt, shape, crate::tensor::Data::F32(out)))
     }
 }
