@@ -68,9 +68,11 @@ pub fn input_shape(model: &Model, opts: &BenchOpts) -> Result<Vec<usize>> {
 /// Run the benchmark; returns one JSON object.
 pub fn bench(ctx: Arc<GpuContext>, model: &Model, opts: &BenchOpts) -> Result<serde_json::Value> {
     let shape = input_shape(model, opts)?;
-    let prepared = model.prepare(std::slice::from_ref(&shape))?;
     let t_build = std::time::Instant::now();
-    let gm = GpuModel::with_options(ctx.clone(), &prepared, opts.gpu)?;
+    let gm = GpuModel::for_model(ctx.clone(), model, std::slice::from_ref(&shape), opts.gpu)?;
+    // the graph the dispatches run (one chunk of the batch when it is split)
+    let prepared = gm.prepared().clone();
+    let chunks = gm.chunks() as u64;
     let n: usize = shape.iter().product();
     let mut seed = 0x2545_F491_4F6C_DD1Du64;
     let data: Vec<f32> = (0..n)
@@ -98,7 +100,8 @@ pub fn bench(ctx: Arc<GpuContext>, model: &Model, opts: &BenchOpts) -> Result<se
         }
         wall.push(st.wall_ms);
     }
-    let conv_flops: u64 = gm.dispatches().iter().filter(|d| d.kind.starts_with("Conv")).map(|d| d.flops).sum();
+    let conv_flops: u64 =
+        gm.dispatches().iter().filter(|d| d.kind.starts_with("Conv")).map(|d| d.flops).sum::<u64>() * chunks;
     let gflop = conv_flops as f64 / 1e9;
     let wall_med = median(&mut wall);
     let gpu_med = (!gpu.is_empty()).then(|| median(&mut gpu));
@@ -117,6 +120,7 @@ pub fn bench(ctx: Arc<GpuContext>, model: &Model, opts: &BenchOpts) -> Result<se
         "gflop": gflop,
         "tflops": gflop / t_ref,
         "dispatches": first.dispatches,
+        "batch_chunks": chunks,
         "tensor_cores": gm.dispatches().iter().any(|d| matches!(d.shader, crate::gpu::Shader::CoopConv(_))),
         "peak_activation_bytes": first.peak_activation_bytes,
         "naive_activation_bytes": first.naive_activation_bytes,
@@ -129,7 +133,7 @@ pub fn bench(ctx: Arc<GpuContext>, model: &Model, opts: &BenchOpts) -> Result<se
             if *ms <= 0.0 {
                 continue;
             }
-            let fl: u64 = gm.dispatches().iter().filter(|d| d.node == k).map(|d| d.flops).sum();
+            let fl: u64 = gm.dispatches().iter().filter(|d| d.node == k).map(|d| d.flops).sum::<u64>() * chunks;
             let shader: Vec<String> = gm
                 .dispatches()
                 .iter()
@@ -151,7 +155,7 @@ pub fn bench(ctx: Arc<GpuContext>, model: &Model, opts: &BenchOpts) -> Result<se
     }
     if opts.cpu_reference {
         let t = std::time::Instant::now();
-        crate::cpu::run(&prepared, &inputs)?;
+        crate::cpu::run(&model.prepare(std::slice::from_ref(&shape))?, &inputs)?;
         let cpu_ms = t.elapsed().as_secs_f64() * 1e3;
         j["cpu_reference_ms"] = cpu_ms.into();
         j["speedup_vs_cpu"] = (cpu_ms / t_ref).into();

@@ -188,7 +188,7 @@ fn real_main(cli: Cli) -> Result<()> {
             let opts = BenchOpts {
                 size,
                 batch,
-                gpu: GpuOptions { precision, fast_conv: !generic_conv, coop: coop.mode(), force_tile: None },
+                gpu: GpuOptions { precision, fast_conv: !generic_conv, coop: coop.mode(), ..Default::default() },
                 iters,
                 warmup,
                 cpu_reference,
@@ -234,14 +234,16 @@ fn real_main(cli: Cli) -> Result<()> {
                     (outs, st)
                 }
                 Some(ctx) => {
-                    let gm = GpuModel::with_options(
+                    let gm = GpuModel::for_model(
                         ctx.clone(),
-                        &prepared,
+                        &m,
+                        &[x.shape.clone()],
                         GpuOptions { precision, coop: coop.mode(), ..Default::default() },
                     )?;
                     let (outs, s) = gm.run_with_stats(&[x], stats.is_some())?;
                     let mut j = s.to_json();
                     j["device"] = ctx.describe().into();
+                    j["batch_chunks"] = gm.chunks().into();
                     (outs, j)
                 }
             };

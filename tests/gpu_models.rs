@@ -182,3 +182,72 @@ fn fixtures_in_f16_stay_within_1e_2() {
         }
     }
 }
+
+#[test]
+fn batch_past_the_binding_limit_runs_in_chunks() {
+    use unet_gpu::gpu::exec::GpuOptions;
+    let ctx = gpu();
+    let (model, _) = fixture("classic_unet");
+    let m = Model::load(&model).unwrap();
+    let shape = vec![6, 3, 24, 40];
+    let x = Tensor::f32(shape.clone(), random(6 * 3 * 24 * 40, 11, -1.0, 1.0));
+    let want = m.run_cpu(std::slice::from_ref(&x)).unwrap();
+    // the largest tensor of one sample: the widest activation at full resolution
+    let p1 = m.prepare(&[vec![1, 3, 24, 40]]).unwrap();
+    let per_sample = p1
+        .graph
+        .nodes
+        .iter()
+        .flat_map(|n| n.outputs.iter().flatten())
+        .map(|&v| p1.shape(v).iter().product::<usize>() as u64 * 4)
+        .max()
+        .unwrap();
+    // room for two samples' tensors, not three: 6 = 3 chunks of 2
+    let limit = per_sample * 2 + per_sample / 2;
+    for opts in [
+        GpuOptions { binding_limit: Some(limit), ..Default::default() },
+        GpuOptions { binding_limit: Some(limit / 2), ..GpuOptions::f16() },
+    ] {
+        let gm = GpuModel::for_model(ctx.clone(), &m, std::slice::from_ref(&shape), opts).unwrap();
+        assert_eq!(gm.chunks(), 3, "{opts:?}");
+        assert_eq!(gm.prepared().shape(gm.prepared().graph.inputs[0]), [2, 3, 24, 40]);
+        let (out, st) = gm.run_with_stats(std::slice::from_ref(&x), false).unwrap();
+        assert_eq!(out[0].shape, want[0].shape);
+        let err = rel_l2(out[0].as_f32().unwrap(), want[0].as_f32().unwrap());
+        let tol = if opts.precision == unet_gpu::gpu::Precision::F16 { 1e-2 } else { 1e-4 };
+        assert!(err <= tol, "{opts:?}: rel-L2 {err:.3e}");
+        // still one upload, one submission, one readback
+        assert_eq!((st.uploads, st.submits, st.readbacks), (1, 1, 1));
+        assert_eq!(st.dispatches, 3 * gm.dispatch_count());
+    }
+    // a batch that fits runs whole
+    let gm = GpuModel::for_model(ctx.clone(), &m, std::slice::from_ref(&shape), GpuOptions::default()).unwrap();
+    assert_eq!(gm.chunks(), 1);
+    // one sample past the limit: the error names the tensor
+    let e = GpuModel::for_model(
+        ctx,
+        &m,
+        &[shape],
+        GpuOptions { binding_limit: Some(per_sample / 2), ..Default::default() },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("largest storage binding") && e.contains("activation '"), "{e}");
+}
+
+#[test]
+fn a_graph_that_mixes_the_batch_is_not_split() {
+    use common::build::*;
+    use unet_gpu::gpu::exec::GpuOptions;
+    // softmax over the batch axis: chunks would normalise over the wrong samples
+    let m = model(
+        vec![node("Softmax", "batch_softmax", &["x"], &["y"], vec![attr_i("axis", 0)])],
+        vec![vi("x", &[4, 3, 5, 7])],
+        vec![vi("y", &[4, 3, 5, 7])],
+        vec![],
+    );
+    let m = Model::from_bytes(&bytes(&m), "softmax0").unwrap();
+    let opts = GpuOptions { binding_limit: Some(3 * 5 * 7 * 4 * 2), ..Default::default() };
+    let e = GpuModel::for_model(gpu(), &m, &[vec![4, 3, 5, 7]], opts).unwrap_err().to_string();
+    assert!(e.contains("largest storage binding"), "{e}");
+}

@@ -88,11 +88,14 @@ pub struct GpuOptions {
     pub coop: Option<CoopMode>,
     /// Force one (BM, BN) tile shape on every fast conv (for tests); None chooses per layer.
     pub force_tile: Option<(u32, u32)>,
+    /// Treat storage bindings larger than this many bytes as too large (below the device's own
+    /// limit; for tests of batch splitting, or to bound buffer sizes).
+    pub binding_limit: Option<u64>,
 }
 
 impl Default for GpuOptions {
     fn default() -> Self {
-        GpuOptions { precision: Precision::F32, fast_conv: true, coop: None, force_tile: None }
+        GpuOptions { precision: Precision::F32, fast_conv: true, coop: None, force_tile: None, binding_limit: None }
     }
 }
 
@@ -105,7 +108,16 @@ impl GpuOptions {
 pub struct GpuModel {
     ctx: Arc<GpuContext>,
     opts: GpuOptions,
+    /// The graph the dispatches run: for the whole batch, or for one chunk of it.
     prepared: Prepared,
+    /// The batch runs as this many chunks of `prepared`'s batch, one after the other in the
+    /// same submission (when the whole batch has a tensor past the storage-binding limit).
+    chunks: usize,
+    /// The whole batch's graph when chunked (input and output shapes).
+    full: Option<Prepared>,
+    /// Chunked: each input for the whole batch, chunk after chunk at 4-byte aligned strides;
+    /// every chunk is copied into `input_bufs` before its dispatches.
+    staging: Vec<(wgpu::Buffer, u64)>,
     pub plan: MemPlan,
     dispatches: Vec<Dispatch>,
     pipelines: Vec<wgpu::ComputePipeline>,
@@ -139,8 +151,13 @@ fn unchecked(s: Shader) -> bool {
     matches!(s, Shader::FastConv(_) | Shader::CoopConv(_)) && std::env::var_os("UNET_GPU_CHECKED").is_none()
 }
 
-fn buffer_size_check(ctx: &GpuContext, what: &str, bytes: u64) -> Result<()> {
+/// The largest storage binding the model may use.
+fn binding_limit(ctx: &GpuContext, opts: &GpuOptions) -> u64 {
     let lim = ctx.limits.max_storage_buffer_binding_size.min(ctx.limits.max_buffer_size);
+    opts.binding_limit.map_or(lim, |l| l.min(lim))
+}
+
+fn buffer_size_check(lim: u64, what: &str, bytes: u64) -> Result<()> {
     if bytes > lim {
         return Err(Error::Gpu(format!(
             "{what} needs {bytes} bytes, more than this device's largest storage binding ({lim} bytes); use a smaller input or the CPU"
@@ -149,7 +166,152 @@ fn buffer_size_check(ctx: &GpuContext, what: &str, bytes: u64) -> Result<()> {
     Ok(())
 }
 
+/// Whether every buffer the model needs stays within the device's storage-binding limit.
+fn fits(ctx: &GpuContext, p: &Prepared, opts: &GpuOptions) -> Result<bool> {
+    let lim = binding_limit(ctx, opts);
+    let eb = opts.precision.bytes();
+    let mp = plan(p, eb)?;
+    let g = &p.graph;
+    let tensor = |v: &ValueId| numel(p.shape(*v)) as u64 * eb;
+    Ok(mp.act_sizes.iter().all(|&s| s <= lim)
+        && g.inputs.iter().all(|v| tensor(v) <= lim)
+        && g.consts.values().all(|t| t.len() as u64 * eb <= lim))
+}
+
+/// Whether running `chunk` (the same graph prepared for a batch `k` times smaller) `k` times
+/// computes `full`: every run-time value has the batch as its first dimension in both and
+/// agrees on the rest, and no op mixes the samples of a batch (a Softmax over axis 0; Concat,
+/// Split, Slice or a reduction over the batch change the first dimension and fail the shapes).
+fn batch_separable(full: &Prepared, chunk: &Prepared, k: usize) -> bool {
+    let (gf, gc) = (&full.graph, &chunk.graph);
+    let n = gf.inputs.first().map(|&v| full.shape(v).first().copied().unwrap_or(0)).unwrap_or(0);
+    if n == 0 || gf.nodes.len() != gc.nodes.len() || gf.inputs.len() != gc.inputs.len() || gf.outputs != gc.outputs {
+        return false;
+    }
+    let same = |v: ValueId| {
+        if gf.consts.contains_key(&v) || gc.consts.contains_key(&v) {
+            return gf.consts.contains_key(&v) == gc.consts.contains_key(&v) && full.types[v] == chunk.types[v];
+        }
+        match (&full.types[v], &chunk.types[v]) {
+            (Some((df, sf)), Some((dc, sc))) => {
+                df == dc && !sf.is_empty() && sf.len() == sc.len() && sf[0] == n && sc[0] * k == n && sf[1..] == sc[1..]
+            }
+            _ => false,
+        }
+    };
+    gf.nodes.iter().zip(&gc.nodes).all(|(a, b)| {
+        let mixes = match &a.op {
+            crate::ops::Op::Softmax(sm) => {
+                let rank = a.input(0).map(|v| full.shape(v).len() as i64).unwrap_or(0);
+                let axis = if sm.axis < 0 { sm.axis + rank } else { sm.axis };
+                axis == 0
+            }
+            _ => false,
+        };
+        a.op_type == b.op_type
+            && !mixes
+            && a.inputs == b.inputs
+            && a.outputs == b.outputs
+            && a.inputs.iter().chain(&a.outputs).flatten().all(|&v| same(v))
+    }) && gf.inputs.iter().chain(&gf.outputs).all(|&v| same(v))
+}
+
 impl GpuModel {
+    /// Prepare `model` for inputs of these shapes and build it. When the whole batch has a
+    /// tensor past the device's storage-binding limit, the batch is split into the fewest equal
+    /// chunks that fit (when the graph treats the samples of a batch independently); the chunks
+    /// run one after the other in the same submission, into one readback.
+    pub fn for_model(
+        ctx: Arc<GpuContext>,
+        model: &crate::Model,
+        shapes: &[Vec<usize>],
+        opts: GpuOptions,
+    ) -> Result<GpuModel> {
+        let full = model.prepare(shapes)?;
+        let n = shapes.first().and_then(|s| s.first().copied()).unwrap_or(1);
+        if n <= 1 || fits(&ctx, &full, &opts)? || shapes.iter().any(|s| s.first() != Some(&n)) {
+            return GpuModel::with_options(ctx, &full, opts);
+        }
+        for k in (2..=n).filter(|k| n.is_multiple_of(*k)) {
+            let cs: Vec<Vec<usize>> = shapes
+                .iter()
+                .map(|s| {
+                    let mut s = s.clone();
+                    s[0] = n / k;
+                    s
+                })
+                .collect();
+            let Ok(chunk) = model.prepare(&cs) else { break };
+            if !batch_separable(&full, &chunk, k) {
+                break;
+            }
+            if fits(&ctx, &chunk, &opts)? {
+                log::info!("the batch of {n} runs as {k} chunks of {} (storage-binding limit)", n / k);
+                let mut gm = GpuModel::with_options(ctx, &chunk, opts)?;
+                gm.chunk_into(k, full)?;
+                return Ok(gm);
+            }
+        }
+        // not separable, or even one sample is too large: the error names the tensor
+        GpuModel::with_options(ctx, &full, opts)
+    }
+
+    /// Make this model (built for one chunk) run `k` chunks of the batch of `full`.
+    fn chunk_into(&mut self, k: usize, full: Prepared) -> Result<()> {
+        let eb = self.opts.precision.bytes();
+        let dev = &self.ctx.device;
+        let lim = self.ctx.limits.max_buffer_size;
+        let mut staging = Vec::new();
+        for &v in &self.prepared.graph.inputs {
+            let stride = (numel(self.prepared.shape(v)) as u64 * eb).next_multiple_of(4);
+            if stride * k as u64 > lim {
+                return Err(Error::Gpu(format!(
+                    "input '{}' needs {} bytes, more than this device's largest buffer ({lim} bytes)",
+                    self.prepared.graph.name(v),
+                    stride * k as u64
+                )));
+            }
+            let b = dev.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("input staging"),
+                size: (stride * k as u64).max(16),
+                usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            staging.push((b, stride));
+        }
+        // outputs: chunk after chunk in the readback, each at a 4-byte aligned stride
+        let mut rb = 0u64;
+        for o in &mut self.outputs {
+            if o.host.is_some() {
+                return Err(Error::Gpu("a constant graph output cannot be split into batch chunks".into()));
+            }
+            o.readback_offset = rb;
+            rb += o.bytes.next_multiple_of(4) * k as u64;
+        }
+        if let Some((_, _, at)) = &mut self.total_ts {
+            *at = rb.next_multiple_of(8);
+            rb = *at + 16;
+        }
+        self.readback = (rb > 0).then(|| {
+            dev.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback"),
+                size: rb,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        });
+        self.readback_bytes = rb;
+        self.staging = staging;
+        self.chunks = k;
+        self.full = Some(full);
+        Ok(())
+    }
+
+    /// How many chunks the batch runs as (1: all at once).
+    pub fn chunks(&self) -> usize {
+        self.chunks
+    }
+
     pub fn new(ctx: Arc<GpuContext>, prepared: &Prepared) -> Result<GpuModel> {
         GpuModel::with_options(ctx, prepared, GpuOptions::default())
     }
@@ -180,6 +342,7 @@ impl GpuModel {
         };
         let Lowered { dispatches, aux, consts } = lower(&p, &plan, max_groups, lopts)?;
         let dev = &ctx.device;
+        let lim = binding_limit(&ctx, &opts);
 
         // size checks, naming the tensor
         for (k, s) in plan.act_sizes.iter().enumerate() {
@@ -191,10 +354,10 @@ impl GpuModel {
                 .find(|v| plan.views[**v].is_some_and(|w| w.buf == BufRef::Act(k)))
                 .map(|v| format!("activation '{}' ({})", g.name(*v), crate::tensor::fmt_shape(p.shape(*v))))
                 .unwrap_or_else(|| format!("activation buffer {k}"));
-            buffer_size_check(&ctx, &who, *s)?;
+            buffer_size_check(lim, &who, *s)?;
         }
         for &v in &g.inputs {
-            buffer_size_check(&ctx, &format!("input '{}'", g.name(v)), numel(p.shape(v)) as u64 * eb)?;
+            buffer_size_check(lim, &format!("input '{}'", g.name(v)), numel(p.shape(v)) as u64 * eb)?;
         }
         let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
         let (act_bufs, input_bufs, const_bufs, aux_bufs, dummy, params_buf) =
@@ -271,7 +434,7 @@ impl GpuModel {
             })?;
         for (&v, t) in &g.consts {
             if consts.contains(&v) {
-                buffer_size_check(&ctx, &format!("constant '{}'", g.name(v)), t.len() as u64 * eb)?;
+                buffer_size_check(lim, &format!("constant '{}'", g.name(v)), t.len() as u64 * eb)?;
             }
         }
 
@@ -448,6 +611,9 @@ impl GpuModel {
             ctx,
             opts,
             prepared: p,
+            chunks: 1,
+            full: None,
+            staging: Vec::new(),
             plan,
             dispatches,
             pipelines,
@@ -495,11 +661,12 @@ impl GpuModel {
     /// Run once; with `profile`, every dispatch gets GPU timestamps (when the adapter has
     /// TIMESTAMP_QUERY) and the statistics carry per-op times.
     pub fn run_with_stats(&self, inputs: &[Tensor], profile: bool) -> Result<(Vec<Tensor>, RunStats)> {
-        crate::cpu::check_inputs(&self.prepared, inputs)?;
+        crate::cpu::check_inputs(self.full.as_ref().unwrap_or(&self.prepared), inputs)?;
         let t0 = std::time::Instant::now();
         let ctx = &self.ctx;
-        let timestamps = profile && ctx.timestamps && !self.dispatches.is_empty() && self.dispatches.len() * 2 <= 4096;
-        let nq = (self.dispatches.len() * 2) as u32;
+        let (k, nd) = (self.chunks, self.dispatches.len());
+        let timestamps = profile && ctx.timestamps && nd > 0 && nd * k * 2 <= 4096;
+        let nq = (nd * k * 2) as u32;
         let query = timestamps.then(|| {
             ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
                 label: Some("ts"),
@@ -524,53 +691,78 @@ impl GpuModel {
             )
         });
         ctx.scoped("running the model", || {
-            for (buf, t) in self.input_bufs.iter().zip(inputs) {
-                let mut bytes = self.opts.precision.encode(&t.to_f32_vec());
-                bytes.resize(bytes.len().next_multiple_of(4), 0);
-                ctx.queue.write_buffer(buf, 0, &bytes);
+            if k == 1 {
+                for (buf, t) in self.input_bufs.iter().zip(inputs) {
+                    let mut bytes = self.opts.precision.encode(&t.to_f32_vec());
+                    bytes.resize(bytes.len().next_multiple_of(4), 0);
+                    ctx.queue.write_buffer(buf, 0, &bytes);
+                }
+            } else {
+                // each chunk at its aligned stride in the staging buffer
+                for ((buf, stride), t) in self.staging.iter().zip(inputs) {
+                    let v = t.to_f32_vec();
+                    let per = v.len() / k;
+                    let mut bytes = Vec::with_capacity((*stride as usize) * k);
+                    for c in 0..k {
+                        let mut b = self.opts.precision.encode(&v[c * per..(c + 1) * per]);
+                        b.resize(*stride as usize, 0);
+                        bytes.extend_from_slice(&b);
+                    }
+                    ctx.queue.write_buffer(buf, 0, &bytes);
+                }
             }
             let mut enc =
                 ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("inference") });
-            if let Some(q) = &query {
-                for (i, d) in self.dispatches.iter().enumerate() {
-                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                        label: None,
-                        timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+            for c in 0..k {
+                for ((st, stride), buf) in self.staging.iter().zip(&self.input_bufs) {
+                    enc.copy_buffer_to_buffer(st, c as u64 * stride, buf, 0, *stride);
+                }
+                if let Some(q) = &query {
+                    for (i, d) in self.dispatches.iter().enumerate() {
+                        let qi = 2 * (c * nd + i) as u32;
+                        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                            label: None,
+                            timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                                query_set: q,
+                                beginning_of_pass_write_index: Some(qi),
+                                end_of_pass_write_index: Some(qi + 1),
+                            }),
+                        });
+                        pass.set_pipeline(&self.pipelines[self.dispatch_pipeline[i]]);
+                        pass.set_bind_group(0, &self.bind_groups[i], &[]);
+                        pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
+                    }
+                } else if nd > 0 {
+                    // the inference's begin and end timestamps: first and last chunk's passes
+                    let tw = self.total_ts.as_ref().filter(|_| c == 0 || c + 1 == k).map(|(q, _, _)| {
+                        wgpu::ComputePassTimestampWrites {
                             query_set: q,
-                            beginning_of_pass_write_index: Some(2 * i as u32),
-                            end_of_pass_write_index: Some(2 * i as u32 + 1),
-                        }),
+                            beginning_of_pass_write_index: (c == 0).then_some(0),
+                            end_of_pass_write_index: (c + 1 == k).then_some(1),
+                        }
                     });
-                    pass.set_pipeline(&self.pipelines[self.dispatch_pipeline[i]]);
-                    pass.set_bind_group(0, &self.bind_groups[i], &[]);
-                    pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
+                    let mut pass = enc
+                        .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("unet"), timestamp_writes: tw });
+                    for (i, d) in self.dispatches.iter().enumerate() {
+                        pass.set_pipeline(&self.pipelines[self.dispatch_pipeline[i]]);
+                        pass.set_bind_group(0, &self.bind_groups[i], &[]);
+                        pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
+                    }
                 }
-            } else if !self.dispatches.is_empty() {
-                let tw = self.total_ts.as_ref().map(|(q, _, _)| wgpu::ComputePassTimestampWrites {
-                    query_set: q,
-                    beginning_of_pass_write_index: Some(0),
-                    end_of_pass_write_index: Some(1),
-                });
-                let mut pass =
-                    enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("unet"), timestamp_writes: tw });
-                for (i, d) in self.dispatches.iter().enumerate() {
-                    pass.set_pipeline(&self.pipelines[self.dispatch_pipeline[i]]);
-                    pass.set_bind_group(0, &self.bind_groups[i], &[]);
-                    pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
-                }
-            }
-            if let Some(rb) = &self.readback {
-                for o in &self.outputs {
-                    if let Some(b) = o.buf
-                        && o.bytes > 0
-                    {
-                        enc.copy_buffer_to_buffer(
-                            self.buffer(b),
-                            o.offset_bytes,
-                            rb,
-                            o.readback_offset,
-                            o.bytes.next_multiple_of(4),
-                        );
+                if let Some(rb) = &self.readback {
+                    for o in &self.outputs {
+                        if let Some(b) = o.buf
+                            && o.bytes > 0
+                        {
+                            let stride = o.bytes.next_multiple_of(4);
+                            enc.copy_buffer_to_buffer(
+                                self.buffer(b),
+                                o.offset_bytes,
+                                rb,
+                                o.readback_offset + c as u64 * stride,
+                                stride,
+                            );
+                        }
                     }
                 }
             }
@@ -600,10 +792,18 @@ impl GpuModel {
                 outs.push((**t).clone());
                 continue;
             }
-            let b = &raw[o.readback_offset as usize..][..o.bytes as usize];
-            let v = self.opts.precision.decode(b);
+            let stride = o.bytes.next_multiple_of(4) as usize;
+            let mut v = Vec::with_capacity(numel(&o.shape) * k);
+            for c in 0..k {
+                let b = &raw[o.readback_offset as usize + c * stride..][..o.bytes as usize];
+                v.extend(self.opts.precision.decode(b));
+            }
+            let mut shape = o.shape.clone();
+            if k > 1 {
+                shape[0] *= k;
+            }
             let dt = self.prepared.dtype(o.value);
-            outs.push(Tensor::with_dtype(dt, o.shape.clone(), crate::tensor::Data::F32(v)));
+            outs.push(Tensor::with_dtype(dt, shape, crate::tensor::Data::F32(v)));
         }
         let total_gpu_ms = match (&query, &self.total_ts, self.dispatches.is_empty()) {
             (None, Some((_, _, at)), false) => {
@@ -614,15 +814,15 @@ impl GpuModel {
         };
         let mut stats = RunStats {
             gpu_ms_total: total_gpu_ms,
-            dispatches: self.dispatches.len(),
+            dispatches: nd * k,
             uploads: self.input_bufs.len(),
             readbacks: usize::from(self.readback.is_some()),
-            concat_copies: self.dispatches.iter().filter(|d| d.concat_copy).count(),
+            concat_copies: self.dispatches.iter().filter(|d| d.concat_copy).count() * k,
             peak_activation_bytes: self.plan.peak_activation_bytes,
             naive_activation_bytes: self.plan.naive_activation_bytes,
             submits: 1,
             wall_ms,
-            flops: self.dispatches.iter().map(|d| d.flops).sum(),
+            flops: self.dispatches.iter().map(|d| d.flops).sum::<u64>() * k as u64,
             ..Default::default()
         };
         if let Some((_, rd)) = &ts_bufs {
@@ -631,11 +831,14 @@ impl GpuModel {
             let period = ctx.queue.get_timestamp_period() as f64;
             let mut by_node = vec![0.0; self.prepared.graph.nodes.len()];
             let mut total = 0.0;
-            for (i, d) in self.dispatches.iter().enumerate() {
-                let ms = t[2 * i + 1].wrapping_sub(t[2 * i]) as f64 * period * 1e-6;
-                *stats.gpu_ms_by_kind.entry(d.kind.clone()).or_default() += ms;
-                by_node[d.node] += ms;
-                total += ms;
+            for c in 0..k {
+                for (i, d) in self.dispatches.iter().enumerate() {
+                    let q = 2 * (c * nd + i);
+                    let ms = t[q + 1].wrapping_sub(t[q]) as f64 * period * 1e-6;
+                    *stats.gpu_ms_by_kind.entry(d.kind.clone()).or_default() += ms;
+                    by_node[d.node] += ms;
+                    total += ms;
+                }
             }
             stats.gpu_ms_by_node = by_node;
             stats.gpu_ms_total = Some(total);
