@@ -121,6 +121,8 @@ pub fn bench(ctx: Arc<GpuContext>, model: &Model, opts: &BenchOpts) -> Result<se
         "tflops": gflop / t_ref,
         "dispatches": first.dispatches,
         "batch_chunks": chunks,
+        "split_k": opts.gpu.split_k,
+        "split_k_convs": gm.dispatches().iter().filter(|d| d.shader == crate::gpu::Shader::SplitK).count(),
         "tensor_cores": gm.dispatches().iter().any(|d| matches!(d.shader, crate::gpu::Shader::CoopConv(_))),
         "peak_activation_bytes": first.peak_activation_bytes,
         "naive_activation_bytes": first.naive_activation_bytes,

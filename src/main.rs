@@ -22,6 +22,12 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Coop {
     Auto,
     Off,
@@ -105,6 +111,9 @@ enum Cmd {
         /// With f16: tensor cores (auto: when the adapter has them), or off, or their scalar emulation
         #[arg(long, value_enum, default_value_t = Coop::Auto)]
         coop: Coop,
+        /// Split the K loop of convs too small to fill the GPU (on), or never (off: to compare)
+        #[arg(long, value_enum, default_value_t = OnOff::On)]
+        split_k: OnOff,
         #[arg(long)]
         adapter: Option<String>,
     },
@@ -172,6 +181,7 @@ fn real_main(cli: Cli) -> Result<()> {
             no_layers,
             generic_conv,
             coop,
+            split_k,
             adapter,
         } => {
             let m = Model::load(&model)?;
@@ -188,7 +198,13 @@ fn real_main(cli: Cli) -> Result<()> {
             let opts = BenchOpts {
                 size,
                 batch,
-                gpu: GpuOptions { precision, fast_conv: !generic_conv, coop: coop.mode(), ..Default::default() },
+                gpu: GpuOptions {
+                    precision,
+                    fast_conv: !generic_conv,
+                    coop: coop.mode(),
+                    split_k: split_k == OnOff::On,
+                    ..Default::default()
+                },
                 iters,
                 warmup,
                 cpu_reference,

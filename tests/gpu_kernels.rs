@@ -266,8 +266,16 @@ fn every_conv_tile_shape() {
             }
         }
         for &(bm, bn, wm, wn, _) in &COOP_TILES {
-            let cc =
-                unet_gpu::gpu::convgen::CoopCfg { bm, bn, wm, wn, b: BMode::Direct, scatter: false, emulate: true };
+            let cc = unet_gpu::gpu::convgen::CoopCfg {
+                bm,
+                bn,
+                wm,
+                wn,
+                b: BMode::Direct,
+                scatter: false,
+                emulate: true,
+                split: false,
+            };
             if cc.shared_bytes() > gpu().limits.max_compute_workgroup_storage_size {
                 continue; // (lavapipe: 32 KiB) the engine falls back to the scalar f16 kernel there
             }
@@ -462,6 +470,80 @@ fn conv_fused_residual_add() {
                         ));
                     }
                 }
+                Err(e) => failed.push(format!("{}: {e}", c.name)),
+            }
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+#[test]
+fn split_k_convs() {
+    // the K loop split over slices whose partial sums a reduction kernel adds up before the
+    // epilogue (bias, activation, residual, activation after it), in every kernel variant
+    let conv = |ins: Vec<&'static str>, out: &'static str, attrs: Vec<AttributeProto>| ("Conv", ins, vec![out], attrs);
+    let pad1 = || vec![attr_ints("pads", &[1, 1, 1, 1])];
+    let mk = |name, nodes, operands| Case { name, nodes, operands, outputs: vec!["y"], opset: 17, lo: -1.0, hi: 1.0 };
+    let cases = vec![
+        (
+            mk(
+                "3x3 + relu",
+                vec![conv(vec!["x", "w", "b"], "c", pad1()), ("Relu", vec!["c"], vec!["y"], vec![])],
+                vec![Run("x", vec![2, 13, 9, 10]), init("w", &[11, 13, 3, 3], 80), init("b", &[11], 81)],
+            ),
+            2,
+        ),
+        (
+            mk(
+                "1x1 + residual + leakyrelu",
+                vec![
+                    conv(vec!["x", "w", "b"], "c", vec![]),
+                    ("Add", vec!["c", "r"], vec!["s"], vec![]),
+                    ("LeakyRelu", vec!["s"], vec!["y"], vec![attr_f("alpha", 0.3)]),
+                ],
+                vec![
+                    Run("x", vec![2, 70, 5, 7]),
+                    Run("r", vec![2, 9, 5, 7]),
+                    init("w", &[9, 70, 1, 1], 82),
+                    init("b", &[9], 83),
+                ],
+            ),
+            2,
+        ),
+        // input and residual are slices of the concat buffer the conv writes
+        (
+            mk(
+                "in the concat buffer",
+                vec![
+                    conv(vec!["x", "w1"], "a", pad1()),
+                    conv(vec!["a", "w2", "b2"], "c", pad1()),
+                    ("Add", vec!["c", "a"], vec!["s"], vec![]),
+                    ("Concat", vec!["a", "s"], vec!["y"], vec![attr_i("axis", 1)]),
+                ],
+                vec![
+                    Run("x", vec![2, 5, 7, 9]),
+                    init("w1", &[12, 5, 3, 3], 84),
+                    init("w2", &[12, 12, 3, 3], 85),
+                    init("b2", &[12], 86),
+                ],
+            ),
+            4,
+        ),
+    ];
+    let mut failed = Vec::new();
+    let variants = [
+        GpuOptions { force_split: Some(3), ..GpuOptions::default() },
+        GpuOptions { force_split: Some(3), coop: Some(CoopMode::Off), ..GpuOptions::f16() },
+        GpuOptions { force_split: Some(3), coop: Some(CoopMode::Emulate), ..GpuOptions::f16() },
+    ];
+    for (c, dispatches) in &cases {
+        for v in variants {
+            match run_case_with(c, v) {
+                Ok((_, stats)) if stats.dispatches != *dispatches => failed.push(format!(
+                    "{} ({v:?}): {} dispatches, expected {dispatches} (each conv split, plus its reduction)",
+                    c.name, stats.dispatches
+                )),
+                Ok(_) => {}
                 Err(e) => failed.push(format!("{}: {e}", c.name)),
             }
         }

@@ -34,6 +34,9 @@ pub struct ConvCfg {
     pub tn: u32,
     pub b: BMode,
     pub scatter: bool,
+    /// Split-K: the workgroup grid's z is (image, K slice); each slice writes its raw partial
+    /// sums to `Part` and a reduction kernel (shaders/splitk.wgsl) runs the epilogue.
+    pub split: bool,
 }
 
 impl ConvCfg {
@@ -48,7 +51,8 @@ impl ConvCfg {
     }
     pub fn valid(&self) -> bool {
         let t = self.threads();
-        self.tm.is_multiple_of(4)
+        !(self.split && self.scatter)
+            && self.tm.is_multiple_of(4)
             && self.tn.is_multiple_of(4)
             && self.bm.is_multiple_of(self.tm)
             && self.bn.is_multiple_of(self.tn)
@@ -60,14 +64,15 @@ impl ConvCfg {
     }
     pub fn name(&self) -> String {
         format!(
-            "conv_{}x{}x{}_t{}x{}_{}{}",
+            "conv_{}x{}x{}_t{}x{}_{}{}{}",
             self.bm,
             self.bn,
             self.bk,
             self.tm,
             self.tn,
             if self.b == BMode::Gather { "gather" } else { "direct" },
-            if self.scatter { "_scatter" } else { "" }
+            if self.scatter { "_scatter" } else { "" },
+            if self.split { "_splitk" } else { "" }
         )
     }
 }
@@ -90,7 +95,8 @@ pub const TILES: [(u32, u32, u32, u32, u32, f64); 6] = [
 // 4 x_off, 5 x_bs, 6 y_off, 7 y_bs, 8 IW, 9 IH, 10 OW (gather: output width for n -> (oy, ox)),
 // 11 SH, 12 SW, 13 PH (i32), 14 PW (i32), 15 column tiles, 16 row tiles, 17 output plane size,
 // 18 scatter stride y, 19 scatter stride x, 20 output width (scatter), 21 kernel width (scatter),
-// 22 taps (scatter), 23 weight elements (vec4) per tap, 24 residual offset, 25 residual batch stride
+// 22 taps (scatter), 23 weight elements (vec4) per tap, 24 residual offset, 25 residual batch stride,
+// 26 K tiles per slice (split-K), 27 slices (split-K)
 
 pub fn generate(c: &ConvCfg) -> String {
     assert!(c.valid(), "invalid conv tile {c:?}");
@@ -123,7 +129,8 @@ override R_IN_Y: bool = false;
 @group(0) @binding(3) var<storage, read> Bias: array<ST>;
 {ktab}@group(0) @binding(5) var<storage, read_write> Y: array<ST>;
 @group(0) @binding(6) var<storage, read> R: array<ST>;
-
+{part}
+const KTILE: u32 = {bk}u;
 var<workgroup> As: array<vec4<f32>, {as_len}>;
 var<workgroup> Bs: array<vec4<f32>, {bs_len}>;
 
@@ -164,12 +171,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 "#,
         name = c.name(),
         ktab = if gather { "@group(0) @binding(4) var<storage, read> KT: array<vec4<i32>>;\n" } else { "" },
+        part = part_decl(c.split),
         as_len = 2 * a_buf,
         bs_len = 2 * b_buf,
         bm = c.bm,
         bn = c.bn,
+        bk = c.bk,
     );
-    b_setup(&mut s, c.scatter, gather, c.bn);
+    b_setup(&mut s, c.scatter, c.split, gather, c.bn);
     // A loader coordinates
     for j in 0..la {
         let _ = write!(
@@ -211,13 +220,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         }
     };
     s.push_str("    {\n");
-    load(&mut s, "0u");
+    load(&mut s, "kt0 * KTILE");
     store(&mut s, "0u", "0u");
     s.push_str("    }\n    workgroupBarrier();\n");
     let _ = write!(
         s,
-        "    let ntiles = (K + {bk}u - 1u) / {bk}u;\n    for (var t = 0u; t < ntiles; t++) {{\n        let abase = (t & 1u) * {a_buf}u;\n        let bbase = (t & 1u) * {b_buf}u;\n        let more = t + 1u < ntiles;\n        if (more) {{\n",
-        bk = c.bk
+        "    for (var t = kt0; t < kt1; t++) {{\n        let abase = ((t - kt0) & 1u) * {a_buf}u;\n        let bbase = ((t - kt0) & 1u) * {b_buf}u;\n        let more = t + 1u < kt1;\n        if (more) {{\n"
     );
     load(&mut s, &format!("(t + 1u) * {}u", c.bk));
     s.push_str("        }\n");
@@ -241,6 +249,27 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     store(&mut s, &format!("{a_buf}u - abase"), &format!("{b_buf}u - bbase"));
     s.push_str("        }\n        workgroupBarrier();\n    }\n");
     // epilogue
+    if c.split {
+        // raw partial sums of this K slice: Part[(slice-major z) * M + m][n]
+        for g in 0..c.tm / 4 {
+            for i in 0..4 {
+                let r = g * 4 + i;
+                let _ = write!(s, "    {{ let m = m0 + ({}u + ty) * 4u + {i}u;\n      if (m < M) {{\n", g * tyn);
+                for h in 0..c.tn / 4 {
+                    for (cc, comp) in ["x", "y", "z", "w"].iter().enumerate() {
+                        let _ = writeln!(
+                            s,
+                            "        {{ let n = n0 + ({}u + tx) * 4u + {cc}u; if (n < npix) {{ Part[(wg.z * M + m) * npix + n] = acc{r}_{h}.{comp}; }} }}",
+                            h * txn
+                        );
+                    }
+                }
+                s.push_str("      } }\n");
+            }
+        }
+        s.push_str("}\n");
+        return s;
+    }
     s.push_str("    let yb = pu(6u) + batch * pu(7u);\n    let rb = batch * pu(25u);\n    let plane = pu(17u);\n");
     if c.scatter {
         s.push_str("    let IWs = max(pu(8u), 1u);\n    let ky = tap / pu(21u);\n    let kx = tap % pu(21u);\n");
@@ -291,6 +320,8 @@ pub struct CoopCfg {
     pub b: BMode,
     pub scatter: bool,
     pub emulate: bool,
+    /// Split-K, as for [`ConvCfg::split`].
+    pub split: bool,
 }
 
 pub const COOP_BK: u32 = 32;
@@ -316,7 +347,8 @@ impl CoopCfg {
     }
     pub fn valid(&self) -> bool {
         let t = self.threads();
-        self.wm.is_multiple_of(16)
+        !(self.split && self.scatter)
+            && self.wm.is_multiple_of(16)
             && self.wn.is_multiple_of(16)
             && self.bm.is_multiple_of(self.wm)
             && self.bn.is_multiple_of(self.wn)
@@ -327,13 +359,14 @@ impl CoopCfg {
     }
     pub fn name(&self) -> String {
         format!(
-            "coop_{}x{}_w{}x{}_{}{}{}",
+            "coop_{}x{}_w{}x{}_{}{}{}{}",
             self.bm,
             self.bn,
             self.wm,
             self.wn,
             if self.b == BMode::Gather { "gather" } else { "direct" },
             if self.scatter { "_scatter" } else { "" },
+            if self.split { "_splitk" } else { "" },
             if self.emulate { "_emulated" } else { "" }
         )
     }
@@ -373,7 +406,8 @@ override R_IN_Y: bool = false;
 @group(0) @binding(3) var<storage, read> Bias: array<ST>;
 {ktab}@group(0) @binding(5) var<storage, read_write> Y: array<ST>;
 @group(0) @binding(6) var<storage, read> R: array<ST>;
-
+{part}
+const KTILE: u32 = {bk}u;
 var<workgroup> As: array<vec4<f16>, {as_len}>;
 var<workgroup> Bs: array<f16, {bs_len}>;
 var<workgroup> Cs: array<f32, {cs_len}>;
@@ -398,9 +432,11 @@ fn rload(i: u32) -> f32 {{
 "#,
         name = c.name(),
         ktab = if gather { "@group(0) @binding(4) var<storage, read> KT: array<vec4<i32>>;\n" } else { "" },
+        part = part_decl(c.split),
         as_len = 2 * a_buf,
         bs_len = 2 * b_buf,
         cs_len = c.warps() * 256,
+        bk = bk,
     );
     if emu {
         let _ = write!(
@@ -454,7 +490,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         wm = c.wm,
         wn = c.wn,
     );
-    b_setup(&mut s, c.scatter, gather, c.bn);
+    b_setup(&mut s, c.scatter, c.split, gather, c.bn);
     for j in 0..la {
         let _ = write!(
             s,
@@ -498,12 +534,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         }
     };
     s.push_str("    {\n");
-    load(&mut s, "0u");
+    load(&mut s, "kt0 * KTILE");
     store(&mut s, "0u", "0u");
     s.push_str("    }\n    workgroupBarrier();\n");
     let _ = write!(
         s,
-        "    let ntiles = (K + {bk}u - 1u) / {bk}u;\n    for (var t = 0u; t < ntiles; t++) {{\n        let abase = (t & 1u) * {a_buf}u;\n        let bbase = (t & 1u) * {b_buf}u;\n        let more = t + 1u < ntiles;\n        if (more) {{\n"
+        "    for (var t = kt0; t < kt1; t++) {{\n        let abase = ((t - kt0) & 1u) * {a_buf}u;\n        let bbase = ((t - kt0) & 1u) * {b_buf}u;\n        let more = t + 1u < kt1;\n        if (more) {{\n"
     );
     load(&mut s, &format!("(t + 1u) * {bk}u"));
     s.push_str("        }\n");
@@ -552,16 +588,22 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             }
             let _ = write!(
                 s,
-                "    workgroupBarrier();\n    for (var e = 0u; e < 8u; e++) {{\n        let idx = lane * 8u + e;\n        let m = m0 + wm0 + {}u + idx / 16u;\n        let n = n0 + wn0 + {}u + idx % 16u;\n        if (t_ok && m < M && n < npix) {{\n            var bias = 0.0;\n            if (HAS_BIAS) {{ bias = f32(Bias[m]); }}\n            let v = act(Cs[cs + idx] + bias);\n",
+                "    workgroupBarrier();\n    for (var e = 0u; e < 8u; e++) {{\n        let idx = lane * 8u + e;\n        let m = m0 + wm0 + {}u + idx / 16u;\n        let n = n0 + wn0 + {}u + idx % 16u;\n        if (t_ok && m < M && n < npix) {{\n",
                 i * 16,
                 j * 16
             );
-            if c.scatter {
-                s.push_str("            let oy = (n / IWs) * pu(18u) + ky;\n            let ox = (n % IWs) * pu(19u) + kx;\n            let o = m * plane + oy * pu(20u) + ox;\n");
-            } else {
-                s.push_str("            let o = m * plane + n;\n");
+            if !c.split {
+                s.push_str("            var bias = 0.0;\n            if (HAS_BIAS) { bias = f32(Bias[m]); }\n            let v = act(Cs[cs + idx] + bias);\n");
             }
-            s.push_str("            Y[yb + o] = ST(post_act(v + rload(rb + o)));\n");
+            if c.split {
+                s.push_str("            Part[(wg.z * M + m) * npix + n] = Cs[cs + idx];\n");
+            } else if c.scatter {
+                s.push_str("            let oy = (n / IWs) * pu(18u) + ky;\n            let ox = (n % IWs) * pu(19u) + kx;\n            let o = m * plane + oy * pu(20u) + ox;\n            Y[yb + o] = ST(post_act(v + rload(rb + o)));\n");
+            } else {
+                s.push_str(
+                    "            let o = m * plane + n;\n            Y[yb + o] = ST(post_act(v + rload(rb + o)));\n",
+                );
+            }
             s.push_str("        }\n    }\n    workgroupBarrier();\n");
         }
     }
@@ -572,11 +614,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 /// Shared by both generators: the batch (and tap, when scattering) of the workgroup, and the
 /// B loader's coordinates: each invocation loads one column `p` (an output pixel, or an input
 /// pixel for a direct GEMM) at rows `kb + j * rstep`.
-fn b_setup(s: &mut String, scatter: bool, gather: bool, bn: u32) {
+fn b_setup(s: &mut String, scatter: bool, split: bool, gather: bool, bn: u32) {
     if scatter {
         s.push_str("    let taps = pu(22u);\n    let batch = wg.z / taps;\n    let tap = wg.z % taps;\n    let wbase = tap * pu(23u);\n");
+    } else if split {
+        s.push_str("    let batch = wg.z / pu(27u);\n    let wbase = 0u;\n");
     } else {
         s.push_str("    let batch = wg.z;\n    let wbase = 0u;\n");
+    }
+    // the K tiles this workgroup multiplies: all, or its slice
+    if split {
+        s.push_str("    let kt_all = (pu(0u) + KTILE - 1u) / KTILE;\n    let kt0 = (wg.z % pu(27u)) * pu(26u);\n    let kt1 = min(kt_all, kt0 + pu(26u));\n");
+    } else {
+        s.push_str("    let kt0 = 0u;\n    let kt1 = (pu(0u) + KTILE - 1u) / KTILE;\n");
     }
     let _ = write!(
         s,
@@ -602,4 +652,9 @@ fn b_load(s: &mut String, k0: &str, j: u32, row: u32, gather: bool, zero: &str) 
         let _ = writeln!(s, "            pb{j} = xload(xb + k * npix + p);");
     }
     s.push_str("          } }\n");
+}
+
+/// The partial-sum buffer of a split-K kernel (always f32).
+fn part_decl(split: bool) -> &'static str {
+    if split { "@group(0) @binding(7) var<storage, read_write> Part: array<f32>;\n" } else { "" }
 }

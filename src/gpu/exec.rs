@@ -91,11 +91,23 @@ pub struct GpuOptions {
     /// Treat storage bindings larger than this many bytes as too large (below the device's own
     /// limit; for tests of batch splitting, or to bound buffer sizes).
     pub binding_limit: Option<u64>,
+    /// Split the K loop of convs too small to fill the GPU (default on; off for comparisons).
+    pub split_k: bool,
+    /// Split every fast conv that can be into this many K slices (tests).
+    pub force_split: Option<u32>,
 }
 
 impl Default for GpuOptions {
     fn default() -> Self {
-        GpuOptions { precision: Precision::F32, fast_conv: true, coop: None, force_tile: None, binding_limit: None }
+        GpuOptions {
+            precision: Precision::F32,
+            fast_conv: true,
+            coop: None,
+            force_tile: None,
+            binding_limit: None,
+            split_k: true,
+            force_split: None,
+        }
     }
 }
 
@@ -133,6 +145,7 @@ pub struct GpuModel {
     act_bufs: Vec<wgpu::Buffer>,
     const_bufs: HashMap<ValueId, wgpu::Buffer>,
     aux_bufs: Vec<wgpu::Buffer>,
+    scratch: wgpu::Buffer,
     #[allow(dead_code)]
     dummy: wgpu::Buffer,
     #[allow(dead_code)]
@@ -339,8 +352,11 @@ impl GpuModel {
             max_shared: ctx.limits.max_compute_workgroup_storage_size,
             coop,
             force_tile: opts.force_tile,
+            split_k: opts.split_k,
+            force_split: opts.force_split,
+            max_binding: binding_limit(&ctx, &opts),
         };
-        let Lowered { dispatches, aux, consts } = lower(&p, &plan, max_groups, lopts)?;
+        let Lowered { dispatches, aux, consts, scratch_bytes } = lower(&p, &plan, max_groups, lopts)?;
         let dev = &ctx.device;
         let lim = binding_limit(&ctx, &opts);
 
@@ -360,7 +376,7 @@ impl GpuModel {
             buffer_size_check(lim, &format!("input '{}'", g.name(v)), numel(p.shape(v)) as u64 * eb)?;
         }
         let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
-        let (act_bufs, input_bufs, const_bufs, aux_bufs, dummy, params_buf) =
+        let (act_bufs, input_bufs, const_bufs, aux_bufs, dummy, params_buf, scratch) =
             ctx.scoped("allocating GPU buffers", || {
                 let act_bufs: Vec<wgpu::Buffer> = plan
                     .act_sizes
@@ -430,7 +446,13 @@ impl GpuModel {
                     contents: &pbytes,
                     usage: wgpu::BufferUsages::UNIFORM,
                 });
-                (act_bufs, input_bufs, const_bufs, aux_bufs, dummy, params_buf)
+                let scratch = dev.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("split-K partial sums"),
+                    size: scratch_bytes.max(16),
+                    usage: wgpu::BufferUsages::STORAGE,
+                    mapped_at_creation: false,
+                });
+                (act_bufs, input_bufs, const_bufs, aux_bufs, dummy, params_buf, scratch)
             })?;
         for (&v, t) in &g.consts {
             if consts.contains(&v) {
@@ -503,6 +525,7 @@ impl GpuModel {
                 BufRef::Input(i) => &input_bufs[i],
                 BufRef::Const(v) => &const_bufs[&v],
                 BufRef::Aux(i) => &aux_bufs[i],
+                BufRef::Scratch => &scratch,
                 BufRef::Dummy | BufRef::Unbound => &dummy,
             }
         };
@@ -627,6 +650,7 @@ impl GpuModel {
             act_bufs,
             const_bufs,
             aux_bufs,
+            scratch,
             dummy,
             params: params_buf,
         })
@@ -650,6 +674,7 @@ impl GpuModel {
             BufRef::Input(i) => &self.input_bufs[i],
             BufRef::Const(v) => &self.const_bufs[&v],
             BufRef::Aux(i) => &self.aux_bufs[i],
+            BufRef::Scratch => &self.scratch,
             BufRef::Dummy | BufRef::Unbound => &self.dummy,
         }
     }

@@ -1,7 +1,7 @@
 //! Lowering: each node of a prepared graph becomes kernel dispatches with their parameters,
 //! buffers and grid. Shapes are fixed, so everything here is computed once at load.
 
-use super::convgen::{BMode, COOP_TILES, ConvCfg, CoopCfg, TILES};
+use super::convgen::{BMode, COOP_BK, COOP_TILES, ConvCfg, CoopCfg, TILES};
 use super::plan::{BufRef, MemPlan, View, is_alias};
 use super::{Precision, Shader};
 use crate::error::{Error, Result};
@@ -38,6 +38,8 @@ pub struct Dispatch {
 #[derive(Default, Debug)]
 pub struct Lowered {
     pub dispatches: Vec<Dispatch>,
+    /// Bytes of the f32 scratch buffer the split-K convs share (`BufRef::Scratch`; 0: none).
+    pub scratch_bytes: u64,
     /// Contents of auxiliary buffers (tables), by `BufRef::Aux` index.
     pub aux: Vec<Vec<u8>>,
     /// Constants the dispatches read.
@@ -149,6 +151,13 @@ pub struct LowerOpts {
     pub coop: CoopMode,
     /// Use this (BM, BN) tile for every fast conv instead of choosing (tests of each tile shape).
     pub force_tile: Option<(u32, u32)>,
+    /// Split the K loop of convs with too few tiles to fill the GPU over more workgroups
+    /// (split-K), when the cost model says it pays.
+    pub split_k: bool,
+    /// Split every fast conv (that can be) into this many K slices (tests).
+    pub force_split: Option<u32>,
+    /// The largest storage binding in bytes (bounds the split-K scratch buffer).
+    pub max_binding: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1160,27 +1169,75 @@ fn push_copy(lx: &mut Lx, n: &Node, k: usize, c: CopySpec, kind: &str, concat: b
 /// is not sensitive to it on smaller GPUs).
 const SMS: usize = 264;
 
-/// Estimated time of a conv on a tile: waves of workgroups times the work of one tile over the
-/// tile's measured relative throughput; padding rows and columns count as work.
-fn tile_cost(m: usize, cols: usize, z: usize, bm: u32, bn: u32, eff: f64) -> f64 {
-    let wgs = m.div_ceil(bm as usize) * cols.div_ceil(bn as usize) * z;
-    wgs.div_ceil(SMS) as f64 * (bm * bn) as f64 / eff
+/// Rate of one workgroup slot on the 128x128 FMA tile when every slot is busy (FLOP/s; H200
+/// profile of 2026-11-27: 512 such workgroups of a 256x256 layer in 0.78 ms). Only ratios of
+/// [`tile_time`] matter for choices, except against the split-K reduction's memory time.
+const SLOT_RATE: f64 = 95e9;
+/// A last wave that leaves every multiprocessor at most one workgroup runs them this much
+/// faster (same profile: 128 workgroups of a 64x64-pixel layer ran 1.4x faster per workgroup).
+const ALONE: f64 = 1.4;
+/// Memory bandwidth (bytes/s) and fixed cost (s) of the split-K reduction dispatch.
+const REDUCE_BW: f64 = 2.5e12;
+const REDUCE_FIXED: f64 = 4e-6;
+
+/// Estimated time (seconds) of a conv on a tile in `slices` K slices: waves of workgroups, each
+/// doing its tile's share of the K loop at the tile's measured relative throughput (padding
+/// rows and columns count as work), plus the split-K reduction.
+#[allow(clippy::too_many_arguments)]
+fn tile_time(m: usize, cols: usize, z: usize, k: usize, bm: u32, bn: u32, bk: u32, eff: f64, slices: usize) -> f64 {
+    let wgs = m.div_ceil(bm as usize) * cols.div_ceil(bn as usize) * z * slices;
+    let k_slice = (k.div_ceil(bk as usize).div_ceil(slices) * bk as usize) as f64;
+    let t_wg = 2.0 * (bm * bn) as f64 * k_slice / (SLOT_RATE * eff);
+    let (full, rest) = (wgs / SMS, wgs % SMS);
+    let mut t = full as f64 * t_wg;
+    if rest > 0 {
+        t += if rest <= SMS / 2 { t_wg / ALONE } else { t_wg };
+    }
+    if slices > 1 {
+        t += REDUCE_FIXED + ((slices + 1) * m * cols * z * 4) as f64 / REDUCE_BW;
+    }
+    t
 }
 
-/// The cheapest register-blocked tile by [`tile_cost`] within the workgroup-memory limit.
-fn pick_tile(lx: &Lx, m: usize, cols: usize, z: usize, b: BMode, scatter: bool) -> ConvCfg {
-    let mut best: Option<(f64, ConvCfg)> = None;
+/// The K slices worth using for a GEMM with `k` rows on tiles of depth `bk`: each slice keeps at
+/// least four K tiles, the scratch buffer stays within the binding limit; `[1]` when split-K
+/// is off or the conv scatters.
+fn slice_options(lx: &Lx, m: usize, cols: usize, z: usize, k: usize, bk: u32, scatter: bool) -> Vec<usize> {
+    let ktiles = k.div_ceil(bk as usize);
+    let fits = |s: usize| (s * m * cols * z * 4) as u64 <= lx.opts.max_binding;
+    if scatter {
+        return vec![1];
+    }
+    if let Some(f) = lx.opts.force_split {
+        let s = (f as usize).clamp(1, ktiles.max(1));
+        // whole K tiles per slice, no empty slice
+        let s = ktiles.div_ceil(ktiles.div_ceil(s));
+        return vec![if fits(s) { s } else { 1 }];
+    }
+    if !lx.opts.split_k {
+        return vec![1];
+    }
+    [1, 2, 3, 4, 6, 8].into_iter().filter(|&s| s == 1 || (ktiles >= 4 * s && fits(s))).collect()
+}
+
+/// The cheapest register-blocked tile and K split by [`tile_time`] within the workgroup-memory
+/// limit.
+#[allow(clippy::too_many_arguments)]
+fn pick_tile(lx: &Lx, m: usize, cols: usize, z: usize, k: usize, b: BMode, scatter: bool) -> (ConvCfg, usize) {
+    let mut best: Option<(f64, ConvCfg, usize)> = None;
     for &(bm, bn, bk, tm, tn, eff) in &TILES {
-        let c = ConvCfg { bm, bn, bk, tm, tn, b, scatter };
+        let c = ConvCfg { bm, bn, bk, tm, tn, b, scatter, split: false };
         if c.shared_bytes() > lx.opts.max_shared || lx.opts.force_tile.is_some_and(|t| t != (bm, bn)) {
             continue;
         }
-        let cost = tile_cost(m, cols, z, bm, bn, eff);
-        if best.is_none_or(|(bc, _)| cost < bc) {
-            best = Some((cost, c));
+        for s in slice_options(lx, m, cols, z, k, bk, scatter) {
+            let cost = tile_time(m, cols, z, k, bm, bn, bk, eff, s);
+            if best.is_none_or(|(bc, _, _)| cost < bc) {
+                best = Some((cost, ConvCfg { split: s > 1, ..c }, s));
+            }
         }
     }
-    best.map(|b| b.1).unwrap_or(ConvCfg { bm: 32, bn: 64, bk: 16, tm: 4, tn: 4, b, scatter })
+    best.map(|b| (b.1, b.2)).unwrap_or((ConvCfg { bm: 32, bn: 64, bk: 16, tm: 4, tn: 4, b, scatter, split: false }, 1))
 }
 
 /// Weights as the fast kernels read them: [taps][K][M padded to 4], encoded for the precision.
@@ -1223,6 +1280,12 @@ impl FastTile {
             FastTile::Coop(c) => c.b,
         }
     }
+    fn bk(&self) -> u32 {
+        match self {
+            FastTile::Fma(c) => c.bk,
+            FastTile::Coop(_) => COOP_BK,
+        }
+    }
     fn shader(&self) -> Shader {
         match self {
             FastTile::Fma(c) => Shader::FastConv(*c),
@@ -1235,25 +1298,33 @@ fn use_coop(lx: &Lx) -> bool {
     lx.opts.precision == Precision::F16 && lx.opts.coop != CoopMode::Off
 }
 
-fn pick(lx: &Lx, m: usize, cols: usize, z: usize, b: BMode, scatter: bool) -> FastTile {
+/// The fast kernel for a GEMM of `m` rows, `cols` columns, `k` deep over `z` images (or
+/// taps), and its number of K slices.
+fn pick(lx: &Lx, m: usize, cols: usize, z: usize, k: usize, b: BMode, scatter: bool) -> (FastTile, usize) {
     if !use_coop(lx) {
-        return FastTile::Fma(pick_tile(lx, m, cols, z, b, scatter));
+        let (c, s) = pick_tile(lx, m, cols, z, k, b, scatter);
+        return (FastTile::Fma(c), s);
     }
     let emulate = lx.opts.coop == CoopMode::Emulate;
-    let mut best: Option<(f64, CoopCfg)> = None;
+    let mut best: Option<(f64, CoopCfg, usize)> = None;
     for &(bm, bn, wm, wn, eff) in &COOP_TILES {
-        let c = CoopCfg { bm, bn, wm, wn, b, scatter, emulate };
+        let c = CoopCfg { bm, bn, wm, wn, b, scatter, emulate, split: false };
         if c.shared_bytes() > lx.opts.max_shared || lx.opts.force_tile.is_some_and(|t| t != (bm, bn)) {
             continue;
         }
-        let cost = tile_cost(m, cols, z, bm, bn, eff);
-        if best.is_none_or(|(bc, _)| cost < bc) {
-            best = Some((cost, c));
+        for s in slice_options(lx, m, cols, z, k, COOP_BK, scatter) {
+            let cost = tile_time(m, cols, z, k, bm, bn, COOP_BK, eff, s);
+            if best.is_none_or(|(bc, _, _)| cost < bc) {
+                best = Some((cost, CoopCfg { split: s > 1, ..c }, s));
+            }
         }
     }
     match best {
-        Some((_, c)) => FastTile::Coop(c),
-        None => FastTile::Fma(pick_tile(lx, m, cols, z, b, scatter)),
+        Some((_, c, s)) => (FastTile::Coop(c), s),
+        None => {
+            let (c, s) = pick_tile(lx, m, cols, z, k, b, scatter);
+            (FastTile::Fma(c), s)
+        }
     }
 }
 
@@ -1275,6 +1346,8 @@ fn weight_matrix_mk(taps: usize, k: usize, m: usize, at: impl Fn(usize, usize, u
 struct FastConv<'a> {
     kind: &'static str,
     cfg: FastTile,
+    /// K slices (split-K when > 1; `cfg` is then a split kernel).
+    slices: usize,
     x: View,
     y: View,
     bias: Option<View>,
@@ -1328,20 +1401,36 @@ fn fast_dispatch(lx: &mut Lx, k: usize, n: &Node, f: FastConv) -> Result<()> {
     let [gx, gy, _] = lx.grid_groups(tiles);
     // the input may be another slice of the concat buffer this conv writes into
     let x_in_y = f.x.buf == f.y.buf;
-    params.resize(26, 0);
+    let split = f.slices > 1;
+    params.resize(28, 0);
     params[24..26].copy_from_slice(&f.epi.res_params());
+    if split {
+        params[26] = kk.div_ceil(cfg.bk() as usize).div_ceil(f.slices) as u32;
+        params[27] = f.slices as u32;
+    }
     let (mut ov, rbuf) = f.epi.bind(&f.y);
-    ov.push(("HAS_BIAS", f.bias.is_some() as u32 as f64));
+    if split {
+        // the GEMM writes raw partial sums; the reduction runs the epilogue
+        ov = act_overrides(None);
+        ov.push(("HAS_RES", 0.0));
+    }
+    ov.push(("HAS_BIAS", (f.bias.is_some() && !split) as u32 as f64));
     ov.push(("X_IN_Y", x_in_y as u32 as f64));
     let ktab = if cfg.b() == BMode::Gather { f.ktab } else { BufRef::Unbound };
-    let bindings = vec![
+    let part = (split as u64) * (f.slices * f.z * m * f.cols) as u64 * 4;
+    let mut bindings = vec![
         if x_in_y { BufRef::Dummy } else { f.x.buf },
         wbuf,
-        f.bias.map(|b| b.buf).unwrap_or(BufRef::Dummy),
+        // a split kernel has no epilogue: no bias or residual bindings
+        if split { BufRef::Unbound } else { f.bias.map(|b| b.buf).unwrap_or(BufRef::Dummy) },
         ktab,
         f.y.buf,
-        rbuf,
+        if split { BufRef::Unbound } else { rbuf },
     ];
+    if split {
+        bindings.push(BufRef::Scratch);
+        lx.out.scratch_bytes = lx.out.scratch_bytes.max(part);
+    }
     // every index the kernel forms stays inside these extents (see convgen): prove it on the host
     let eb = lx.opts.precision.bytes();
     let batches = (f.z / taps) as u64;
@@ -1351,16 +1440,18 @@ fn fast_dispatch(lx: &mut Lx, k: usize, n: &Node, f: FastConv) -> Result<()> {
     let mut min_bytes = vec![
         x_need * eb,
         (taps * w_vec4) as u64 * 4 * w_eb,
-        if f.bias.is_some() { m as u64 * eb } else { 0 },
+        if f.bias.is_some() && !split { m as u64 * eb } else { 0 },
         kk as u64 * 16,
         y_need * eb,
         0,
+        part,
     ];
+    min_bytes.truncate(bindings.len());
     if x_in_y {
         min_bytes[4] = min_bytes[4].max(min_bytes[0]);
         min_bytes[0] = 0;
     }
-    if let Some(r) = f.epi.residual {
+    if let Some(r) = f.epi.residual.filter(|_| !split) {
         // the residual is read at the output's in-image offsets
         let r_need = (r.offset + (batches - 1) * r.batch_stride + m as u64 * params[17] as u64) * eb;
         if rbuf == BufRef::Dummy {
@@ -1369,19 +1460,52 @@ fn fast_dispatch(lx: &mut Lx, k: usize, n: &Node, f: FastConv) -> Result<()> {
             min_bytes[5] = r_need;
         }
     }
+    let z = f.z * f.slices;
+    if z as u64 > lx.max_groups as u64 {
+        return Err(err(n, format!("batch x K slices = {z} exceeds the device's workgroup grid limit")));
+    }
     lx.push(Dispatch {
         shader: cfg.shader(),
         entry: "main",
         overrides: ov,
         params,
         bindings,
-        groups: [gx, gy, f.z as u32],
+        groups: [gx, gy, z as u32],
         node: k,
         kind: f.kind.to_string(),
         concat_copy: false,
         flops: f.flops,
         min_bytes,
     });
+    if split {
+        // the reduction: sum of the slices, bias, activation, residual, activation after it
+        let total = (batches as usize * m * f.cols) as u64;
+        let params = vec![
+            total as u32,
+            (m * f.cols) as u32,
+            f.cols as u32,
+            f.slices as u32,
+            f.y.offset as u32,
+            f.y.batch_stride as u32,
+            f.epi.res_params()[0],
+            f.epi.res_params()[1],
+        ];
+        let (mut ov, rbuf) = f.epi.bind(&f.y);
+        ov.push(("HAS_BIAS", f.bias.is_some() as u32 as f64));
+        lx.push(Dispatch {
+            shader: Shader::SplitK,
+            entry: "main",
+            overrides: ov,
+            params,
+            bindings: vec![BufRef::Scratch, f.bias.map(|b| b.buf).unwrap_or(BufRef::Dummy), rbuf, f.y.buf],
+            groups: lx.grid_groups(total.div_ceil(256)),
+            node: k,
+            kind: f.kind.to_string(),
+            concat_copy: false,
+            flops: 0,
+            min_bytes: vec![],
+        });
+    }
     Ok(())
 }
 
@@ -1421,7 +1545,7 @@ fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::Conv) -> Res
         }
         lx.aux(bytemuck::cast_slice(&t).to_vec())
     };
-    let cfg = pick(lx, m, npix, g.n, mode, false);
+    let (cfg, slices) = pick(lx, m, npix, g.n, kk, mode, false);
     let mut params = vec![0u32; 24];
     params[8] = g.x.input as u32;
     params[9] = g.y.input as u32;
@@ -1434,6 +1558,7 @@ fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::Conv) -> Res
     let f = FastConv {
         kind: "Conv",
         cfg,
+        slices,
         x: xv,
         y: yv,
         bias,
@@ -1476,7 +1601,7 @@ fn fast_conv_transpose(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv_tra
     let (cin, m) = (g.c, g.m);
     let wd = wt.as_f32().map_err(|e| err(n, e))?;
     let npix_in = g.y.input * g.x.input;
-    let cfg = pick(lx, m, npix_in, g.n * taps, BMode::Direct, true);
+    let (cfg, slices) = pick(lx, m, npix_in, g.n * taps, cin, BMode::Direct, true);
     let mut params = vec![0u32; 24];
     params[8] = g.x.input as u32;
     params[9] = g.y.input as u32;
@@ -1489,6 +1614,7 @@ fn fast_conv_transpose(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv_tra
     let f = FastConv {
         kind: "ConvTranspose",
         cfg,
+        slices,
         x: xv,
         y: yv,
         bias,

@@ -77,6 +77,8 @@ pub enum Shader {
     Norm,
     Softmax,
     Resize,
+    /// The epilogue of a split-K convolution.
+    SplitK,
     /// A generated register-blocked implicit-GEMM convolution.
     FastConv(convgen::ConvCfg),
     /// A generated implicit-GEMM convolution on cooperative matrices (f16 only).
@@ -86,7 +88,7 @@ pub enum Shader {
 pub const COMMON_WGSL: &str = include_str!("../../shaders/common.wgsl");
 
 impl Shader {
-    pub const ALL: [Shader; 9] = [
+    pub const ALL: [Shader; 10] = [
         Shader::Conv,
         Shader::Elementwise,
         Shader::Copy,
@@ -96,6 +98,7 @@ impl Shader {
         Shader::Norm,
         Shader::Softmax,
         Shader::Resize,
+        Shader::SplitK,
     ];
 
     pub fn file(self) -> &'static str {
@@ -111,6 +114,7 @@ impl Shader {
             Shader::Norm => "norm.wgsl",
             Shader::Softmax => "softmax.wgsl",
             Shader::Resize => "resize.wgsl",
+            Shader::SplitK => "splitk.wgsl",
         }
     }
 
@@ -127,6 +131,7 @@ impl Shader {
             Shader::Norm => include_str!("../../shaders/norm.wgsl"),
             Shader::Softmax => include_str!("../../shaders/softmax.wgsl"),
             Shader::Resize => include_str!("../../shaders/resize.wgsl"),
+            Shader::SplitK => include_str!("../../shaders/splitk.wgsl"),
         })
     }
 
@@ -180,8 +185,14 @@ mod tests {
         use convgen::{BMode, ConvCfg, TILES};
         for p in [Precision::F32, Precision::F16] {
             for (bm, bn, bk, tm, tn, _) in TILES {
-                for (b, scatter) in [(BMode::Gather, false), (BMode::Direct, false), (BMode::Direct, true)] {
-                    let c = ConvCfg { bm, bn, bk, tm, tn, b, scatter };
+                for (b, scatter, split) in [
+                    (BMode::Gather, false, false),
+                    (BMode::Direct, false, false),
+                    (BMode::Direct, true, false),
+                    (BMode::Gather, false, true),
+                    (BMode::Direct, false, true),
+                ] {
+                    let c = ConvCfg { bm, bn, bk, tm, tn, b, scatter, split };
                     assert!(c.valid(), "{c:?}");
                     assert!(c.shared_bytes() <= 32768, "{c:?} needs {} bytes of workgroup memory", c.shared_bytes());
                     validate_wgsl(&Shader::FastConv(c).source(p)).unwrap_or_else(|e| panic!("{} {p:?}: {e}", c.name()));
@@ -189,9 +200,14 @@ mod tests {
             }
         }
         for (bm, bn, wm, wn, _) in convgen::COOP_TILES {
-            for (b, scatter) in [(BMode::Gather, false), (BMode::Direct, false), (BMode::Direct, true)] {
+            for (b, scatter, split) in [
+                (BMode::Gather, false, false),
+                (BMode::Direct, false, false),
+                (BMode::Direct, true, false),
+                (BMode::Gather, false, true),
+            ] {
                 for emulate in [false, true] {
-                    let c = convgen::CoopCfg { bm, bn, wm, wn, b, scatter, emulate };
+                    let c = convgen::CoopCfg { bm, bn, wm, wn, b, scatter, emulate, split };
                     assert!(c.valid(), "{c:?}");
                     assert!(c.shared_bytes() <= 49152, "{c:?} needs {} bytes", c.shared_bytes());
                     let m = validate_wgsl(&Shader::CoopConv(c).source(Precision::F16))

@@ -25,6 +25,8 @@ pub enum BufRef {
     Const(ValueId),
     /// Extra data a kernel needs (tap tables, index tables), by index.
     Aux(usize),
+    /// The f32 scratch buffer of the split-K convs' partial sums.
+    Scratch,
     /// A small placeholder for bindings a kernel declares but this dispatch does not read.
     Dummy,
     /// A binding the entry point does not declare at all (skipped in the bind group).
