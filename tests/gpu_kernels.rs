@@ -56,7 +56,8 @@ fn run_case(c: &Case) -> Result<(usize, unet_gpu::gpu::RunStats), String> {
 
 /// Run on the GPU with these options and compare with the CPU reference (rel-L2 <= 1e-4 in f32,
 /// <= 1e-2 with f16 storage).
-fn run_case_with(c: &Case, opts: GpuOptions) -> Result<(usize, unet_gpu::gpu::RunStats), String> {
+/// The case's model and its random inputs.
+fn case_model(c: &Case) -> Result<(Model, Vec<Tensor>), String> {
     let mut inputs = Vec::new();
     let mut inits = Vec::new();
     let mut feeds = Vec::new();
@@ -82,6 +83,27 @@ fn run_case_with(c: &Case, opts: GpuOptions) -> Result<(usize, unet_gpu::gpu::Ru
     let mut m = model(nodes, inputs, outputs, inits);
     m.opset_import = vec![OperatorSetIdProto { domain: String::new(), version: c.opset }];
     let model = Model::from_bytes(&bytes(&m), c.name).map_err(|e| format!("load: {e}"))?;
+    Ok((model, feeds))
+}
+
+/// The names of the kernels the GPU model of a case runs.
+fn kernel_names(c: &Case, opts: GpuOptions) -> Vec<String> {
+    let (model, feeds) = case_model(c).unwrap();
+    let shapes: Vec<Vec<usize>> = feeds.iter().map(|t| t.shape.clone()).collect();
+    let p = model.prepare(&shapes).unwrap();
+    let gm = GpuModel::with_options(gpu(), &p, opts).unwrap();
+    gm.dispatches()
+        .iter()
+        .map(|d| match d.shader {
+            unet_gpu::gpu::Shader::FastConv(c) => c.name(),
+            unet_gpu::gpu::Shader::CoopConv(c) => c.name(),
+            s => s.file().to_string(),
+        })
+        .collect()
+}
+
+fn run_case_with(c: &Case, opts: GpuOptions) -> Result<(usize, unet_gpu::gpu::RunStats), String> {
+    let (model, feeds) = case_model(c)?;
     let shapes: Vec<Vec<usize>> = feeds.iter().map(|t| t.shape.clone()).collect();
     let p = model.prepare(&shapes).map_err(|e| format!("prepare: {e}"))?;
     if p.graph.nodes.is_empty() {
@@ -545,6 +567,68 @@ fn split_k_convs() {
                 )),
                 Ok(_) => {}
                 Err(e) => failed.push(format!("{}: {e}", c.name)),
+            }
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+#[test]
+fn tensor_core_tap_major_gather() {
+    // with input channels a multiple of the tensor-core K tile (32), K is ordered tap-major and
+    // a K tile shares one tap; checked through the kernels' scalar emulation on both tile
+    // shapes that fit lavapipe's workgroup memory, with and without split-K
+    let conv = |ins: Vec<&'static str>, out: &'static str, attrs: Vec<AttributeProto>| ("Conv", ins, vec![out], attrs);
+    let mk = |name, nodes, operands| Case { name, nodes, operands, outputs: vec!["y"], opset: 17, lo: -1.0, hi: 1.0 };
+    let cases = vec![
+        mk(
+            "3x3 pad 1 + relu",
+            vec![
+                conv(vec!["x", "w", "b"], "c", vec![attr_ints("pads", &[1, 1, 1, 1])]),
+                ("Relu", vec!["c"], vec!["y"], vec![]),
+            ],
+            vec![Run("x", vec![2, 32, 9, 13]), init("w", &[20, 32, 3, 3], 90), init("b", &[20], 91)],
+        ),
+        mk(
+            "3x3 stride 2 dilation 2",
+            vec![conv(
+                vec!["x", "w"],
+                "y",
+                vec![attr_ints("pads", &[2, 1, 2, 3]), attr_ints("strides", &[2, 2]), attr_ints("dilations", &[2, 2])],
+            )],
+            vec![Run("x", vec![1, 64, 11, 10]), init("w", &[17, 64, 3, 3], 92)],
+        ),
+        mk(
+            "5x1 + residual",
+            vec![
+                conv(vec!["x", "w", "b"], "c", vec![attr_ints("pads", &[2, 0, 2, 0])]),
+                ("Add", vec!["c", "r"], vec!["y"], vec![]),
+            ],
+            vec![
+                Run("x", vec![2, 32, 7, 6]),
+                Run("r", vec![2, 9, 7, 6]),
+                init("w", &[9, 32, 5, 1], 93),
+                init("b", &[9], 94),
+            ],
+        ),
+    ];
+    let mut failed = Vec::new();
+    for c in &cases {
+        for tile in [(64, 64), (32, 128)] {
+            for split in [None, Some(2)] {
+                let o = GpuOptions {
+                    force_tile: Some(tile),
+                    force_split: split,
+                    coop: Some(CoopMode::Emulate),
+                    ..GpuOptions::f16()
+                };
+                let names = kernel_names(c, o);
+                if !names.iter().any(|n| n.contains("_taps")) {
+                    failed.push(format!("{} {tile:?}: no tap-major kernel in {names:?}", c.name));
+                }
+                if let Err(e) = run_case_with(c, o) {
+                    failed.push(format!("{} {tile:?} split {split:?}: {e}", c.name));
+                }
             }
         }
     }

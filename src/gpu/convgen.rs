@@ -23,6 +23,20 @@ use std::fmt::Write as _;
 pub enum BMode {
     Gather,
     Direct,
+    /// Tensor-core kernels only: a gather whose K is ordered tap-major (k = tap * C + c) with C
+    /// a multiple of the K tile, so a K tile lies within one tap: one bounds check per tile and
+    /// no table.
+    Taps,
+}
+
+impl BMode {
+    fn label(self) -> &'static str {
+        match self {
+            BMode::Gather => "gather",
+            BMode::Direct => "direct",
+            BMode::Taps => "taps",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -52,6 +66,7 @@ impl ConvCfg {
     pub fn valid(&self) -> bool {
         let t = self.threads();
         !(self.split && self.scatter)
+            && self.b != BMode::Taps
             && self.tm.is_multiple_of(4)
             && self.tn.is_multiple_of(4)
             && self.bm.is_multiple_of(self.tm)
@@ -70,7 +85,7 @@ impl ConvCfg {
             self.bk,
             self.tm,
             self.tn,
-            if self.b == BMode::Gather { "gather" } else { "direct" },
+            self.b.label(),
             if self.scatter { "_scatter" } else { "" },
             if self.split { "_splitk" } else { "" }
         )
@@ -325,8 +340,9 @@ pub struct CoopCfg {
 }
 
 pub const COOP_BK: u32 = 32;
-/// Padding (in halves) of each staged row, against bank conflicts.
-const COOP_PAD: u32 = 8;
+/// Padding (in halves) of each staged row: rows 72 bytes apart hit distinct banks for the 16-byte
+/// stores and the 8-row fragment loads.
+const COOP_PAD: u32 = 4;
 
 /// (BM, BN, WM, WN, efficiency), fitted like [`TILES`].
 pub const COOP_TILES: [(u32, u32, u32, u32, f64); 3] =
@@ -341,13 +357,14 @@ impl CoopCfg {
     }
     pub fn shared_bytes(&self) -> u32 {
         let a = 2 * self.bm * (COOP_BK + COOP_PAD) * 2;
-        let b = 2 * COOP_BK * (self.bn + COOP_PAD) * 2;
+        let b = 2 * self.bn * (COOP_BK + COOP_PAD) * 2;
         let c = self.warps() * 256 * 4;
         a + b + c
     }
     pub fn valid(&self) -> bool {
         let t = self.threads();
         !(self.split && self.scatter)
+            && !(self.scatter && self.b != BMode::Direct)
             && self.wm.is_multiple_of(16)
             && self.wn.is_multiple_of(16)
             && self.bm.is_multiple_of(self.wm)
@@ -356,6 +373,8 @@ impl CoopCfg {
             && t.is_multiple_of(self.bn)
             && (self.bm * COOP_BK / 4).is_multiple_of(t)
             && (COOP_BK * self.bn).is_multiple_of(t)
+            // each invocation stages whole vec4 of one column's K values
+            && (COOP_BK / (t / self.bn)).is_multiple_of(4)
     }
     pub fn name(&self) -> String {
         format!(
@@ -364,7 +383,7 @@ impl CoopCfg {
             self.bn,
             self.wm,
             self.wn,
-            if self.b == BMode::Gather { "gather" } else { "direct" },
+            self.b.label(),
             if self.scatter { "_scatter" } else { "" },
             if self.split { "_splitk" } else { "" },
             if self.emulate { "_emulated" } else { "" }
@@ -379,17 +398,18 @@ pub fn generate_coop(c: &CoopCfg) -> String {
     assert!(c.valid(), "invalid coop tile {c:?}");
     let threads = c.threads();
     let bk = COOP_BK;
-    let a_row = (bk + COOP_PAD) / 4; // vec4<f16> per staged A row
-    let b_row = c.bn + COOP_PAD; // halves per staged B row
+    let a_row = (bk + COOP_PAD) / 4; // vec4<f16> per staged A row (m)
+    let b_row = (bk + COOP_PAD) / 4; // vec4<f16> per staged B column (n): B is staged k-contiguous
     let a_buf = c.bm * a_row;
-    let b_buf = bk * b_row;
+    let b_buf = c.bn * b_row;
     let la = c.bm * bk / 4 / threads;
-    let lb = bk * c.bn / threads;
-    let rstep = threads / c.bn;
+    // each invocation stages `kq` consecutive K values of one column, as `nq` vec4
+    let kq = bk / (threads / c.bn);
+    let nq = kq / 4;
     let wgn = c.bn / c.wn; // subgroups along n
     let fm = c.wm / 16;
     let fn_ = c.wn / 16;
-    let gather = c.b == BMode::Gather;
+    let gather = c.b != BMode::Direct;
     let emu = c.emulate;
     let mut s = String::new();
     let _ = write!(
@@ -409,7 +429,7 @@ override R_IN_Y: bool = false;
 {part}
 const KTILE: u32 = {bk}u;
 var<workgroup> As: array<vec4<f16>, {as_len}>;
-var<workgroup> Bs: array<f16, {bs_len}>;
+var<workgroup> Bs: array<vec4<f16>, {bs_len}>;
 var<workgroup> Cs: array<f32, {cs_len}>;
 
 fn xload(i: u32) -> f16 {{
@@ -431,7 +451,8 @@ fn rload(i: u32) -> f32 {{
 }}
 "#,
         name = c.name(),
-        ktab = if gather { "@group(0) @binding(4) var<storage, read> KT: array<vec4<i32>>;\n" } else { "" },
+        ktab =
+            if c.b == BMode::Gather { "@group(0) @binding(4) var<storage, read> KT: array<vec4<i32>>;\n" } else { "" },
         part = part_decl(c.split),
         as_len = 2 * a_buf,
         bs_len = 2 * b_buf,
@@ -442,7 +463,8 @@ fn rload(i: u32) -> f32 {{
         let _ = write!(
             s,
             r#"
-// acc += A(16x16 at vec4 offset a, row stride {a_row} vec4) * B(16x16 at b, row stride {b_row}), lane's 8 elements
+// acc += A(16x16 at vec4 offset a, row stride {a_row} vec4) * B(16x16 at vec4 offset b, column stride {b_row} vec4),
+// the lane's 8 elements
 fn emu_mma(acc: array<f32, 8>, a: u32, b: u32, lane: u32) -> array<f32, 8> {{
     var o = acc;
     for (var e = 0u; e < 8u; e++) {{
@@ -452,7 +474,7 @@ fn emu_mma(acc: array<f32, 8>, a: u32, b: u32, lane: u32) -> array<f32, 8> {{
         var sum = 0.0;
         for (var k = 0u; k < 16u; k++) {{
             let av = As[a + r * {a_row}u + k / 4u][k % 4u];
-            let bv = Bs[b + k * {b_row}u + cc];
+            let bv = Bs[b + cc * {b_row}u + k / 4u][k % 4u];
             sum += f32(av) * f32(bv);
         }}
         o[e] += sum;
@@ -502,8 +524,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     for j in 0..la {
         let _ = writeln!(s, "    var pa{j} = vec4<f16>(0.0);");
     }
-    for j in 0..lb {
-        let _ = writeln!(s, "    var pb{j} = f16(0.0);");
+    for q in 0..nq {
+        let _ = writeln!(s, "    var pb{q} = vec4<f16>(0.0);");
+    }
+    if c.b == BMode::Taps {
+        // 18 input channels, 19 kernel width, 20 / 21 dilations
+        s.push_str("    let CIN = pu(18u);\n    let KWT = pu(19u);\n    let HW = u32(IH * IW);\n");
     }
     for i in 0..fm {
         for j in 0..fn_ {
@@ -521,16 +547,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                 "        {{ let m = m0 + am{j}; let kq = {k0} / 4u + ak{j};\n          if (m < M && kq < K4) {{ pa{j} = vec4<f16>(WT[wbase + m * K4 + kq]); }} else {{ pa{j} = vec4<f16>(0.0); }} }}\n"
             );
         }
-        for j in 0..lb {
-            b_load(s, k0, j, j * rstep, gather, "f16(0.0)");
-        }
+        coop_b_load(s, k0, c.b, kq, nq);
     };
     let store = |s: &mut String, abase: &str, bbase: &str| {
         for j in 0..la {
             let _ = writeln!(s, "        As[{abase} + am{j} * {a_row}u + ak{j}] = pa{j};");
         }
-        for j in 0..lb {
-            let _ = writeln!(s, "        Bs[{bbase} + (kb + {}u) * {b_row}u + nb] = pb{j};", j * rstep);
+        for q in 0..nq {
+            let _ = writeln!(s, "        Bs[{bbase} + nb * {b_row}u + kb * {nq}u + {q}u] = pb{q};");
         }
     };
     s.push_str("    {\n");
@@ -553,11 +577,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             }
         }
         for j in 0..fn_ {
-            let off = format!("bbase + {}u * {b_row}u + wn0 + {}u", ks * 16, j * 16);
+            let off = format!("bbase + (wn0 + {}u) * {b_row}u + {}u", j * 16, ks * 4);
             if emu {
                 let _ = writeln!(s, "        let fb{ks}_{j} = {off};");
             } else {
-                let _ = writeln!(s, "        let fb{ks}_{j} = coopLoadT<coop_mat16x16<f16, B>>(&Bs[{off}], {b_row}u);");
+                // column-major: B's columns (n) are k-contiguous
+                let _ = writeln!(s, "        let fb{ks}_{j} = coopLoad<coop_mat16x16<f16, B>>(&Bs[{off}], {b_row}u);");
             }
         }
         for i in 0..fm {
@@ -657,4 +682,53 @@ fn b_load(s: &mut String, k0: &str, j: u32, row: u32, gather: bool, zero: &str) 
 /// The partial-sum buffer of a split-K kernel (always f32).
 fn part_decl(split: bool) -> &'static str {
     if split { "@group(0) @binding(7) var<storage, read_write> Part: array<f32>;\n" } else { "" }
+}
+
+/// The tensor-core kernels' B loader: `pb{q}` (q < nq) get the K values `k0 + kb * kq + 4q ..+4`
+/// of column `p`, zero outside the input (and past K).
+fn coop_b_load(s: &mut String, k0: &str, b: BMode, kq: u32, nq: u32) {
+    let _ = writeln!(s, "        {{ let kk = {k0} + kb * {kq}u;");
+    match b {
+        BMode::Taps => {
+            // one tap per K tile: one bounds check, then channel planes HW apart
+            let _ = write!(
+                s,
+                "          let tap = kk / CIN;\n          let dy = i32((tap / KWT) * pu(20u));\n          let dx = i32((tap % KWT) * pu(21u));\n          let iy = iy0 + dy;\n          let ix = ix0 + dx;\n          if (p_ok && iy >= 0 && ix >= 0 && iy < IH && ix < IW) {{\n            let base = u32(pix + dy * IW + dx) + (kk % CIN) * HW;\n"
+            );
+            for q in 0..nq {
+                let e: Vec<String> = (0..4).map(|i| format!("xload(base + {}u * HW)", 4 * q + i)).collect();
+                let _ = writeln!(s, "            pb{q} = vec4<f16>({});", e.join(", "));
+            }
+            s.push_str("          } else {\n");
+            for q in 0..nq {
+                let _ = writeln!(s, "            pb{q} = vec4<f16>(0.0);");
+            }
+            s.push_str("          }\n");
+        }
+        BMode::Gather => {
+            for q in 0..nq {
+                let _ = writeln!(s, "          pb{q} = vec4<f16>(0.0);");
+                for i in 0..4 {
+                    let _ = write!(
+                        s,
+                        "          {{ let k = kk + {}u; if (p_ok && k < K) {{ let kt = KT[k]; let iy = iy0 + kt.y; let ix = ix0 + kt.z;\n            if (iy >= 0 && ix >= 0 && iy < IH && ix < IW) {{ pb{q}[{i}] = xload(u32(pix + kt.x)); }} }} }}\n",
+                        4 * q + i
+                    );
+                }
+            }
+        }
+        BMode::Direct => {
+            for q in 0..nq {
+                let _ = writeln!(s, "          pb{q} = vec4<f16>(0.0);");
+                for i in 0..4 {
+                    let _ = writeln!(
+                        s,
+                        "          {{ let k = kk + {}u; if (p_ok && k < K) {{ pb{q}[{i}] = xload(xb + k * npix + p); }} }}",
+                        4 * q + i
+                    );
+                }
+            }
+        }
+    }
+    s.push_str("        }\n");
 }

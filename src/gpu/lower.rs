@@ -1300,15 +1300,26 @@ fn use_coop(lx: &Lx) -> bool {
 
 /// The fast kernel for a GEMM of `m` rows, `cols` columns, `k` deep over `z` images (or
 /// taps), and its number of K slices.
-fn pick(lx: &Lx, m: usize, cols: usize, z: usize, k: usize, b: BMode, scatter: bool) -> (FastTile, usize) {
+#[allow(clippy::too_many_arguments)]
+fn pick(
+    lx: &Lx,
+    m: usize,
+    cols: usize,
+    z: usize,
+    k: usize,
+    b: BMode,
+    scatter: bool,
+    taps_ok: bool,
+) -> (FastTile, usize) {
     if !use_coop(lx) {
         let (c, s) = pick_tile(lx, m, cols, z, k, b, scatter);
         return (FastTile::Fma(c), s);
     }
     let emulate = lx.opts.coop == CoopMode::Emulate;
+    let cb = if b == BMode::Gather && taps_ok { BMode::Taps } else { b };
     let mut best: Option<(f64, CoopCfg, usize)> = None;
     for &(bm, bn, wm, wn, eff) in &COOP_TILES {
-        let c = CoopCfg { bm, bn, wm, wn, b, scatter, emulate, split: false };
+        let c = CoopCfg { bm, bn, wm, wn, b: cb, scatter, emulate, split: false };
         if c.shared_bytes() > lx.opts.max_shared || lx.opts.force_tile.is_some_and(|t| t != (bm, bn)) {
             continue;
         }
@@ -1533,19 +1544,22 @@ fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::Conv) -> Res
         && g.y.output == g.y.input
         && g.x.output == g.x.input;
     let mode = if direct { BMode::Direct } else { BMode::Gather };
-    let ktab = if direct {
-        BufRef::Unbound
-    } else {
+    // the tensor-core kernels can order K tap-major when whole K tiles share a tap
+    let taps_ok = !direct && g.c.is_multiple_of(COOP_BK as usize);
+    let (cfg, slices) = pick(lx, m, npix, g.n, kk, mode, false, taps_ok);
+    let khw = kh * kw;
+    let ktab = if cfg.b() == BMode::Gather {
         let (ih, iw) = (g.y.input, g.x.input);
         let mut t: Vec<i32> = Vec::with_capacity(kk * 4);
         for q in 0..kk {
-            let (ic, r) = (q / (kh * kw), q % (kh * kw));
+            let (ic, r) = (q / khw, q % khw);
             let (dy, dx) = ((r / kw * g.y.dilation) as i32, (r % kw * g.x.dilation) as i32);
             t.extend_from_slice(&[(ic * ih * iw) as i32 + dy * iw as i32 + dx, dy, dx, 0]);
         }
         lx.aux(bytemuck::cast_slice(&t).to_vec())
+    } else {
+        BufRef::Unbound
     };
-    let (cfg, slices) = pick(lx, m, npix, g.n, kk, mode, false);
     let mut params = vec![0u32; 24];
     params[8] = g.x.input as u32;
     params[9] = g.y.input as u32;
@@ -1555,6 +1569,19 @@ fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::Conv) -> Res
     params[13] = g.y.pad_begin as i32 as u32;
     params[14] = g.x.pad_begin as i32 as u32;
     params[17] = npix as u32;
+    let tap_major = cfg.b() == BMode::Taps;
+    if tap_major {
+        params[18] = g.c as u32;
+        params[19] = kw as u32;
+        params[20] = g.y.dilation as u32;
+        params[21] = g.x.dilation as u32;
+    }
+    // W [M, C, KH, KW]: row k = (c, tap), or (tap, c) when tap-major
+    let (cin, wd) = (g.c, &wd);
+    let weight = move |_: usize, kq: usize, mq: usize| {
+        let k = if tap_major { (kq % cin) * khw + kq / cin } else { kq };
+        wd[mq * kk + k]
+    };
     let f = FastConv {
         kind: "Conv",
         cfg,
@@ -1571,7 +1598,7 @@ fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::Conv) -> Res
         epi: Epilogue::of(lx, n, &n.op)?,
         flops: 2 * (g.n * m * npix * kk) as u64,
         x_extent: (g.c * g.y.input * g.x.input) as u64,
-        weight: &|_, kq, mq| wd[mq * kk + kq],
+        weight: &weight,
         params,
     };
     fast_dispatch(lx, k, n, f)?;
@@ -1601,7 +1628,7 @@ fn fast_conv_transpose(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv_tra
     let (cin, m) = (g.c, g.m);
     let wd = wt.as_f32().map_err(|e| err(n, e))?;
     let npix_in = g.y.input * g.x.input;
-    let (cfg, slices) = pick(lx, m, npix_in, g.n * taps, cin, BMode::Direct, true);
+    let (cfg, slices) = pick(lx, m, npix_in, g.n * taps, cin, BMode::Direct, true, false);
     let mut params = vec![0u32; 24];
     params[8] = g.x.input as u32;
     params[9] = g.y.input as u32;

@@ -205,6 +205,9 @@ mod tests {
                 (BMode::Direct, false, false),
                 (BMode::Direct, true, false),
                 (BMode::Gather, false, true),
+                (BMode::Taps, false, false),
+                (BMode::Taps, false, true),
+                (BMode::Direct, false, true),
             ] {
                 for emulate in [false, true] {
                     let c = convgen::CoopCfg { bm, bn, wm, wn, b, scatter, emulate, split };
