@@ -363,8 +363,8 @@ impl CoopCfg {
     }
     pub fn valid(&self) -> bool {
         let t = self.threads();
-        !(self.split && self.scatter)
-            && !(self.scatter && self.b != BMode::Direct)
+        // a scatter (transposed conv) is a direct GEMM without split-K
+        (!self.scatter || (self.b == BMode::Direct && !self.split))
             && self.wm.is_multiple_of(16)
             && self.wn.is_multiple_of(16)
             && self.bm.is_multiple_of(self.wm)
