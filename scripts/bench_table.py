@@ -21,13 +21,17 @@ def key(e):
 print(f"card: {info.get('device', '?')}; torch {info.get('torch', '?')}\n")
 print('| net | input | precision | unet-gpu GPU ms (median / min) | TFLOP/s | cuDNN ms (same precision) | ratio (ours / cuDNN) | cuDNN FP16 channels-last ms |')
 print('|---|---|---|---|---|---|---|---|')
-for e in sorted(eng, key=lambda e: (key(e), e.get('precision', ''))):
+for e in sorted(eng, key=lambda e: (key(e), e.get('precision', ''), e.get('split_k') is False)):
     base, h, b = key(e)
     t = rows.get((base, h, b), {})
     prec = e.get('precision')
+    ref = t.get('fp32_ms') if prec == 'f32' else t.get('fp16_ms')
     if prec == 'f16' and e.get('tensor_cores') is False:
         prec = 'f16 (scalar)'
-    ref = t.get('fp32_ms') if prec == 'f32' else t.get('fp16_ms')
+    if e.get('split_k') is False:
+        prec += ', split-K off'
+    if e.get('batch_chunks', 1) > 1:
+        prec += f", {e['batch_chunks']} batch chunks"
     ref = round(ref, 3) if ref else ref
     if 'error' in e:
         print(f"| base {base} | {b}x{h}x{h} | {prec} | refused: {e['error'][:80]} | | {ref} | | {t.get('fp16_cl_ms')} |")

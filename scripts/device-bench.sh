@@ -39,10 +39,13 @@ for base in 64 16; do
   timeout 120 python3 scripts/device_check_bench_net.py "$B" /tmp/unet$base.onnx 256 | tee -a "$OUT/check_bench_net.jsonl"
 done
 
-echo "== unet-gpu bench: the target configurations"
+echo "== unet-gpu bench: the target configurations (and split-K off, to compare in the same run)"
 run_bench 64 512 1 f32 --iters 20
+run_bench 64 512 1 f32 --iters 10 --no-layers --split-k off
 run_bench 64 512 1 f16 --iters 20
+run_bench 64 512 1 f16 --iters 10 --no-layers --split-k off
 run_bench 16 512 1 f16 --iters 30
+run_bench 16 512 1 f16 --iters 20 --no-layers --split-k off
 run_bench 16 512 1 f32 --iters 30 --cpu-reference
 
 echo "== PyTorch / cuDNN"
@@ -61,6 +64,7 @@ timeout 150 python3 scripts/device_check.py "$B" "$OUT" 2>&1 | grep -v '"ok": tr
 
 echo "== unet-gpu bench: the rest of the grid"
 run_bench 64 512 1 f16 --iters 10 --coop off --no-layers
+run_bench 16 512 1 f32 --iters 10 --no-layers --split-k off
 for base in 64 16; do
   for prec in f32 f16; do
     run_bench $base 512 8 $prec --iters 6 --no-layers
