@@ -23,6 +23,7 @@ pub mod ops;
 pub mod presets;
 pub mod skips;
 pub mod tensor;
+pub mod tune;
 
 pub use error::{Error, Result};
 pub use model::Model;

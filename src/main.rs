@@ -84,6 +84,9 @@ enum Cmd {
         /// With f16: tensor cores (auto: when the adapter has them), or off, or their scalar emulation
         #[arg(long, value_enum, default_value_t = Coop::Auto)]
         coop: Coop,
+        /// Time every conv kernel shape on this GPU first and keep the fastest per conv
+        #[arg(long)]
+        autotune: bool,
     },
     /// Time a model on the GPU: median and min GPU time, wall time, GFLOP/s, per-layer times
     Bench {
@@ -114,6 +117,9 @@ enum Cmd {
         /// Split the K loop of convs too small to fill the GPU (on), or never (off: to compare)
         #[arg(long, value_enum, default_value_t = OnOff::On)]
         split_k: OnOff,
+        /// Time every conv kernel shape on this GPU first and keep the fastest per conv
+        #[arg(long)]
+        autotune: bool,
         #[arg(long)]
         adapter: Option<String>,
     },
@@ -182,6 +188,7 @@ fn real_main(cli: Cli) -> Result<()> {
             generic_conv,
             coop,
             split_k,
+            autotune,
             adapter,
         } => {
             let m = Model::load(&model)?;
@@ -203,6 +210,7 @@ fn real_main(cli: Cli) -> Result<()> {
                     fast_conv: !generic_conv,
                     coop: coop.mode(),
                     split_k: split_k == OnOff::On,
+                    autotune,
                     ..Default::default()
                 },
                 iters,
@@ -215,7 +223,7 @@ fn real_main(cli: Cli) -> Result<()> {
             println!("{j}");
             Ok(())
         }
-        Cmd::Run { model, input, output, all_outputs, device, adapter, stats, precision, coop } => {
+        Cmd::Run { model, input, output, all_outputs, device, adapter, stats, precision, coop, autotune } => {
             if output.is_none() && all_outputs.is_none() {
                 bail!("give --output FILE and/or --all-outputs DIR");
             }
@@ -254,12 +262,15 @@ fn real_main(cli: Cli) -> Result<()> {
                         ctx.clone(),
                         &m,
                         &[x.shape.clone()],
-                        GpuOptions { precision, coop: coop.mode(), ..Default::default() },
+                        GpuOptions { precision, coop: coop.mode(), autotune, ..Default::default() },
                     )?;
                     let (outs, s) = gm.run_with_stats(&[x], stats.is_some())?;
                     let mut j = s.to_json();
                     j["device"] = ctx.describe().into();
                     j["batch_chunks"] = gm.chunks().into();
+                    if let Some(r) = gm.tune_report() {
+                        j["autotune"] = r.clone();
+                    }
                     (outs, j)
                 }
             };

@@ -251,3 +251,34 @@ fn a_graph_that_mixes_the_batch_is_not_split() {
     let e = GpuModel::for_model(gpu(), &m, &[vec![4, 3, 5, 7]], opts).unwrap_err().to_string();
     assert!(e.contains("largest storage binding"), "{e}");
 }
+
+#[test]
+fn autotune_keeps_the_fastest_kernel_per_conv() {
+    use unet_gpu::gpu::exec::GpuOptions;
+    let ctx = gpu();
+    let (model, _) = fixture("classic_unet");
+    let m = Model::load(&model).unwrap();
+    let shape = vec![1, 3, 24, 32];
+    let p = m.prepare(std::slice::from_ref(&shape)).unwrap();
+    let opts = GpuOptions::default();
+    let (chosen, report) = unet_gpu::tune::autotune(&ctx, &p, opts).unwrap();
+    if !ctx.timestamps {
+        assert!(report.get("skipped").is_some() && chosen.iter().all(|c| c.is_none()), "{report}");
+        return;
+    }
+    // every conv got a measured choice, among more than the cost model's
+    let convs = p.graph.nodes.iter().filter(|n| n.op_type.starts_with("Conv")).count();
+    assert_eq!(chosen.iter().flatten().count(), convs, "{chosen:?}");
+    assert!(report["candidates"].as_u64().unwrap() > 20, "{report}");
+    assert!(report["fast_conv_ms_tuned"].as_f64().unwrap() <= report["fast_conv_ms_cost_model"].as_f64().unwrap());
+    // the tuned model runs exactly those kernels, and computes the same thing
+    let gm = GpuModel::with_tuning(ctx.clone(), &p, opts, &chosen).unwrap();
+    assert_eq!(unet_gpu::tune::choices(&gm), chosen);
+    let x = Tensor::f32(shape.clone(), random(3 * 24 * 32, 5, -1.0, 1.0));
+    let want = unet_gpu::cpu::run(&p, std::slice::from_ref(&x)).unwrap();
+    let got = gm.run(&[x]).unwrap();
+    assert!(rel_l2(got[0].as_f32().unwrap(), want[0].as_f32().unwrap()) <= 1e-4);
+    // through the options: the report is kept
+    let gm = GpuModel::with_options(ctx, &p, GpuOptions { autotune: true, ..opts }).unwrap();
+    assert!(gm.tune_report().is_some());
+}

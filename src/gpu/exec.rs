@@ -95,6 +95,9 @@ pub struct GpuOptions {
     pub split_k: bool,
     /// Split every fast conv that can be into this many K slices (tests).
     pub force_split: Option<u32>,
+    /// Time every fast-conv kernel shape on the device at build time and keep the fastest per
+    /// conv (`crate::tune`); off: the cost model chooses.
+    pub autotune: bool,
 }
 
 impl Default for GpuOptions {
@@ -107,6 +110,7 @@ impl Default for GpuOptions {
             binding_limit: None,
             split_k: true,
             force_split: None,
+            autotune: false,
         }
     }
 }
@@ -130,6 +134,7 @@ pub struct GpuModel {
     /// Chunked: each input for the whole batch, chunk after chunk at 4-byte aligned strides;
     /// every chunk is copied into `input_bufs` before its dispatches.
     staging: Vec<(wgpu::Buffer, u64)>,
+    tune_report: Option<serde_json::Value>,
     pub plan: MemPlan,
     dispatches: Vec<Dispatch>,
     pipelines: Vec<wgpu::ComputePipeline>,
@@ -330,6 +335,27 @@ impl GpuModel {
     }
 
     pub fn with_options(ctx: Arc<GpuContext>, prepared: &Prepared, opts: GpuOptions) -> Result<GpuModel> {
+        if opts.autotune {
+            let (tuned, report) = crate::tune::autotune(&ctx, prepared, opts)?;
+            let mut gm = GpuModel::with_tuning(ctx, prepared, GpuOptions { autotune: false, ..opts }, &tuned)?;
+            gm.tune_report = Some(report);
+            return Ok(gm);
+        }
+        GpuModel::with_tuning(ctx, prepared, opts, &[])
+    }
+
+    /// What autotuning measured (when `GpuOptions::autotune` was set).
+    pub fn tune_report(&self) -> Option<&serde_json::Value> {
+        self.tune_report.as_ref()
+    }
+
+    /// Build with measured kernel choices for some convs (by node index; see `crate::tune`).
+    pub fn with_tuning(
+        ctx: Arc<GpuContext>,
+        prepared: &Prepared,
+        opts: GpuOptions,
+        tuned: &[Option<super::lower::TileChoice>],
+    ) -> Result<GpuModel> {
         let p = prepared.clone();
         let g = &p.graph;
         let prec = opts.precision;
@@ -356,7 +382,7 @@ impl GpuModel {
             force_split: opts.force_split,
             max_binding: binding_limit(&ctx, &opts),
         };
-        let Lowered { dispatches, aux, consts, scratch_bytes } = lower(&p, &plan, max_groups, lopts)?;
+        let Lowered { dispatches, aux, consts, scratch_bytes } = lower(&p, &plan, max_groups, lopts, tuned)?;
         let dev = &ctx.device;
         let lim = binding_limit(&ctx, &opts);
 
@@ -637,6 +663,7 @@ impl GpuModel {
             chunks: 1,
             full: None,
             staging: Vec::new(),
+            tune_report: None,
             plan,
             dispatches,
             pipelines,

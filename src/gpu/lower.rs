@@ -160,6 +160,16 @@ pub struct LowerOpts {
     pub max_binding: u64,
 }
 
+/// A fast conv's kernel fixed by measurement (autotuning) instead of the cost model: tensor
+/// cores or not, the (BM, BN) tile and the K slices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TileChoice {
+    pub coop: bool,
+    pub bm: u32,
+    pub bn: u32,
+    pub slices: usize,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CoopMode {
     Off,
@@ -172,6 +182,10 @@ struct Lx<'a> {
     plan: &'a MemPlan,
     max_groups: u32,
     opts: LowerOpts,
+    /// Measured kernel choices by node index (empty: the cost model decides).
+    tuned: &'a [Option<TileChoice>],
+    /// The node being lowered.
+    node: usize,
     out: Lowered,
 }
 
@@ -290,9 +304,16 @@ fn ew_params(total: u64, out: [u32; 6], y: &View, ys: [u32; 6], ins: &[(u64, [u3
     p
 }
 
-pub fn lower(p: &Prepared, plan: &MemPlan, max_groups: u32, opts: LowerOpts) -> Result<Lowered> {
-    let mut lx = Lx { p, plan, max_groups, opts, out: Lowered::default() };
+pub fn lower(
+    p: &Prepared,
+    plan: &MemPlan,
+    max_groups: u32,
+    opts: LowerOpts,
+    tuned: &[Option<TileChoice>],
+) -> Result<Lowered> {
+    let mut lx = Lx { p, plan, max_groups, opts, tuned, node: 0, out: Lowered::default() };
     for (k, n) in p.graph.nodes.iter().enumerate() {
+        lx.node = k;
         lower_node(&mut lx, k, n)?;
     }
     Ok(lx.out)
@@ -1298,6 +1319,47 @@ fn use_coop(lx: &Lx) -> bool {
     lx.opts.precision == Precision::F16 && lx.opts.coop != CoopMode::Off
 }
 
+/// The kernel a measured choice names, if it is valid here (else the cost model decides).
+#[allow(clippy::too_many_arguments)]
+fn tuned_tile(
+    lx: &Lx,
+    t: TileChoice,
+    m: usize,
+    cols: usize,
+    z: usize,
+    k: usize,
+    b: BMode,
+    scatter: bool,
+    taps_ok: bool,
+) -> Option<(FastTile, usize)> {
+    let split = t.slices > 1;
+    let ok_slices = |bk: u32| {
+        let ktiles = k.div_ceil(bk as usize);
+        t.slices == 1
+            || (!scatter
+                && ktiles.div_ceil(ktiles.div_ceil(t.slices)) == t.slices
+                && (t.slices * m * cols * z * 4) as u64 <= lx.opts.max_binding)
+    };
+    if t.coop {
+        if !use_coop(lx) || !ok_slices(COOP_BK) {
+            return None;
+        }
+        let cb = if b == BMode::Gather && taps_ok { BMode::Taps } else { b };
+        let (bm, bn) = (t.bm, t.bn);
+        let &(_, _, wm, wn, _) = COOP_TILES.iter().find(|c| (c.0, c.1) == (bm, bn))?;
+        let emulate = lx.opts.coop == CoopMode::Emulate;
+        let c = CoopCfg { bm, bn, wm, wn, b: cb, scatter, emulate, split };
+        (c.valid() && c.shared_bytes() <= lx.opts.max_shared).then_some((FastTile::Coop(c), t.slices))
+    } else {
+        let &(bm, bn, bk, tm, tn, _) = TILES.iter().find(|c| (c.0, c.1) == (t.bm, t.bn))?;
+        if !ok_slices(bk) {
+            return None;
+        }
+        let c = ConvCfg { bm, bn, bk, tm, tn, b, scatter, split };
+        (c.valid() && c.shared_bytes() <= lx.opts.max_shared).then_some((FastTile::Fma(c), t.slices))
+    }
+}
+
 /// The fast kernel for a GEMM of `m` rows, `cols` columns, `k` deep over `z` images (or
 /// taps), and its number of K slices.
 #[allow(clippy::too_many_arguments)]
@@ -1311,6 +1373,11 @@ fn pick(
     scatter: bool,
     taps_ok: bool,
 ) -> (FastTile, usize) {
+    if let Some(t) = lx.tuned.get(lx.node).copied().flatten()
+        && let Some(choice) = tuned_tile(lx, t, m, cols, z, k, b, scatter, taps_ok)
+    {
+        return choice;
+    }
     if !use_coop(lx) {
         let (c, s) = pick_tile(lx, m, cols, z, k, b, scatter);
         return (FastTile::Fma(c), s);

@@ -1,0 +1,149 @@
+//! Autotuning: instead of trusting the tile cost model, time every fast-conv kernel shape on
+//! the device and keep, for each conv, the one that ran fastest.
+//!
+//! The whole model is built once per candidate (tensor cores or not, each (BM, BN) tile, each
+//! split-K factor forced on every conv), run once to warm up and twice with a timestamp around
+//! every dispatch; a conv's time includes its split-K reduction. The cost model's own choice is
+//! a candidate too, so tuning never picks something it measured slower. Needs TIMESTAMP_QUERY;
+//! without it the cost model decides.
+
+use crate::error::Result;
+use crate::gpu::convgen::{COOP_TILES, TILES};
+use crate::gpu::exec::{GpuModel, GpuOptions};
+use crate::gpu::lower::{CoopMode, TileChoice};
+use crate::gpu::{GpuContext, Precision, Shader};
+use crate::graph::prepare::Prepared;
+use crate::tensor::{Tensor, numel};
+use std::sync::Arc;
+
+/// Split-K factors tried (each also capped by the layer's K).
+const SLICES: [u32; 4] = [1, 2, 4, 8];
+
+/// What the kernel of each node is in a built model: the fast conv's choice, by node index.
+pub fn choices(gm: &GpuModel) -> Vec<Option<TileChoice>> {
+    let mut v = vec![None; gm.prepared().graph.nodes.len()];
+    for d in gm.dispatches() {
+        let (coop, bm, bn, split) = match d.shader {
+            Shader::FastConv(c) => (false, c.bm, c.bn, c.split),
+            Shader::CoopConv(c) => (true, c.bm, c.bn, c.split),
+            _ => continue,
+        };
+        let slices = if split { d.params[27] as usize } else { 1 };
+        v[d.node] = Some(TileChoice { coop, bm, bn, slices });
+    }
+    v
+}
+
+/// Per-node GPU milliseconds of the best of `runs` profiled runs.
+fn profile(gm: &GpuModel, inputs: &[Tensor], runs: usize) -> Result<Vec<f64>> {
+    gm.run(inputs)?;
+    let mut best: Option<Vec<f64>> = None;
+    for _ in 0..runs {
+        let (_, st) = gm.run_with_stats(inputs, true)?;
+        best = Some(match best {
+            None => st.gpu_ms_by_node,
+            Some(b) => b.iter().zip(&st.gpu_ms_by_node).map(|(a, c)| a.min(*c)).collect(),
+        });
+    }
+    Ok(best.unwrap_or_default())
+}
+
+/// Time the candidates and return the fastest kernel per conv (None where the cost model's
+/// choice stands), with a JSON report.
+pub fn autotune(
+    ctx: &Arc<GpuContext>,
+    p: &Prepared,
+    opts: GpuOptions,
+) -> Result<(Vec<Option<TileChoice>>, serde_json::Value)> {
+    let t0 = std::time::Instant::now();
+    let base = GpuOptions { autotune: false, ..opts };
+    let nodes = p.graph.nodes.len();
+    if !ctx.timestamps || !opts.fast_conv {
+        let why = if opts.fast_conv { "the adapter has no timestamp queries" } else { "fast convs are off" };
+        return Ok((vec![None; nodes], serde_json::json!({ "skipped": why })));
+    }
+    // random inputs of the prepared shapes
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let inputs: Vec<Tensor> = p
+        .graph
+        .inputs
+        .iter()
+        .map(|&v| {
+            let s = p.shape(v).to_vec();
+            let data = (0..numel(&s))
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    (seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+                })
+                .collect();
+            Tensor::f32(s, data)
+        })
+        .collect();
+    let mut candidates: Vec<GpuOptions> = vec![base];
+    let coop_mode = match base.coop {
+        Some(m) => m,
+        None if ctx.coop_ready() => CoopMode::Native,
+        None => CoopMode::Off,
+    };
+    for &(bm, bn, ..) in &TILES {
+        for s in SLICES {
+            candidates.push(GpuOptions {
+                force_tile: Some((bm, bn)),
+                force_split: Some(s),
+                coop: Some(CoopMode::Off),
+                ..base
+            });
+        }
+    }
+    if base.precision == Precision::F16 && coop_mode != CoopMode::Off {
+        for &(bm, bn, ..) in &COOP_TILES {
+            for s in SLICES {
+                candidates.push(GpuOptions {
+                    force_tile: Some((bm, bn)),
+                    force_split: Some(s),
+                    coop: Some(coop_mode),
+                    ..base
+                });
+            }
+        }
+    }
+    let mut best: Vec<Option<(f64, TileChoice)>> = vec![None; nodes];
+    let mut auto_ms = vec![0.0; nodes];
+    let mut tried = 0;
+    for (i, c) in candidates.iter().enumerate() {
+        // a candidate that cannot be built here (workgroup memory...) is skipped
+        let Ok(gm) = GpuModel::with_options(ctx.clone(), p, *c) else { continue };
+        let ms = profile(&gm, &inputs, 2)?;
+        if ms.len() < nodes {
+            continue; // too many dispatches to time one by one
+        }
+        tried += 1;
+        for (k, ch) in choices(&gm).into_iter().enumerate() {
+            let Some(ch) = ch else { continue };
+            if i == 0 {
+                auto_ms[k] = ms[k];
+            }
+            if best[k].is_none_or(|(b, _)| ms[k] < b) {
+                best[k] = Some((ms[k], ch));
+            }
+        }
+    }
+    let chosen: Vec<Option<TileChoice>> = best.iter().map(|b| b.map(|b| b.1)).collect();
+    let (mut auto_total, mut tuned_total) = (0.0, 0.0);
+    for (k, b) in best.iter().enumerate() {
+        if let Some((ms, _)) = b {
+            auto_total += auto_ms[k];
+            tuned_total += ms;
+        }
+    }
+    let report = serde_json::json!({
+        "candidates": tried,
+        "seconds": t0.elapsed().as_secs_f64(),
+        "fast_conv_ms_cost_model": auto_total,
+        "fast_conv_ms_tuned": tuned_total,
+    });
+    log::info!("autotune: {report}");
+    Ok((chosen, report))
+}
