@@ -5,7 +5,8 @@
 #     exported by that script) at base 64 and 16, 512^2 and 1024^2, batch 1 and 8;
 #  4. one comparison table (scripts/bench_table.py).
 # Usage: scripts/device-bench.sh [OUTDIR]   (UNET_GPU_BIN overrides the binary; QUICK=1 runs only
-# the base 64 and 16 networks at 1x3x512x512 and their check against the CPU reference)
+# the base 64 and 16 networks at 1x3x512x512 (cost model, split-K off, autotuned) and their
+# check against the CPU reference)
 set -u
 OUT=${1:-${OUT:-device-out}}
 mkdir -p "$OUT"
@@ -25,7 +26,7 @@ done
 run_bench() {
   local base=$1 size=$2 batch=$3 prec=$4; shift 4
   local line
-  line=$(timeout 120 "$B" bench /tmp/unet$base.onnx --size ${size}x$size --batch $batch --precision $prec "$@" 2>&1 | tail -1)
+  line=$(timeout 180 "$B" bench /tmp/unet$base.onnx --size ${size}x$size --batch $batch --precision $prec "$@" 2>&1 | tail -1)
   if [[ "$line" != "{"* ]]; then
     line=$(python3 -c 'import json,sys; print(json.dumps(dict(model=sys.argv[1], input=sys.argv[2], precision=sys.argv[3], error=sys.argv[4])))' \
       "/tmp/unet$base.onnx" "[$batch, 3, $size, $size]" "$prec" "$line")
@@ -47,6 +48,11 @@ run_bench 64 512 1 f16 --iters 10 --no-layers --split-k off
 run_bench 16 512 1 f16 --iters 30
 run_bench 16 512 1 f16 --iters 20 --no-layers --split-k off
 run_bench 16 512 1 f32 --iters 30 --cpu-reference
+echo "== autotuned (every kernel shape timed per conv first)"
+run_bench 64 512 1 f32 --iters 20 --autotune
+run_bench 64 512 1 f16 --iters 20 --autotune
+run_bench 16 512 1 f16 --iters 30 --autotune
+run_bench 16 512 1 f32 --iters 30 --autotune --no-layers
 
 echo "== PyTorch / cuDNN"
 : > "$OUT/torch.jsonl"
