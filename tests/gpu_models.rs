@@ -282,3 +282,21 @@ fn autotune_keeps_the_fastest_kernel_per_conv() {
     let gm = GpuModel::with_options(ctx, &p, GpuOptions { autotune: true, ..opts }).unwrap();
     assert!(gm.tune_report().is_some());
 }
+
+#[test]
+fn one_model_runs_many_inputs() {
+    // the upload buffer, activations and readback are reused from run to run
+    let (model, _) = fixture("classic_unet");
+    let m = Model::load(&model).unwrap();
+    let p = m.prepare(&[vec![2, 3, 16, 24]]).unwrap();
+    for prec in [unet_gpu::gpu::exec::GpuOptions::default(), unet_gpu::gpu::exec::GpuOptions::f16()] {
+        let gm = GpuModel::with_options(gpu(), &p, prec).unwrap();
+        for seed in 0..3 {
+            let x = Tensor::f32(vec![2, 3, 16, 24], random(2 * 3 * 16 * 24, 40 + seed, -1.0, 1.0));
+            let want = unet_gpu::cpu::run(&p, std::slice::from_ref(&x)).unwrap();
+            let got = gm.run(&[x]).unwrap();
+            let e = rel_l2(got[0].as_f32().unwrap(), want[0].as_f32().unwrap());
+            assert!(e <= if prec.precision == unet_gpu::gpu::Precision::F16 { 1e-2 } else { 1e-4 }, "run {seed}: {e}");
+        }
+    }
+}

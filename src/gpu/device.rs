@@ -237,6 +237,29 @@ impl GpuContext {
         self.check()
     }
 
+    /// Map a MAP_WRITE buffer (idle), copy `bytes` to its start, and unmap it.
+    pub fn write_mapped(&self, buf: &wgpu::Buffer, bytes: &[u8]) -> Result<()> {
+        let slice = buf.slice(..bytes.len() as u64);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Write, move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Error::Gpu(format!("mapping the input upload buffer failed: {e}"))),
+            Err(_) => return Err(Error::Gpu("mapping the input upload buffer timed out".into())),
+        }
+        {
+            let mut view = slice
+                .get_mapped_range_mut()
+                .map_err(|e| Error::Gpu(format!("mapping the input upload buffer failed: {e:?}")))?;
+            view.copy_from_slice(bytes);
+        }
+        buf.unmap();
+        Ok(())
+    }
+
     /// Map a MAP_READ buffer and copy out its bytes (after the copy into it was submitted).
     pub fn read_buffer(&self, buf: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
         let slice = buf.slice(..size);

@@ -131,8 +131,8 @@ pub struct GpuModel {
     chunks: usize,
     /// The whole batch's graph when chunked (input and output shapes).
     full: Option<Prepared>,
-    /// Chunked: each input for the whole batch, chunk after chunk at 4-byte aligned strides;
-    /// every chunk is copied into `input_bufs` before its dispatches.
+    /// Each input for the whole batch, chunk after chunk at 4-byte aligned strides, in mappable
+    /// memory; every chunk is copied into `input_bufs` before its dispatches.
     staging: Vec<(wgpu::Buffer, u64)>,
     tune_report: Option<serde_json::Value>,
     pub plan: MemPlan,
@@ -234,6 +234,32 @@ fn batch_separable(full: &Prepared, chunk: &Prepared, k: usize) -> bool {
     }) && gf.inputs.iter().chain(&gf.outputs).all(|&v| same(v))
 }
 
+/// Mappable upload buffers, one per input, holding `k` chunks at 4-byte aligned strides: the
+/// inputs are written into them in place (no staging allocation per inference) and copied into
+/// the input buffers on the GPU.
+fn make_staging(ctx: &GpuContext, p: &Prepared, prec: Precision, k: usize) -> Result<Vec<(wgpu::Buffer, u64)>> {
+    let lim = ctx.limits.max_buffer_size;
+    let mut staging = Vec::new();
+    for &v in &p.graph.inputs {
+        let stride = (numel(p.shape(v)) as u64 * prec.bytes()).next_multiple_of(4);
+        if stride * k as u64 > lim {
+            return Err(Error::Gpu(format!(
+                "input '{}' needs {} bytes, more than this device's largest buffer ({lim} bytes)",
+                p.graph.name(v),
+                stride * k as u64
+            )));
+        }
+        let b = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("input upload"),
+            size: (stride * k as u64).max(16),
+            usage: wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        staging.push((b, stride));
+    }
+    Ok(staging)
+}
+
 impl GpuModel {
     /// Prepare `model` for inputs of these shapes and build it. When the whole batch has a
     /// tensor past the device's storage-binding limit, the batch is split into the fewest equal
@@ -276,27 +302,8 @@ impl GpuModel {
 
     /// Make this model (built for one chunk) run `k` chunks of the batch of `full`.
     fn chunk_into(&mut self, k: usize, full: Prepared) -> Result<()> {
-        let eb = self.opts.precision.bytes();
         let dev = &self.ctx.device;
-        let lim = self.ctx.limits.max_buffer_size;
-        let mut staging = Vec::new();
-        for &v in &self.prepared.graph.inputs {
-            let stride = (numel(self.prepared.shape(v)) as u64 * eb).next_multiple_of(4);
-            if stride * k as u64 > lim {
-                return Err(Error::Gpu(format!(
-                    "input '{}' needs {} bytes, more than this device's largest buffer ({lim} bytes)",
-                    self.prepared.graph.name(v),
-                    stride * k as u64
-                )));
-            }
-            let b = dev.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("input staging"),
-                size: (stride * k as u64).max(16),
-                usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
-            staging.push((b, stride));
-        }
+        let staging = make_staging(&self.ctx, &self.prepared, self.opts.precision, k)?;
         // outputs: chunk after chunk in the readback, each at a 4-byte aligned stride
         let mut rb = 0u64;
         for o in &mut self.outputs {
@@ -656,13 +663,14 @@ impl GpuModel {
             })
         });
 
+        let staging = make_staging(&ctx, &p, prec, 1)?;
         Ok(GpuModel {
             ctx,
             opts,
             prepared: p,
             chunks: 1,
             full: None,
-            staging: Vec::new(),
+            staging,
             tune_report: None,
             plan,
             dispatches,
@@ -742,27 +750,26 @@ impl GpuModel {
                 }),
             )
         });
-        ctx.scoped("running the model", || {
-            if k == 1 {
-                for (buf, t) in self.input_bufs.iter().zip(inputs) {
-                    let mut bytes = self.opts.precision.encode(&t.to_f32_vec());
-                    bytes.resize(bytes.len().next_multiple_of(4), 0);
-                    ctx.queue.write_buffer(buf, 0, &bytes);
+        // each chunk at its aligned stride, copied into the mapped upload buffer
+        for ((buf, stride), t) in self.staging.iter().zip(inputs) {
+            let owned;
+            let v = match t.as_f32() {
+                Ok(v) => v,
+                Err(_) => {
+                    owned = t.to_f32_vec();
+                    &owned
                 }
-            } else {
-                // each chunk at its aligned stride in the staging buffer
-                for ((buf, stride), t) in self.staging.iter().zip(inputs) {
-                    let v = t.to_f32_vec();
-                    let per = v.len() / k;
-                    let mut bytes = Vec::with_capacity((*stride as usize) * k);
-                    for c in 0..k {
-                        let mut b = self.opts.precision.encode(&v[c * per..(c + 1) * per]);
-                        b.resize(*stride as usize, 0);
-                        bytes.extend_from_slice(&b);
-                    }
-                    ctx.queue.write_buffer(buf, 0, &bytes);
-                }
+            };
+            let per = v.len() / k;
+            let eb = self.opts.precision.bytes() as usize;
+            let mut bytes = vec![0u8; *stride as usize * k];
+            for c in 0..k {
+                let dst = &mut bytes[c * *stride as usize..][..per * eb];
+                self.opts.precision.encode_into(&v[c * per..(c + 1) * per], dst);
             }
+            ctx.write_mapped(buf, &bytes)?;
+        }
+        ctx.scoped("running the model", || {
             let mut enc =
                 ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("inference") });
             for c in 0..k {

@@ -45,6 +45,17 @@ impl Precision {
             Precision::F16 => v.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect(),
         }
     }
+    /// Encode into `out` (exactly `v.len()` elements long).
+    pub fn encode_into(self, v: &[f32], out: &mut [u8]) {
+        match self {
+            Precision::F32 => out.copy_from_slice(bytemuck::cast_slice(v)),
+            Precision::F16 => {
+                for (o, &x) in out.chunks_exact_mut(2).zip(v) {
+                    o.copy_from_slice(&half::f16::from_f32(x).to_le_bytes());
+                }
+            }
+        }
+    }
     pub fn decode(self, b: &[u8]) -> Vec<f32> {
         match self {
             Precision::F32 => bytemuck::pod_collect_to_vec(b),
