@@ -34,6 +34,12 @@ pub fn choices(gm: &GpuModel) -> Vec<Option<TileChoice>> {
     v
 }
 
+/// A kernel choice as text: `fma 128x128`, `coop 64x64 split 4`.
+fn label(c: TileChoice) -> String {
+    let split = if c.slices > 1 { format!(" split {}", c.slices) } else { String::new() };
+    format!("{} {}x{}{split}", if c.coop { "coop" } else { "fma" }, c.bm, c.bn)
+}
+
 /// Per-node GPU milliseconds of the best of `runs` profiled runs.
 fn profile(gm: &GpuModel, inputs: &[Tensor], runs: usize) -> Result<Vec<f64>> {
     gm.run(inputs)?;
@@ -111,6 +117,9 @@ pub fn autotune(
     }
     let mut best: Vec<Option<(f64, TileChoice)>> = vec![None; nodes];
     let mut auto_ms = vec![0.0; nodes];
+    let mut auto_choice: Vec<Option<TileChoice>> = vec![None; nodes];
+    // every candidate's time per conv, for the report (to refit the cost model from)
+    let mut all: Vec<serde_json::Map<String, serde_json::Value>> = vec![Default::default(); nodes];
     let mut tried = 0;
     for (i, c) in candidates.iter().enumerate() {
         // a candidate that cannot be built here (workgroup memory...) is skipped
@@ -124,7 +133,9 @@ pub fn autotune(
             let Some(ch) = ch else { continue };
             if i == 0 {
                 auto_ms[k] = ms[k];
+                auto_choice[k] = Some(ch);
             }
+            all[k].insert(label(ch), ms[k].into());
             if best[k].is_none_or(|(b, _)| ms[k] < b) {
                 best[k] = Some((ms[k], ch));
             }
@@ -138,12 +149,25 @@ pub fn autotune(
             tuned_total += ms;
         }
     }
+    let mut layers = Vec::new();
+    for (k, b) in best.iter().enumerate() {
+        let (Some((ms, ch)), Some(ac)) = (b, auto_choice[k]) else { continue };
+        let n = &p.graph.nodes[k];
+        layers.push(serde_json::json!({
+            "node": n.name,
+            "out": n.output(0).map(|v| crate::tensor::fmt_shape(p.shape(v))).unwrap_or_default(),
+            "cost_model": label(ac), "cost_model_ms": auto_ms[k],
+            "tuned": label(*ch), "tuned_ms": ms,
+            "all_ms": all[k],
+        }));
+    }
     let report = serde_json::json!({
         "candidates": tried,
         "seconds": t0.elapsed().as_secs_f64(),
         "fast_conv_ms_cost_model": auto_total,
         "fast_conv_ms_tuned": tuned_total,
+        "layers": layers,
     });
-    log::info!("autotune: {report}");
+    log::info!("autotune: {} candidates, fast convs {auto_total:.3} ms -> {tuned_total:.3} ms", tried);
     Ok((chosen, report))
 }
