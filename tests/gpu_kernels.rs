@@ -138,14 +138,17 @@ fn run_case_with(c: &Case, opts: GpuOptions) -> Result<(usize, unet_gpu::gpu::Ru
     Ok((p.graph.nodes.len(), stats))
 }
 
-/// Every case in f32 and f16 storage, and with the generic conv kernel instead of the fast one.
+/// Every case in f32 (cost-model tiles and split-K), on the generic conv kernel, in f16 without
+/// split-K, and through the tensor-core kernels' emulation.
 fn run_all(cases: Vec<Case>) {
     let mut failed = Vec::new();
     let f32 = GpuOptions::default();
     let variants = [
+        // the cost model's choice of tile and split-K (small tests often split)
         f32,
         GpuOptions { fast_conv: false, ..f32 },
-        GpuOptions { coop: Some(CoopMode::Off), ..GpuOptions::f16() },
+        // never split: the fast kernels' own epilogue
+        GpuOptions { coop: Some(CoopMode::Off), split_k: false, ..GpuOptions::f16() },
         // the tensor-core kernels' tiling, through their scalar emulation
         GpuOptions { coop: Some(CoopMode::Emulate), ..GpuOptions::f16() },
     ];
@@ -476,9 +479,11 @@ fn conv_fused_residual_add() {
     let mut failed = Vec::new();
     let f32 = GpuOptions::default();
     let variants = [
+        // the cost model's choice of tile and split-K (small tests often split)
         f32,
         GpuOptions { fast_conv: false, ..f32 },
-        GpuOptions { coop: Some(CoopMode::Off), ..GpuOptions::f16() },
+        // never split: the fast kernels' own epilogue
+        GpuOptions { coop: Some(CoopMode::Off), split_k: false, ..GpuOptions::f16() },
         GpuOptions { coop: Some(CoopMode::Emulate), ..GpuOptions::f16() },
     ];
     for (c, dispatches) in &cases {
@@ -574,10 +579,11 @@ fn split_k_convs() {
 }
 
 #[test]
-fn tensor_core_tap_major_gather() {
-    // with input channels a multiple of the tensor-core K tile (32), K is ordered tap-major and
-    // a K tile shares one tap; checked through the kernels' scalar emulation on both tile
-    // shapes that fit lavapipe's workgroup memory, with and without split-K
+fn tap_major_gather() {
+    // with input channels a multiple of the K tile (8 or 16 for the FMA kernels, 32 for the
+    // tensor-core ones), K is ordered tap-major and a K tile shares one tap: every FMA tile in
+    // f32, and the tensor-core kernels through their scalar emulation on both tile shapes that
+    // fit lavapipe's workgroup memory, with and without split-K
     let conv = |ins: Vec<&'static str>, out: &'static str, attrs: Vec<AttributeProto>| ("Conv", ins, vec![out], attrs);
     let mk = |name, nodes, operands| Case { name, nodes, operands, outputs: vec!["y"], opset: 17, lo: -1.0, hi: 1.0 };
     let cases = vec![
@@ -613,15 +619,25 @@ fn tensor_core_tap_major_gather() {
         ),
     ];
     let mut failed = Vec::new();
-    for c in &cases {
+    let mut variants = Vec::new();
+    for split in [Some(1), Some(2)] {
+        for &(bm, bn, ..) in &unet_gpu::gpu::convgen::TILES {
+            variants.push(GpuOptions { force_tile: Some((bm, bn)), force_split: split, ..GpuOptions::default() });
+        }
         for tile in [(64, 64), (32, 128)] {
-            for split in [None, Some(2)] {
-                let o = GpuOptions {
-                    force_tile: Some(tile),
-                    force_split: split,
-                    coop: Some(CoopMode::Emulate),
-                    ..GpuOptions::f16()
-                };
+            variants.push(GpuOptions {
+                force_tile: Some(tile),
+                force_split: split,
+                coop: Some(CoopMode::Emulate),
+                ..GpuOptions::f16()
+            });
+        }
+    }
+    for c in &cases {
+        for o in variants.iter().copied() {
+            let tile = o.force_tile.unwrap();
+            let split = o.force_split;
+            {
                 let names = kernel_names(c, o);
                 if !names.iter().any(|n| n.contains("_taps")) {
                     failed.push(format!("{} {tile:?}: no tap-major kernel in {names:?}", c.name));

@@ -66,7 +66,7 @@ impl ConvCfg {
     pub fn valid(&self) -> bool {
         let t = self.threads();
         !(self.split && self.scatter)
-            && self.b != BMode::Taps
+            && !(self.scatter && self.b != BMode::Direct)
             && self.tm.is_multiple_of(4)
             && self.tn.is_multiple_of(4)
             && self.bm.is_multiple_of(self.tm)
@@ -135,7 +135,7 @@ pub fn generate(c: &ConvCfg) -> String {
     let a_guard = if a_count < threads { format!("li < {a_count}u") } else { "true".to_string() };
     let lb = c.bk * c.bn / threads;
     let rstep = threads / c.bn;
-    let gather = c.b == BMode::Gather;
+    let gather = c.b != BMode::Direct;
     let mut s = String::new();
     let _ = write!(
         s,
@@ -192,7 +192,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let ty = li / {txn}u;
 "#,
         name = c.name(),
-        ktab = if gather { "@group(0) @binding(4) var<storage, read> KT: array<vec4<i32>>;\n" } else { "" },
+        ktab =
+            if c.b == BMode::Gather { "@group(0) @binding(4) var<storage, read> KT: array<vec4<i32>>;\n" } else { "" },
         part = part_decl(c.split),
         as_len = 2 * a_buf,
         bs_len = 2 * b_buf,
@@ -216,6 +217,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     for j in 0..lb {
         let _ = writeln!(s, "    var pb{j} = 0.0;");
     }
+    if c.b == BMode::Taps {
+        // 18 input channels, 19 kernel width, 20 / 21 dilations
+        s.push_str("    let CIN = pu(18u);\n    let KWT = pu(19u);\n    let HW = u32(IH * IW);\n");
+    }
     for r in 0..c.tm {
         for h in 0..c.tn / 4 {
             let _ = writeln!(s, "    var acc{r}_{h} = vec4<f32>(0.0);");
@@ -228,8 +233,24 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                 "        {{ let k = {k0} + ak{j}; let mq = m0 / 4u + am{j};\n          if ({a_guard} && k < K && mq < M4) {{ pa{j} = vec4<f32>(WT[wbase + k * M4 + mq]); }} else {{ pa{j} = vec4<f32>(0.0); }} }}\n"
             );
         }
-        for j in 0..lb {
-            b_load(s, k0, j, j * rstep, gather, "0.0");
+        if c.b == BMode::Taps {
+            // one tap per K tile: one bounds check, then channel planes HW apart
+            let _ = write!(
+                s,
+                "        {{ let kk = {k0};\n          let tap = kk / CIN;\n          let dy = i32((tap / KWT) * pu(20u));\n          let dx = i32((tap % KWT) * pu(21u));\n          let iy = iy0 + dy;\n          let ix = ix0 + dx;\n          if (p_ok && iy >= 0 && ix >= 0 && iy < IH && ix < IW) {{\n            let base = u32(pix + dy * IW + dx) + (kk % CIN + kb) * HW;\n"
+            );
+            for j in 0..lb {
+                let _ = writeln!(s, "            pb{j} = xload(base + {}u * HW);", j * rstep);
+            }
+            s.push_str("          } else {\n");
+            for j in 0..lb {
+                let _ = writeln!(s, "            pb{j} = 0.0;");
+            }
+            s.push_str("          }\n        }\n");
+        } else {
+            for j in 0..lb {
+                b_load(s, k0, j, j * rstep, gather, "0.0");
+            }
         }
     };
     let store = |s: &mut String, abase: &str, bbase: &str| {

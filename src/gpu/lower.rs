@@ -1220,6 +1220,15 @@ fn tile_time(m: usize, cols: usize, z: usize, k: usize, bm: u32, bn: u32, bk: u3
     t
 }
 
+/// A gather's K ordered tap-major when whole K tiles of depth `bk` share a tap (`cin`: the
+/// input channels of a conv that may be).
+fn tap_major(b: BMode, cin: Option<usize>, bk: u32) -> BMode {
+    match cin {
+        Some(c) if b == BMode::Gather && c.is_multiple_of(bk as usize) => BMode::Taps,
+        _ => b,
+    }
+}
+
 /// The K slices worth using for a GEMM with `k` rows on tiles of depth `bk`: each slice keeps at
 /// least four K tiles, the scratch buffer stays within the binding limit; `[1]` when split-K
 /// is off or the conv scatters.
@@ -1244,10 +1253,20 @@ fn slice_options(lx: &Lx, m: usize, cols: usize, z: usize, k: usize, bk: u32, sc
 /// The cheapest register-blocked tile and K split by [`tile_time`] within the workgroup-memory
 /// limit.
 #[allow(clippy::too_many_arguments)]
-fn pick_tile(lx: &Lx, m: usize, cols: usize, z: usize, k: usize, b: BMode, scatter: bool) -> (ConvCfg, usize) {
+#[allow(clippy::too_many_arguments)]
+fn pick_tile(
+    lx: &Lx,
+    m: usize,
+    cols: usize,
+    z: usize,
+    k: usize,
+    b: BMode,
+    scatter: bool,
+    cin: Option<usize>,
+) -> (ConvCfg, usize) {
     let mut best: Option<(f64, ConvCfg, usize)> = None;
     for &(bm, bn, bk, tm, tn, eff) in &TILES {
-        let c = ConvCfg { bm, bn, bk, tm, tn, b, scatter, split: false };
+        let c = ConvCfg { bm, bn, bk, tm, tn, b: tap_major(b, cin, bk), scatter, split: false };
         if c.shared_bytes() > lx.opts.max_shared || lx.opts.force_tile.is_some_and(|t| t != (bm, bn)) {
             continue;
         }
@@ -1330,7 +1349,7 @@ fn tuned_tile(
     k: usize,
     b: BMode,
     scatter: bool,
-    taps_ok: bool,
+    cin: Option<usize>,
 ) -> Option<(FastTile, usize)> {
     let split = t.slices > 1;
     let ok_slices = |bk: u32| {
@@ -1344,7 +1363,7 @@ fn tuned_tile(
         if !use_coop(lx) || !ok_slices(COOP_BK) {
             return None;
         }
-        let cb = if b == BMode::Gather && taps_ok { BMode::Taps } else { b };
+        let cb = tap_major(b, cin, COOP_BK);
         let (bm, bn) = (t.bm, t.bn);
         let &(_, _, wm, wn, _) = COOP_TILES.iter().find(|c| (c.0, c.1) == (bm, bn))?;
         let emulate = lx.opts.coop == CoopMode::Emulate;
@@ -1355,7 +1374,7 @@ fn tuned_tile(
         if !ok_slices(bk) {
             return None;
         }
-        let c = ConvCfg { bm, bn, bk, tm, tn, b, scatter, split };
+        let c = ConvCfg { bm, bn, bk, tm, tn, b: tap_major(b, cin, bk), scatter, split };
         (c.valid() && c.shared_bytes() <= lx.opts.max_shared).then_some((FastTile::Fma(c), t.slices))
     }
 }
@@ -1371,19 +1390,19 @@ fn pick(
     k: usize,
     b: BMode,
     scatter: bool,
-    taps_ok: bool,
+    cin: Option<usize>,
 ) -> (FastTile, usize) {
     if let Some(t) = lx.tuned.get(lx.node).copied().flatten()
-        && let Some(choice) = tuned_tile(lx, t, m, cols, z, k, b, scatter, taps_ok)
+        && let Some(choice) = tuned_tile(lx, t, m, cols, z, k, b, scatter, cin)
     {
         return choice;
     }
     if !use_coop(lx) {
-        let (c, s) = pick_tile(lx, m, cols, z, k, b, scatter);
+        let (c, s) = pick_tile(lx, m, cols, z, k, b, scatter, cin);
         return (FastTile::Fma(c), s);
     }
     let emulate = lx.opts.coop == CoopMode::Emulate;
-    let cb = if b == BMode::Gather && taps_ok { BMode::Taps } else { b };
+    let cb = tap_major(b, cin, COOP_BK);
     let mut best: Option<(f64, CoopCfg, usize)> = None;
     for &(bm, bn, wm, wn, eff) in &COOP_TILES {
         let c = CoopCfg { bm, bn, wm, wn, b: cb, scatter, emulate, split: false };
@@ -1400,7 +1419,7 @@ fn pick(
     match best {
         Some((_, c, s)) => (FastTile::Coop(c), s),
         None => {
-            let (c, s) = pick_tile(lx, m, cols, z, k, b, scatter);
+            let (c, s) = pick_tile(lx, m, cols, z, k, b, scatter, cin);
             (FastTile::Fma(c), s)
         }
     }
@@ -1611,9 +1630,8 @@ fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::Conv) -> Res
         && g.y.output == g.y.input
         && g.x.output == g.x.input;
     let mode = if direct { BMode::Direct } else { BMode::Gather };
-    // the tensor-core kernels can order K tap-major when whole K tiles share a tap
-    let taps_ok = !direct && g.c.is_multiple_of(COOP_BK as usize);
-    let (cfg, slices) = pick(lx, m, npix, g.n, kk, mode, false, taps_ok);
+    // K can be ordered tap-major when whole K tiles share a tap
+    let (cfg, slices) = pick(lx, m, npix, g.n, kk, mode, false, (!direct).then_some(g.c));
     let khw = kh * kw;
     let ktab = if cfg.b() == BMode::Gather {
         let (ih, iw) = (g.y.input, g.x.input);
@@ -1695,7 +1713,7 @@ fn fast_conv_transpose(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv_tra
     let (cin, m) = (g.c, g.m);
     let wd = wt.as_f32().map_err(|e| err(n, e))?;
     let npix_in = g.y.input * g.x.input;
-    let (cfg, slices) = pick(lx, m, npix_in, g.n * taps, cin, BMode::Direct, true, false);
+    let (cfg, slices) = pick(lx, m, npix_in, g.n * taps, cin, BMode::Direct, true, None);
     let mut params = vec![0u32; 24];
     params[8] = g.x.input as u32;
     params[9] = g.y.input as u32;

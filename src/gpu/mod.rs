@@ -202,6 +202,8 @@ mod tests {
                     (BMode::Direct, true, false),
                     (BMode::Gather, false, true),
                     (BMode::Direct, false, true),
+                    (BMode::Taps, false, false),
+                    (BMode::Taps, false, true),
                 ] {
                     let c = ConvCfg { bm, bn, bk, tm, tn, b, scatter, split };
                     assert!(c.valid(), "{c:?}");
