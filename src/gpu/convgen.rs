@@ -65,8 +65,8 @@ impl ConvCfg {
     }
     pub fn valid(&self) -> bool {
         let t = self.threads();
-        !(self.split && self.scatter)
-            && !(self.scatter && self.b != BMode::Direct)
+        // a scatter (transposed conv) is a direct GEMM without split-K
+        (!self.scatter || (self.b == BMode::Direct && !self.split))
             && self.tm.is_multiple_of(4)
             && self.tn.is_multiple_of(4)
             && self.bm.is_multiple_of(self.tm)

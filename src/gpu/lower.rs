@@ -1253,7 +1253,6 @@ fn slice_options(lx: &Lx, m: usize, cols: usize, z: usize, k: usize, bk: u32, sc
 /// The cheapest register-blocked tile and K split by [`tile_time`] within the workgroup-memory
 /// limit.
 #[allow(clippy::too_many_arguments)]
-#[allow(clippy::too_many_arguments)]
 fn pick_tile(
     lx: &Lx,
     m: usize,
