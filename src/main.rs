@@ -87,6 +87,10 @@ enum Cmd {
         /// Time every conv kernel shape on this GPU first and keep the fastest per conv
         #[arg(long)]
         autotune: bool,
+        /// With --autotune: keep the measured choices in FILE and reuse them when the model,
+        /// input size, options, adapter and driver match
+        #[arg(long, value_name = "FILE")]
+        tune_cache: Option<PathBuf>,
     },
     /// Time a model on the GPU: median and min GPU time, wall time, GFLOP/s, per-layer times
     Bench {
@@ -120,6 +124,10 @@ enum Cmd {
         /// Time every conv kernel shape on this GPU first and keep the fastest per conv
         #[arg(long)]
         autotune: bool,
+        /// With --autotune: keep the measured choices in FILE and reuse them when the model,
+        /// input size, options, adapter and driver match
+        #[arg(long, value_name = "FILE")]
+        tune_cache: Option<PathBuf>,
         #[arg(long)]
         adapter: Option<String>,
     },
@@ -189,8 +197,10 @@ fn real_main(cli: Cli) -> Result<()> {
             coop,
             split_k,
             autotune,
+            tune_cache,
             adapter,
         } => {
+            unet_gpu::tune::set_cache(tune_cache);
             let m = Model::load(&model)?;
             let size = match size {
                 Some(s) => {
@@ -223,7 +233,20 @@ fn real_main(cli: Cli) -> Result<()> {
             println!("{j}");
             Ok(())
         }
-        Cmd::Run { model, input, output, all_outputs, device, adapter, stats, precision, coop, autotune } => {
+        Cmd::Run {
+            model,
+            input,
+            output,
+            all_outputs,
+            device,
+            adapter,
+            stats,
+            precision,
+            coop,
+            autotune,
+            tune_cache,
+        } => {
+            unet_gpu::tune::set_cache(tune_cache);
             if output.is_none() && all_outputs.is_none() {
                 bail!("give --output FILE and/or --all-outputs DIR");
             }

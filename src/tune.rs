@@ -6,6 +6,10 @@
 //! every dispatch; a conv's time includes its split-K reduction. The cost model's own choice is
 //! a candidate too, so tuning never picks something it measured slower. Needs TIMESTAMP_QUERY;
 //! without it the cost model decides.
+//!
+//! With a cache file (`set_cache`, the CLI's `--tune-cache FILE`), the choices are stored under a
+//! key naming the crate version, the adapter and driver, the options and a fingerprint of the
+//! prepared graph (every node's op and tensor shapes), and reused when the key matches.
 
 use crate::error::Result;
 use crate::gpu::convgen::{COOP_TILES, TILES};
@@ -14,7 +18,103 @@ use crate::gpu::lower::{CoopMode, TileChoice};
 use crate::gpu::{GpuContext, Precision, Shader};
 use crate::graph::prepare::Prepared;
 use crate::tensor::{Tensor, numel};
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+static CACHE: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// Keep autotuning results in this JSON file (None: measure every time).
+pub fn set_cache(path: Option<PathBuf>) {
+    *CACHE.lock().unwrap_or_else(|e| e.into_inner()) = path;
+}
+
+/// The cache key of tuning `p` with `opts` on `ctx`.
+pub fn cache_key(ctx: &GpuContext, p: &Prepared, opts: &GpuOptions) -> String {
+    // FNV-1a over every node's op and tensor shapes
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |s: &str| {
+        for b in s.bytes().chain([0xff]) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for n in &p.graph.nodes {
+        eat(&format!("{:?}", n.op));
+        for v in n.inputs.iter().chain(&n.outputs).flatten() {
+            eat(&format!("{:?}", p.types[*v]));
+        }
+    }
+    format!(
+        "unet-gpu {} | {} | {} {} | {:?} coop {:?} split-K {} | graph {h:016x}",
+        env!("CARGO_PKG_VERSION"),
+        ctx.info.name,
+        ctx.info.driver,
+        ctx.info.driver_info,
+        opts.precision,
+        opts.coop,
+        opts.split_k
+    )
+}
+
+fn choice_json(c: &Option<TileChoice>) -> serde_json::Value {
+    match c {
+        Some(c) => serde_json::json!([c.coop, c.bm, c.bn, c.slices]),
+        None => serde_json::Value::Null,
+    }
+}
+
+fn choice_from_json(v: &serde_json::Value) -> Option<TileChoice> {
+    let a = v.as_array()?;
+    Some(TileChoice {
+        coop: a.first()?.as_bool()?,
+        bm: a.get(1)?.as_u64()? as u32,
+        bn: a.get(2)?.as_u64()? as u32,
+        slices: a.get(3)?.as_u64()? as usize,
+    })
+}
+
+fn read_cache(path: &Path) -> serde_json::Map<String, serde_json::Value> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.as_object().cloned())
+        .unwrap_or_default()
+}
+
+/// [`measure`], or what the cache file holds for the same key.
+pub fn autotune(
+    ctx: &Arc<GpuContext>,
+    p: &Prepared,
+    opts: GpuOptions,
+) -> Result<(Vec<Option<TileChoice>>, serde_json::Value)> {
+    let path = CACHE.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let Some(path) = path else { return measure(ctx, p, opts) };
+    let key = cache_key(ctx, p, &opts);
+    let mut cache = read_cache(&path);
+    if let Some(e) = cache.get(&key)
+        && let Some(list) = e.get("choices").and_then(|c| c.as_array())
+        && list.len() == p.graph.nodes.len()
+    {
+        let choices = list.iter().map(choice_from_json).collect();
+        let mut report = e.get("report").cloned().unwrap_or_default();
+        report["from_cache"] = path.display().to_string().into();
+        return Ok((choices, report));
+    }
+    let (choices, report) = measure(ctx, p, opts)?;
+    if report.get("skipped").is_none() {
+        cache.insert(
+            key,
+            serde_json::json!({
+                "choices": choices.iter().map(choice_json).collect::<Vec<_>>(),
+                "report": report,
+            }),
+        );
+        let text = serde_json::to_string_pretty(&serde_json::Value::Object(cache))
+            .map_err(|e| crate::error::Error::Data(format!("tune cache: {e}")))?;
+        crate::io_util::write_atomic(&path, text.as_bytes())?;
+    }
+    Ok((choices, report))
+}
 
 /// Split-K factors tried (each also capped by the layer's K).
 const SLICES: [u32; 4] = [1, 2, 4, 8];
@@ -56,7 +156,7 @@ fn profile(gm: &GpuModel, inputs: &[Tensor], runs: usize) -> Result<Vec<f64>> {
 
 /// Time the candidates and return the fastest kernel per conv (None where the cost model's
 /// choice stands), with a JSON report.
-pub fn autotune(
+pub fn measure(
     ctx: &Arc<GpuContext>,
     p: &Prepared,
     opts: GpuOptions,

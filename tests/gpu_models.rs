@@ -279,8 +279,20 @@ fn autotune_keeps_the_fastest_kernel_per_conv() {
     let got = gm.run(&[x]).unwrap();
     assert!(rel_l2(got[0].as_f32().unwrap(), want[0].as_f32().unwrap()) <= 1e-4);
     // through the options: the report is kept
-    let gm = GpuModel::with_options(ctx, &p, GpuOptions { autotune: true, ..opts }).unwrap();
+    let gm = GpuModel::with_options(ctx.clone(), &p, GpuOptions { autotune: true, ..opts }).unwrap();
     assert!(gm.tune_report().is_some());
+    // with a cache file: measured once, then read back for the same graph, and not for another size
+    let cache = std::env::temp_dir().join(format!("unet-gpu-tune-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&cache);
+    unet_gpu::tune::set_cache(Some(cache.clone()));
+    let (first, r1) = unet_gpu::tune::autotune(&ctx, &p, opts).unwrap();
+    let (again, r2) = unet_gpu::tune::autotune(&ctx, &p, opts).unwrap();
+    let p2 = m.prepare(&[vec![1, 3, 16, 16]]).unwrap();
+    let (_, r3) = unet_gpu::tune::autotune(&ctx, &p2, opts).unwrap();
+    unet_gpu::tune::set_cache(None);
+    let _ = std::fs::remove_file(&cache);
+    assert!(r1.get("from_cache").is_none() && r2.get("from_cache").is_some() && r3.get("from_cache").is_none());
+    assert_eq!(first, again);
 }
 
 #[test]
