@@ -49,10 +49,10 @@ run_bench 16 512 1 f16 --iters 30
 run_bench 16 512 1 f16 --iters 20 --no-layers --split-k off
 run_bench 16 512 1 f32 --iters 30 --cpu-reference
 echo "== autotuned (every kernel shape timed per conv first)"
-run_bench 64 512 1 f32 --iters 20 --autotune
-run_bench 64 512 1 f16 --iters 20 --autotune
-run_bench 16 512 1 f16 --iters 30 --autotune
-run_bench 16 512 1 f32 --iters 30 --autotune --no-layers
+run_bench 64 512 1 f32 --iters 20 --autotune --tune-cache "$OUT/tune-cache.json"
+run_bench 64 512 1 f16 --iters 20 --autotune --tune-cache "$OUT/tune-cache.json"
+run_bench 16 512 1 f16 --iters 30 --autotune --tune-cache "$OUT/tune-cache.json"
+run_bench 16 512 1 f32 --iters 30 --autotune --tune-cache "$OUT/tune-cache.json" --no-layers
 
 echo "== PyTorch / cuDNN"
 : > "$OUT/torch.jsonl"
