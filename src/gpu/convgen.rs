@@ -5,11 +5,14 @@
 //! C[m, n] = sum_k A[k, m] * B[k, n] for one image (or one tap of a transposed conv):
 //! - m: output channel; A is the weight matrix, pre-transposed at load to [K][M padded to 4];
 //! - n: output pixel (`Gather`: B[k, n] is read from the input through a per-layer table that
-//!   turns k = (input channel, ky, kx) into an offset and a (dy, dx) for the bounds check), or
-//!   input pixel (`Direct`: 1x1 stride-1 convs and the taps of a transposed conv whose stride
-//!   equals its kernel, where B is the input itself);
-//! - the epilogue adds the bias, applies the fused activation and writes straight into the
-//!   output view (`Scatter`: to the tap's strided position of a transposed conv).
+//!   turns k = (input channel, ky, kx) into an offset and a (dy, dx) for the bounds check;
+//!   `Taps`: k = (tap, input channel) with the channels a multiple of BK, so a K slice has one
+//!   tap, one bounds check and no table), or input pixel (`Direct`: 1x1 stride-1 convs and the
+//!   taps of a transposed conv whose stride equals its kernel, where B is the input itself);
+//! - the epilogue adds the bias, applies the fused activation, adds a fused residual, applies
+//!   the activation after it and writes straight into the output view (`Scatter`: to the tap's
+//!   strided position of a transposed conv); with split-K each workgroup multiplies one K slice
+//!   and writes raw f32 partial sums, and shaders/splitk.wgsl runs the epilogue.
 //!
 //! A workgroup computes a BM x BN tile; BK-deep slices of A and B are staged through
 //! double-buffered workgroup memory with one barrier per slice, the next slice prefetched into
@@ -350,7 +353,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 }
 
 /// A convolution on the tensor cores: f16 x f16 -> f32 cooperative matrices (16x16x16), A and B
-/// staged through double-buffered workgroup memory. `emulate` replaces the cooperative-matrix
+/// staged through double-buffered workgroup memory, both k-contiguous (A by output channel, B by
+/// pixel: each invocation loads a run of K values of one pixel and stores them as vec4; B
+/// fragments are loaded column-major). `emulate` replaces the cooperative-matrix
 /// operations by scalar code with the same index arithmetic (each of a subgroup's 32 lanes owns
 /// 8 of a tile's 256 elements), so the tiling can be verified on adapters without them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
