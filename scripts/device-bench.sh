@@ -5,7 +5,7 @@
 #     exported by that script) at base 64 and 16, 512^2 and 1024^2, batch 1 and 8;
 #  4. one comparison table (scripts/bench_table.py).
 # Usage: scripts/device-bench.sh [OUTDIR]   (UNET_GPU_BIN overrides the binary; QUICK=1 runs only
-# the base 64 and 16 networks at 1x3x512x512 (cost model, split-K off, autotuned) and their
+# the base 64 and 16 networks at 1x3x512x512 (cost model, split-K off, im2col, autotuned) and their
 # check against the CPU reference)
 set -u
 OUT=${1:-${OUT:-device-out}}
@@ -45,8 +45,10 @@ run_bench 64 512 1 f32 --iters 20
 run_bench 64 512 1 f32 --iters 10 --no-layers --split-k off
 run_bench 64 512 1 f16 --iters 20
 run_bench 64 512 1 f16 --iters 10 --no-layers --split-k off
+run_bench 64 512 1 f16 --iters 20 --im2col
 run_bench 16 512 1 f16 --iters 30
 run_bench 16 512 1 f16 --iters 20 --no-layers --split-k off
+run_bench 16 512 1 f16 --iters 20 --no-layers --im2col
 run_bench 16 512 1 f32 --iters 30 --cpu-reference
 echo "== autotuned (every kernel shape timed per conv first)"
 run_bench 64 512 1 f32 --iters 20 --autotune --tune-cache "$OUT/tune-cache.json"

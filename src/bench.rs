@@ -122,6 +122,7 @@ pub fn bench(ctx: Arc<GpuContext>, model: &Model, opts: &BenchOpts) -> Result<se
         "dispatches": first.dispatches,
         "batch_chunks": chunks,
         "split_k": opts.gpu.split_k,
+        "im2col": opts.gpu.im2col,
         "split_k_convs": gm.dispatches().iter().filter(|d| d.shader == crate::gpu::Shader::SplitK).count(),
         "autotune": gm.tune_report().cloned(),
         "tensor_cores": gm.dispatches().iter().any(|d| matches!(d.shader, crate::gpu::Shader::CoopConv(_))),

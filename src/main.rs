@@ -84,6 +84,10 @@ enum Cmd {
         /// With f16: tensor cores (auto: when the adapter has them), or off, or their scalar emulation
         #[arg(long, value_enum, default_value_t = Coop::Auto)]
         coop: Coop,
+        /// With f16 on tensor cores: write each conv's operand out with an im2col pass and read it
+        /// as vectors, instead of gathering it in the GEMM
+        #[arg(long)]
+        im2col: bool,
         /// Time every conv kernel shape on this GPU first and keep the fastest per conv
         #[arg(long)]
         autotune: bool,
@@ -121,6 +125,10 @@ enum Cmd {
         /// Split the K loop of convs too small to fill the GPU (on), or never (off: to compare)
         #[arg(long, value_enum, default_value_t = OnOff::On)]
         split_k: OnOff,
+        /// With f16 on tensor cores: write each conv's operand out with an im2col pass and read it
+        /// as vectors, instead of gathering it in the GEMM
+        #[arg(long)]
+        im2col: bool,
         /// Time every conv kernel shape on this GPU first and keep the fastest per conv
         #[arg(long)]
         autotune: bool,
@@ -196,6 +204,7 @@ fn real_main(cli: Cli) -> Result<()> {
             generic_conv,
             coop,
             split_k,
+            im2col,
             autotune,
             tune_cache,
             adapter,
@@ -220,6 +229,7 @@ fn real_main(cli: Cli) -> Result<()> {
                     fast_conv: !generic_conv,
                     coop: coop.mode(),
                     split_k: split_k == OnOff::On,
+                    im2col,
                     autotune,
                     ..Default::default()
                 },
@@ -243,6 +253,7 @@ fn real_main(cli: Cli) -> Result<()> {
             stats,
             precision,
             coop,
+            im2col,
             autotune,
             tune_cache,
         } => {
@@ -285,7 +296,7 @@ fn real_main(cli: Cli) -> Result<()> {
                         ctx.clone(),
                         &m,
                         &[x.shape.clone()],
-                        GpuOptions { precision, coop: coop.mode(), autotune, ..Default::default() },
+                        GpuOptions { precision, coop: coop.mode(), im2col, autotune, ..Default::default() },
                     )?;
                     let (outs, s) = gm.run_with_stats(&[x], stats.is_some())?;
                     let mut j = s.to_json();

@@ -45,20 +45,21 @@ pub fn cache_key(ctx: &GpuContext, p: &Prepared, opts: &GpuOptions) -> String {
         }
     }
     format!(
-        "unet-gpu {} | {} | {} {} | {:?} coop {:?} split-K {} | graph {h:016x}",
+        "unet-gpu {} | {} | {} {} | {:?} coop {:?} split-K {} im2col {} | graph {h:016x}",
         env!("CARGO_PKG_VERSION"),
         ctx.info.name,
         ctx.info.driver,
         ctx.info.driver_info,
         opts.precision,
         opts.coop,
-        opts.split_k
+        opts.split_k,
+        opts.im2col
     )
 }
 
 fn choice_json(c: &Option<TileChoice>) -> serde_json::Value {
     match c {
-        Some(c) => serde_json::json!([c.coop, c.bm, c.bn, c.slices]),
+        Some(c) => serde_json::json!([c.coop, c.bm, c.bn, c.slices, c.im2col]),
         None => serde_json::Value::Null,
     }
 }
@@ -70,6 +71,7 @@ fn choice_from_json(v: &serde_json::Value) -> Option<TileChoice> {
         bm: a.get(1)?.as_u64()? as u32,
         bn: a.get(2)?.as_u64()? as u32,
         slices: a.get(3)?.as_u64()? as usize,
+        im2col: a.get(4)?.as_bool()?,
     })
 }
 
@@ -123,13 +125,13 @@ const SLICES: [u32; 4] = [1, 2, 4, 8];
 pub fn choices(gm: &GpuModel) -> Vec<Option<TileChoice>> {
     let mut v = vec![None; gm.prepared().graph.nodes.len()];
     for d in gm.dispatches() {
-        let (coop, bm, bn, split) = match d.shader {
-            Shader::FastConv(c) => (false, c.bm, c.bn, c.split),
-            Shader::CoopConv(c) => (true, c.bm, c.bn, c.split),
+        let (coop, bm, bn, split, im2col) = match d.shader {
+            Shader::FastConv(c) => (false, c.bm, c.bn, c.split, false),
+            Shader::CoopConv(c) => (true, c.bm, c.bn, c.split, c.b == crate::gpu::convgen::BMode::Packed),
             _ => continue,
         };
         let slices = if split { d.params[27] as usize } else { 1 };
-        v[d.node] = Some(TileChoice { coop, bm, bn, slices });
+        v[d.node] = Some(TileChoice { coop, bm, bn, slices, im2col });
     }
     v
 }
@@ -137,7 +139,12 @@ pub fn choices(gm: &GpuModel) -> Vec<Option<TileChoice>> {
 /// A kernel choice as text: `fma 128x128`, `coop 64x64 split 4`.
 fn label(c: TileChoice) -> String {
     let split = if c.slices > 1 { format!(" split {}", c.slices) } else { String::new() };
-    format!("{} {}x{}{split}", if c.coop { "coop" } else { "fma" }, c.bm, c.bn)
+    let kind = match (c.coop, c.im2col) {
+        (false, _) => "fma",
+        (true, false) => "coop",
+        (true, true) => "coop im2col",
+    };
+    format!("{kind} {}x{}{split}", c.bm, c.bn)
 }
 
 /// Per-node GPU milliseconds of the best of `runs` profiled runs.
@@ -204,14 +211,17 @@ pub fn measure(
         }
     }
     if base.precision == Precision::F16 && coop_mode != CoopMode::Off {
-        for &(bm, bn, ..) in &COOP_TILES {
-            for s in SLICES {
-                candidates.push(GpuOptions {
-                    force_tile: Some((bm, bn)),
-                    force_split: Some(s),
-                    coop: Some(coop_mode),
-                    ..base
-                });
+        for im2col in [false, true] {
+            for &(bm, bn, ..) in &COOP_TILES {
+                for s in SLICES {
+                    candidates.push(GpuOptions {
+                        force_tile: Some((bm, bn)),
+                        force_split: Some(s),
+                        coop: Some(coop_mode),
+                        im2col,
+                        ..base
+                    });
+                }
             }
         }
     }

@@ -652,6 +652,70 @@ fn tap_major_gather() {
 }
 
 #[test]
+fn im2col_packed_tensor_core_convs() {
+    // the tensor-core GEMM reading an operand written out by shaders/im2col.wgsl (K padded to
+    // 32), through the kernels' scalar emulation, with and without split-K
+    let conv = |ins: Vec<&'static str>, out: &'static str, attrs: Vec<AttributeProto>| ("Conv", ins, vec![out], attrs);
+    let mk = |name, nodes, operands| Case { name, nodes, operands, outputs: vec!["y"], opset: 17, lo: -1.0, hi: 1.0 };
+    let cases = vec![
+        mk(
+            "3x3, 5 channels (K 45 padded to 64), batch 2 + relu",
+            vec![
+                conv(vec!["x", "w", "b"], "c", vec![attr_ints("pads", &[1, 1, 1, 1])]),
+                ("Relu", vec!["c"], vec!["y"], vec![]),
+            ],
+            vec![Run("x", vec![2, 5, 9, 70]), init("w", &[19, 5, 3, 3], 95), init("b", &[19], 96)],
+        ),
+        mk(
+            "stride 2 dilation 2, 40 channels",
+            vec![conv(
+                vec!["x", "w"],
+                "y",
+                vec![attr_ints("pads", &[2, 1, 2, 3]), attr_ints("strides", &[2, 2]), attr_ints("dilations", &[2, 2])],
+            )],
+            vec![Run("x", vec![1, 40, 11, 10]), init("w", &[17, 40, 3, 3], 97)],
+        ),
+        mk(
+            "in the concat buffer, with a residual",
+            vec![
+                conv(vec!["x", "w1"], "a", vec![attr_ints("pads", &[1, 1, 1, 1])]),
+                conv(vec!["a", "w2", "b2"], "c", vec![attr_ints("pads", &[1, 1, 1, 1])]),
+                ("Add", vec!["c", "a"], vec!["s"], vec![]),
+                ("Concat", vec!["a", "s"], vec!["y"], vec![attr_i("axis", 1)]),
+            ],
+            vec![
+                Run("x", vec![2, 3, 7, 9]),
+                init("w1", &[12, 3, 3, 3], 98),
+                init("w2", &[12, 12, 3, 3], 99),
+                init("b2", &[12], 100),
+            ],
+        ),
+    ];
+    let mut failed = Vec::new();
+    for c in &cases {
+        for tile in [(64, 64), (32, 128)] {
+            for split in [Some(1), Some(2)] {
+                let o = GpuOptions {
+                    force_tile: Some(tile),
+                    force_split: split,
+                    coop: Some(CoopMode::Emulate),
+                    im2col: true,
+                    ..GpuOptions::f16()
+                };
+                let names = kernel_names(c, o);
+                if !names.iter().any(|n| n.contains("_packed")) || !names.iter().any(|n| n == "im2col.wgsl") {
+                    failed.push(format!("{} {tile:?}: no packed kernel in {names:?}", c.name));
+                }
+                if let Err(e) = run_case_with(c, o) {
+                    failed.push(format!("{} {tile:?} split {split:?}: {e}", c.name));
+                }
+            }
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+#[test]
 fn elementwise_kernels() {
     let x = || Run("x", vec![2, 3, 7, 5]);
     let mut cases = Vec::new();

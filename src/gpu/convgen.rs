@@ -30,6 +30,9 @@ pub enum BMode {
     /// a multiple of the K tile, so a K tile lies within one tap: one bounds check per tile and
     /// no table.
     Taps,
+    /// Tensor-core kernels only: B was written out by shaders/im2col.wgsl as [pixel][K padded
+    /// to the K tile], read as 16-byte vectors.
+    Packed,
 }
 
 impl BMode {
@@ -38,6 +41,7 @@ impl BMode {
             BMode::Gather => "gather",
             BMode::Direct => "direct",
             BMode::Taps => "taps",
+            BMode::Packed => "packed",
         }
     }
 }
@@ -70,6 +74,7 @@ impl ConvCfg {
         let t = self.threads();
         // a scatter (transposed conv) is a direct GEMM without split-K
         (!self.scatter || (self.b == BMode::Direct && !self.split))
+            && self.b != BMode::Packed
             && self.tm.is_multiple_of(4)
             && self.tn.is_multiple_of(4)
             && self.bm.is_multiple_of(self.tm)
@@ -443,7 +448,7 @@ pub fn generate_coop(c: &CoopCfg) -> String {
     let wgn = c.bn / c.wn; // subgroups along n
     let fm = c.wm / 16;
     let fn_ = c.wn / 16;
-    let gather = c.b != BMode::Direct;
+    let gather = c.b == BMode::Gather || c.b == BMode::Taps;
     let emu = c.emulate;
     let mut s = String::new();
     let _ = write!(
@@ -455,7 +460,7 @@ override HAS_BIAS: bool = false;
 override HAS_RES: bool = false;
 override R_IN_Y: bool = false;
 
-@group(0) @binding(1) var<storage, read> X: array<ST>;
+{xdecl}
 @group(0) @binding(2) var<storage, read> WT: array<vec4<ST>>;
 @group(0) @binding(3) var<storage, read> Bias: array<ST>;
 {ktab}@group(0) @binding(5) var<storage, read_write> Y: array<ST>;
@@ -466,13 +471,7 @@ var<workgroup> As: array<vec4<f16>, {as_len}>;
 var<workgroup> Bs: array<vec4<f16>, {bs_len}>;
 var<workgroup> Cs: array<f32, {cs_len}>;
 
-fn xload(i: u32) -> f16 {{
-    if (X_IN_Y) {{
-        return f16(Y[i]);
-    }}
-    return f16(X[i]);
-}}
-
+{xload}
 // the fused residual at output index i (relative to the image's base), or 0
 fn rload(i: u32) -> f32 {{
     if (!HAS_RES) {{
@@ -488,6 +487,16 @@ fn rload(i: u32) -> f32 {{
         ktab =
             if c.b == BMode::Gather { "@group(0) @binding(4) var<storage, read> KT: array<vec4<i32>>;\n" } else { "" },
         part = part_decl(c.split),
+        xdecl = if c.b == BMode::Packed {
+            "@group(0) @binding(1) var<storage, read> XP: array<vec4<ST>>;"
+        } else {
+            "@group(0) @binding(1) var<storage, read> X: array<ST>;"
+        },
+        xload = if c.b == BMode::Packed {
+            ""
+        } else {
+            "fn xload(i: u32) -> f16 {\n    if (X_IN_Y) {\n        return f16(Y[i]);\n    }\n    return f16(X[i]);\n}\n"
+        },
         as_len = 2 * a_buf,
         bs_len = 2 * b_buf,
         cs_len = c.warps() * 256,
@@ -749,6 +758,15 @@ fn coop_b_load(s: &mut String, k0: &str, b: BMode, kq: u32, nq: u32) {
                         4 * q + i
                     );
                 }
+            }
+        }
+        BMode::Packed => {
+            // param 3: K padded / 4 (the packed row length in vec4), xb: the image's first vec4
+            for q in 0..nq {
+                let _ = writeln!(
+                    s,
+                    "          pb{q} = vec4<f16>(0.0);\n          if (p_ok) {{ pb{q} = vec4<f16>(XP[xb + p * pu(3u) + kk / 4u + {q}u]); }}"
+                );
             }
         }
         BMode::Direct => {

@@ -98,6 +98,9 @@ pub struct GpuOptions {
     /// Time every fast-conv kernel shape on the device at build time and keep the fastest per
     /// conv (`crate::tune`); off: the cost model chooses.
     pub autotune: bool,
+    /// Tensor-core convs read their operand written out by an im2col pass instead of gathering
+    /// it (default off until measured; autotuning tries both).
+    pub im2col: bool,
 }
 
 impl Default for GpuOptions {
@@ -111,6 +114,7 @@ impl Default for GpuOptions {
             split_k: true,
             force_split: None,
             autotune: false,
+            im2col: false,
         }
     }
 }
@@ -151,6 +155,7 @@ pub struct GpuModel {
     const_bufs: HashMap<ValueId, wgpu::Buffer>,
     aux_bufs: Vec<wgpu::Buffer>,
     scratch: wgpu::Buffer,
+    im2col: wgpu::Buffer,
     #[allow(dead_code)]
     dummy: wgpu::Buffer,
     #[allow(dead_code)]
@@ -387,9 +392,11 @@ impl GpuModel {
             force_tile: opts.force_tile,
             split_k: opts.split_k,
             force_split: opts.force_split,
+            im2col: opts.im2col,
             max_binding: binding_limit(&ctx, &opts),
         };
-        let Lowered { dispatches, aux, consts, scratch_bytes } = lower(&p, &plan, max_groups, lopts, tuned)?;
+        let Lowered { dispatches, aux, consts, scratch_bytes, im2col_bytes } =
+            lower(&p, &plan, max_groups, lopts, tuned)?;
         let dev = &ctx.device;
         let lim = binding_limit(&ctx, &opts);
 
@@ -409,7 +416,7 @@ impl GpuModel {
             buffer_size_check(lim, &format!("input '{}'", g.name(v)), numel(p.shape(v)) as u64 * eb)?;
         }
         let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
-        let (act_bufs, input_bufs, const_bufs, aux_bufs, dummy, params_buf, scratch) =
+        let (act_bufs, input_bufs, const_bufs, aux_bufs, dummy, params_buf, scratch, im2col) =
             ctx.scoped("allocating GPU buffers", || {
                 let act_bufs: Vec<wgpu::Buffer> = plan
                     .act_sizes
@@ -485,7 +492,13 @@ impl GpuModel {
                     usage: wgpu::BufferUsages::STORAGE,
                     mapped_at_creation: false,
                 });
-                (act_bufs, input_bufs, const_bufs, aux_bufs, dummy, params_buf, scratch)
+                let im2col = dev.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("im2col operands"),
+                    size: im2col_bytes.max(16),
+                    usage: wgpu::BufferUsages::STORAGE,
+                    mapped_at_creation: false,
+                });
+                (act_bufs, input_bufs, const_bufs, aux_bufs, dummy, params_buf, scratch, im2col)
             })?;
         for (&v, t) in &g.consts {
             if consts.contains(&v) {
@@ -559,6 +572,7 @@ impl GpuModel {
                 BufRef::Const(v) => &const_bufs[&v],
                 BufRef::Aux(i) => &aux_bufs[i],
                 BufRef::Scratch => &scratch,
+                BufRef::Im2col => &im2col,
                 BufRef::Dummy | BufRef::Unbound => &dummy,
             }
         };
@@ -686,6 +700,7 @@ impl GpuModel {
             const_bufs,
             aux_bufs,
             scratch,
+            im2col,
             dummy,
             params: params_buf,
         })
@@ -710,6 +725,7 @@ impl GpuModel {
             BufRef::Const(v) => &self.const_bufs[&v],
             BufRef::Aux(i) => &self.aux_bufs[i],
             BufRef::Scratch => &self.scratch,
+            BufRef::Im2col => &self.im2col,
             BufRef::Dummy | BufRef::Unbound => &self.dummy,
         }
     }

@@ -40,6 +40,8 @@ pub struct Lowered {
     pub dispatches: Vec<Dispatch>,
     /// Bytes of the f32 scratch buffer the split-K convs share (`BufRef::Scratch`; 0: none).
     pub scratch_bytes: u64,
+    /// Bytes of the im2col buffer the packed tensor-core convs share (`BufRef::Im2col`).
+    pub im2col_bytes: u64,
     /// Contents of auxiliary buffers (tables), by `BufRef::Aux` index.
     pub aux: Vec<Vec<u8>>,
     /// Constants the dispatches read.
@@ -156,6 +158,8 @@ pub struct LowerOpts {
     pub split_k: bool,
     /// Split every fast conv (that can be) into this many K slices (tests).
     pub force_split: Option<u32>,
+    /// Tensor-core gathers read an im2col-packed operand (see `shaders/im2col.wgsl`).
+    pub im2col: bool,
     /// The largest storage binding in bytes (bounds the split-K scratch buffer).
     pub max_binding: u64,
 }
@@ -168,6 +172,8 @@ pub struct TileChoice {
     pub bm: u32,
     pub bn: u32,
     pub slices: usize,
+    /// Tensor cores on an im2col-packed operand.
+    pub im2col: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1520,7 +1526,8 @@ fn fast_dispatch(lx: &mut Lx, k: usize, n: &Node, f: FastConv) -> Result<()> {
         // a split kernel has no epilogue: no bias or residual bindings
         if split { BufRef::Unbound } else { f.bias.map(|b| b.buf).unwrap_or(BufRef::Dummy) },
         ktab,
-        f.y.buf,
+        // a packed split kernel neither reads its input from Y nor writes Y
+        if split && cfg.b() == BMode::Packed { BufRef::Unbound } else { f.y.buf },
         if split { BufRef::Unbound } else { rbuf },
     ];
     if split {
@@ -1533,8 +1540,10 @@ fn fast_dispatch(lx: &mut Lx, k: usize, n: &Node, f: FastConv) -> Result<()> {
     let x_need = f.x.offset + (batches - 1) * f.x.batch_stride + f.x_extent;
     let y_need = f.y.offset + (batches - 1) * f.y.batch_stride + m as u64 * params[17] as u64;
     let w_eb = if coop { 2 } else { eb };
+    // a packed operand is counted in vec4
+    let x_eb = if cfg.b() == BMode::Packed { 4 * eb } else { eb };
     let mut min_bytes = vec![
-        x_need * eb,
+        x_need * x_eb,
         (taps * w_vec4) as u64 * 4 * w_eb,
         if f.bias.is_some() && !split { m as u64 * eb } else { 0 },
         kk as u64 * 16,
@@ -1630,8 +1639,92 @@ fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::Conv) -> Res
         && g.x.output == g.x.input;
     let mode = if direct { BMode::Direct } else { BMode::Gather };
     // K can be ordered tap-major when whole K tiles share a tap
-    let (cfg, slices) = pick(lx, m, npix, g.n, kk, mode, false, (!direct).then_some(g.c));
+    let (mut cfg, slices) = pick(lx, m, npix, g.n, kk, mode, false, (!direct).then_some(g.c));
     let khw = kh * kw;
+    // a tensor-core gather may read its operand packed by an im2col pass instead
+    let kp = kk.next_multiple_of(COOP_BK as usize);
+    let packed_bytes = (g.n * npix * kp * 2) as u64;
+    let want_packed = match lx.tuned.get(lx.node).copied().flatten() {
+        Some(t) => t.im2col,
+        None => lx.opts.im2col,
+    };
+    if let FastTile::Coop(c) = cfg
+        && matches!(c.b, BMode::Gather | BMode::Taps)
+        && want_packed
+        && packed_bytes <= lx.opts.max_binding
+    {
+        cfg = FastTile::Coop(CoopCfg { b: BMode::Packed, ..c });
+    }
+    if cfg.b() == BMode::Packed {
+        let blocks = npix.div_ceil(64);
+        let params = vec![
+            g.c as u32,
+            g.y.input as u32,
+            g.x.input as u32,
+            g.x.output as u32,
+            npix as u32,
+            g.y.stride as u32,
+            g.x.stride as u32,
+            g.y.pad_begin as i32 as u32,
+            g.x.pad_begin as i32 as u32,
+            kh as u32,
+            kw as u32,
+            g.y.dilation as u32,
+            g.x.dilation as u32,
+            xv.offset as u32,
+            xv.batch_stride as u32,
+            kk as u32,
+            (kp / 4) as u32,
+            blocks as u32,
+            (kp / 32) as u32,
+        ];
+        if g.n as u64 > lx.max_groups as u64 {
+            return Err(err(n, format!("batch {} exceeds the device's workgroup grid limit", g.n)));
+        }
+        let [gx, gy, _] = lx.grid_groups((blocks * kp / 32) as u64);
+        lx.out.im2col_bytes = lx.out.im2col_bytes.max(packed_bytes);
+        lx.push(Dispatch {
+            shader: Shader::Im2col,
+            entry: "main",
+            overrides: vec![],
+            params,
+            bindings: vec![xv.buf, BufRef::Im2col],
+            groups: [gx, gy, g.n as u32],
+            node: k,
+            kind: "Conv".into(),
+            concat_copy: false,
+            flops: 0,
+            min_bytes: vec![],
+        });
+        let wd = &wd;
+        let f = FastConv {
+            kind: "Conv",
+            cfg,
+            slices,
+            // in vec4 of the packed rows
+            x: View { buf: BufRef::Im2col, offset: 0, batch_stride: (npix * kp / 4) as u64 },
+            y: yv,
+            bias,
+            ktab: BufRef::Unbound,
+            taps: 1,
+            k: kp,
+            m,
+            cols: npix,
+            z: g.n,
+            epi: Epilogue::of(lx, n, &n.op)?,
+            flops: 2 * (g.n * m * npix * kk) as u64,
+            x_extent: (npix * kp / 4) as u64,
+            // rows past K are zero in the packed operand and in the weights
+            weight: &move |_: usize, kq: usize, mq: usize| if kq < kk { wd[mq * kk + kq] } else { 0.0 },
+            params: {
+                let mut p = vec![0u32; 24];
+                p[17] = npix as u32;
+                p
+            },
+        };
+        fast_dispatch(lx, k, n, f)?;
+        return Ok(true);
+    }
     let ktab = if cfg.b() == BMode::Gather {
         let (ih, iw) = (g.y.input, g.x.input);
         let mut t: Vec<i32> = Vec::with_capacity(kk * 4);

@@ -90,6 +90,8 @@ pub enum Shader {
     Resize,
     /// The epilogue of a split-K convolution.
     SplitK,
+    /// A conv's GEMM operand written out once (for the packed tensor-core kernels).
+    Im2col,
     /// A generated register-blocked implicit-GEMM convolution.
     FastConv(convgen::ConvCfg),
     /// A generated implicit-GEMM convolution on cooperative matrices (f16 only).
@@ -99,7 +101,7 @@ pub enum Shader {
 pub const COMMON_WGSL: &str = include_str!("../../shaders/common.wgsl");
 
 impl Shader {
-    pub const ALL: [Shader; 10] = [
+    pub const ALL: [Shader; 11] = [
         Shader::Conv,
         Shader::Elementwise,
         Shader::Copy,
@@ -110,6 +112,7 @@ impl Shader {
         Shader::Softmax,
         Shader::Resize,
         Shader::SplitK,
+        Shader::Im2col,
     ];
 
     pub fn file(self) -> &'static str {
@@ -126,6 +129,7 @@ impl Shader {
             Shader::Softmax => "softmax.wgsl",
             Shader::Resize => "resize.wgsl",
             Shader::SplitK => "splitk.wgsl",
+            Shader::Im2col => "im2col.wgsl",
         }
     }
 
@@ -143,6 +147,7 @@ impl Shader {
             Shader::Softmax => include_str!("../../shaders/softmax.wgsl"),
             Shader::Resize => include_str!("../../shaders/resize.wgsl"),
             Shader::SplitK => include_str!("../../shaders/splitk.wgsl"),
+            Shader::Im2col => include_str!("../../shaders/im2col.wgsl"),
         })
     }
 
@@ -221,6 +226,8 @@ mod tests {
                 (BMode::Taps, false, false),
                 (BMode::Taps, false, true),
                 (BMode::Direct, false, true),
+                (BMode::Packed, false, false),
+                (BMode::Packed, false, true),
             ] {
                 for emulate in [false, true] {
                     let c = convgen::CoopCfg { bm, bn, wm, wn, b, scatter, emulate, split };

@@ -27,6 +27,8 @@ pub enum BufRef {
     Aux(usize),
     /// The f32 scratch buffer of the split-K convs' partial sums.
     Scratch,
+    /// The scratch buffer the im2col kernel writes a packed conv's operand into.
+    Im2col,
     /// A small placeholder for bindings a kernel declares but this dispatch does not read.
     Dummy,
     /// A binding the entry point does not declare at all (skipped in the bind group).
