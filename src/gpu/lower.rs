@@ -1421,13 +1421,24 @@ fn pick(
             }
         }
     }
+    let (fc, fs) = pick_tile(lx, m, cols, z, k, b, scatter, cin);
     match best {
-        Some((_, c, s)) => (FastTile::Coop(c), s),
-        None => {
-            let (c, s) = pick_tile(lx, m, cols, z, k, b, scatter, cin);
-            (FastTile::Fma(c), s)
+        // on real tensor cores the cost model weighs both kinds (their tiles measured about
+        // equally fast per output in run 4), so a thin layer can take a thin FMA tile rather
+        // than waste most of a 128-row tensor-core tile; ties go to the tensor cores. The
+        // emulation (tests) and forced tiles always take the tensor-core kernel.
+        Some((cc, c, s)) => {
+            let ft = lx.opts.coop == CoopMode::Native && lx.opts.force_tile.is_none();
+            let fma_cost = tile_time(m, cols, z, k, fc.bm, fc.bn, fc.bk, tile_eff(&fc), fs);
+            if ft && fma_cost < 0.9 * cc { (FastTile::Fma(fc), fs) } else { (FastTile::Coop(c), s) }
         }
+        None => (FastTile::Fma(fc), fs),
     }
+}
+
+/// The fitted efficiency of a register-blocked tile.
+fn tile_eff(c: &ConvCfg) -> f64 {
+    TILES.iter().find(|t| (t.0, t.1) == (c.bm, c.bn)).map(|t| t.5).unwrap_or(0.2)
 }
 
 /// Weights for the cooperative-matrix kernels: f16 [taps][M][K padded to 4] (row-major A).
