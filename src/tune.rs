@@ -234,7 +234,14 @@ pub fn measure(
     for (i, c) in candidates.iter().enumerate() {
         // a candidate that cannot be built here (workgroup memory...) is skipped
         let Ok(gm) = GpuModel::with_options(ctx.clone(), p, *c) else { continue };
-        let ms = profile(&gm, &inputs, 2)?;
+        let ms = match profile(&gm, &inputs, 2) {
+            Ok(ms) => ms,
+            Err(e) if i > 0 => {
+                log::warn!("autotune: candidate {c:?} failed to run, skipped: {e}");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if ms.len() < nodes {
             continue; // too many dispatches to time one by one
         }
