@@ -5,8 +5,8 @@
 #     exported by that script) at base 64 and 16, 512^2 and 1024^2, batch 1 and 8;
 #  4. one comparison table (scripts/bench_table.py).
 # Usage: scripts/device-bench.sh [OUTDIR]   (UNET_GPU_BIN overrides the binary; QUICK=1 runs only
-# the base 64 and 16 networks at 1x3x512x512 (cost model, split-K off, im2col, autotuned) and their
-# check against the CPU reference)
+# the base 64 and 16 networks at 1x3x512x512 (cost model, split-K off, tap-major off, im2col,
+# autotuned) and their check against the CPU reference)
 set -u
 OUT=${1:-${OUT:-device-out}}
 mkdir -p "$OUT"
@@ -43,6 +43,7 @@ done
 echo "== unet-gpu bench: the target configurations (and split-K off, to compare in the same run)"
 run_bench 64 512 1 f32 --iters 20
 run_bench 64 512 1 f32 --iters 10 --no-layers --split-k off
+run_bench 64 512 1 f32 --iters 10 --no-layers --tap-major off
 run_bench 64 512 1 f16 --iters 20
 run_bench 64 512 1 f16 --iters 10 --no-layers --split-k off
 run_bench 64 512 1 f16 --iters 20 --im2col

@@ -123,6 +123,7 @@ pub fn bench(ctx: Arc<GpuContext>, model: &Model, opts: &BenchOpts) -> Result<se
         "batch_chunks": chunks,
         "split_k": opts.gpu.split_k,
         "im2col": opts.gpu.im2col,
+        "tap_major": opts.gpu.tap_major,
         "split_k_convs": gm.dispatches().iter().filter(|d| d.shader == crate::gpu::Shader::SplitK).count(),
         "autotune": gm.tune_report().cloned(),
         "tensor_cores": gm.dispatches().iter().any(|d| matches!(d.shader, crate::gpu::Shader::CoopConv(_))),

@@ -129,6 +129,10 @@ enum Cmd {
         /// as vectors, instead of gathering it in the GEMM
         #[arg(long)]
         im2col: bool,
+        /// Order conv K tap-major where K tiles can share a tap (on), or always use the tap
+        /// table (off: to compare)
+        #[arg(long, value_enum, default_value_t = OnOff::On)]
+        tap_major: OnOff,
         /// Time every conv kernel shape on this GPU first and keep the fastest per conv
         #[arg(long)]
         autotune: bool,
@@ -205,6 +209,7 @@ fn real_main(cli: Cli) -> Result<()> {
             coop,
             split_k,
             im2col,
+            tap_major,
             autotune,
             tune_cache,
             adapter,
@@ -230,6 +235,7 @@ fn real_main(cli: Cli) -> Result<()> {
                     coop: coop.mode(),
                     split_k: split_k == OnOff::On,
                     im2col,
+                    tap_major: tap_major == OnOff::On,
                     autotune,
                     ..Default::default()
                 },

@@ -642,6 +642,17 @@ fn tap_major_gather() {
                 if !names.iter().any(|n| n.contains("_taps")) {
                     failed.push(format!("{} {tile:?}: no tap-major kernel in {names:?}", c.name));
                 }
+                // and switched off, the tap table
+                if split == Some(1) && tile == (128, 128) {
+                    let off = GpuOptions { tap_major: false, ..o };
+                    let names = kernel_names(c, off);
+                    if names.iter().any(|n| n.contains("_taps")) || !names.iter().any(|n| n.contains("_gather")) {
+                        failed.push(format!("{}: tap-major off still runs {names:?}", c.name));
+                    }
+                    if let Err(e) = run_case_with(c, off) {
+                        failed.push(format!("{} tap-major off: {e}", c.name));
+                    }
+                }
                 if let Err(e) = run_case_with(c, o) {
                     failed.push(format!("{} {tile:?} split {split:?}: {e}", c.name));
                 }

@@ -101,6 +101,8 @@ pub struct GpuOptions {
     /// Tensor-core convs read their operand written out by an im2col pass instead of gathering
     /// it (default off until measured; autotuning tries both).
     pub im2col: bool,
+    /// Order a conv's K tap-major where whole K tiles share a tap (default on; off to compare).
+    pub tap_major: bool,
 }
 
 impl Default for GpuOptions {
@@ -115,6 +117,7 @@ impl Default for GpuOptions {
             force_split: None,
             autotune: false,
             im2col: false,
+            tap_major: true,
         }
     }
 }
@@ -393,6 +396,7 @@ impl GpuModel {
             split_k: opts.split_k,
             force_split: opts.force_split,
             im2col: opts.im2col,
+            tap_major: opts.tap_major,
             max_binding: binding_limit(&ctx, &opts),
         };
         let Lowered { dispatches, aux, consts, scratch_bytes, im2col_bytes } =

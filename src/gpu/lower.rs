@@ -160,6 +160,8 @@ pub struct LowerOpts {
     pub force_split: Option<u32>,
     /// Tensor-core gathers read an im2col-packed operand (see `shaders/im2col.wgsl`).
     pub im2col: bool,
+    /// Order K tap-major where whole K tiles can share a tap (off: always the tap table).
+    pub tap_major: bool,
     /// The largest storage binding in bytes (bounds the split-K scratch buffer).
     pub max_binding: u64,
 }
@@ -1650,7 +1652,8 @@ fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::Conv) -> Res
         && g.x.output == g.x.input;
     let mode = if direct { BMode::Direct } else { BMode::Gather };
     // K can be ordered tap-major when whole K tiles share a tap
-    let (mut cfg, slices) = pick(lx, m, npix, g.n, kk, mode, false, (!direct).then_some(g.c));
+    let taps_cin = (!direct && lx.opts.tap_major).then_some(g.c);
+    let (mut cfg, slices) = pick(lx, m, npix, g.n, kk, mode, false, taps_cin);
     let khw = kh * kw;
     // a tensor-core gather may read its operand packed by an im2col pass instead
     let kp = kk.next_multiple_of(COOP_BK as usize);
