@@ -43,5 +43,7 @@ for e in sorted(eng, key=lambda e: (key(e), e.get('precision', ''), e.get('split
         print(f"| base {base} | {b}x{h}x{h} | {prec} | refused: {e['error'][:80]} | | {ref} | | {t.get('fp16_cl_ms')} |")
         continue
     ours = e.get('gpu_ms_median') or e.get('wall_ms_median')
+    if e.get('check_ok') is False:
+        prec += f", WRONG RESULT (rel-L2 {e.get('check_rel_l2_vs_generic'):.1e} vs the generic kernels)"
     ratio = f"{ours / ref:.2f}" if ref else ''
     print(f"| base {base} | {b}x{h}x{h} | {prec} | {ours:.2f} / {e.get('gpu_ms_min') or 0:.2f} | {e['tflops']:.1f} | {ref} | {ratio} | {t.get('fp16_cl_ms') and round(t['fp16_cl_ms'], 3)} |")

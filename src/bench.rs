@@ -86,8 +86,16 @@ pub fn bench(ctx: Arc<GpuContext>, model: &Model, opts: &BenchOpts) -> Result<se
     let x = Tensor::f32(shape.clone(), data);
     let inputs = [x];
     // first run compiles the pipelines in the driver
-    let (_, first) = gm.run_with_stats(&inputs, false)?;
+    let (first_out, first) = gm.run_with_stats(&inputs, false)?;
     let build_ms = t_build.elapsed().as_secs_f64() * 1e3;
+    // the timed kernels must compute what the generic conv kernel computes on this device
+    let check = if opts.gpu.fast_conv {
+        let generic = GpuOptions { fast_conv: false, autotune: false, ..opts.gpu };
+        let g = GpuModel::for_model(ctx.clone(), model, std::slice::from_ref(&shape), generic)?.run(&inputs)?;
+        Some(crate::tune::max_rel_l2(&first_out, &g))
+    } else {
+        None
+    };
     for _ in 1..opts.warmup.max(1) {
         gm.run_with_stats(&inputs, false)?;
     }
@@ -126,6 +134,8 @@ pub fn bench(ctx: Arc<GpuContext>, model: &Model, opts: &BenchOpts) -> Result<se
         "tap_major": opts.gpu.tap_major,
         "split_k_convs": gm.dispatches().iter().filter(|d| d.shader == crate::gpu::Shader::SplitK).count(),
         "autotune": gm.tune_report().cloned(),
+        "check_rel_l2_vs_generic": check,
+        "check_ok": check.map(|e| e <= crate::tune::check_tolerance(opts.gpu.precision)),
         "tensor_cores": gm.dispatches().iter().any(|d| matches!(d.shader, crate::gpu::Shader::CoopConv(_))),
         "peak_activation_bytes": first.peak_activation_bytes,
         "naive_activation_bytes": first.naive_activation_bytes,

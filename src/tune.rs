@@ -137,6 +137,19 @@ pub fn choices(gm: &GpuModel) -> Vec<Option<TileChoice>> {
     v
 }
 
+/// A candidate's options as text.
+fn describe(c: &GpuOptions) -> String {
+    match c.force_tile {
+        None => "cost model".to_string(),
+        Some((bm, bn)) => format!(
+            "{}{} {bm}x{bn} split {}",
+            if c.coop == Some(CoopMode::Off) { "fma" } else { "coop" },
+            if c.im2col { " im2col" } else { "" },
+            c.force_split.unwrap_or(1)
+        ),
+    }
+}
+
 /// A kernel choice as text: `fma 128x128`, `coop 64x64 split 4`.
 fn label(c: TileChoice) -> String {
     let split = if c.slices > 1 { format!(" split {}", c.slices) } else { String::new() };
@@ -149,8 +162,9 @@ fn label(c: TileChoice) -> String {
 }
 
 /// Per-node GPU milliseconds of the best of `runs` profiled runs.
-fn profile(gm: &GpuModel, inputs: &[Tensor], runs: usize) -> Result<Vec<f64>> {
-    gm.run(inputs)?;
+/// Per-node GPU milliseconds of the best of `runs` profiled runs, and the outputs.
+fn profile(gm: &GpuModel, inputs: &[Tensor], runs: usize) -> Result<(Vec<f64>, Vec<Tensor>)> {
+    let out = gm.run(inputs)?;
     let mut best: Option<Vec<f64>> = None;
     for _ in 0..runs {
         let (_, st) = gm.run_with_stats(inputs, true)?;
@@ -159,7 +173,30 @@ fn profile(gm: &GpuModel, inputs: &[Tensor], runs: usize) -> Result<Vec<f64>> {
             Some(b) => b.iter().zip(&st.gpu_ms_by_node).map(|(a, c)| a.min(*c)).collect(),
         });
     }
-    Ok(best.unwrap_or_default())
+    Ok((best.unwrap_or_default(), out))
+}
+
+/// The largest relative L2 distance between two lists of outputs.
+pub fn max_rel_l2(a: &[Tensor], b: &[Tensor]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            let x = x.to_f32_vec();
+            let y = y.to_f32_vec();
+            let num: f64 = x.iter().zip(&y).map(|(p, q)| (*p as f64 - *q as f64).powi(2)).sum();
+            let den: f64 = y.iter().map(|q| (*q as f64).powi(2)).sum();
+            if den > 0.0 { (num / den).sqrt() } else { num.sqrt() }
+        })
+        .fold(0.0, |m, e| if e.is_nan() || e > m { e } else { m })
+}
+
+/// How far a fast-kernel model may be from the generic-kernel one: summation order in f32; in
+/// f16, rounding of the stored activations along different paths.
+pub fn check_tolerance(prec: Precision) -> f64 {
+    match prec {
+        Precision::F32 => 1e-4,
+        Precision::F16 => 2e-2,
+    }
 }
 
 /// Time the candidates and return the fastest kernel per conv (None where the cost model's
@@ -232,17 +269,29 @@ pub fn measure(
     // every candidate's time per conv, for the report (to refit the cost model from)
     let mut all: Vec<serde_json::Map<String, serde_json::Value>> = vec![Default::default(); nodes];
     let mut tried = 0;
+    // every candidate's outputs are checked against the generic conv kernel's: a kernel that
+    // computes something else on this device is rejected, and named in the report
+    let reference = GpuModel::with_options(ctx.clone(), p, GpuOptions { fast_conv: false, ..base })?.run(&inputs)?;
+    let tol = check_tolerance(base.precision);
+    let mut rejected = Vec::new();
     for (i, c) in candidates.iter().enumerate() {
         // a candidate that cannot be built here (workgroup memory...) is skipped
         let Ok(gm) = GpuModel::with_options(ctx.clone(), p, *c) else { continue };
-        let ms = match profile(&gm, &inputs, 2) {
-            Ok(ms) => ms,
+        let (ms, out) = match profile(&gm, &inputs, 2) {
+            Ok(r) => r,
             Err(e) if i > 0 => {
                 log::warn!("autotune: candidate {c:?} failed to run, skipped: {e}");
+                rejected.push(serde_json::json!({ "candidate": describe(c), "error": e.to_string() }));
                 continue;
             }
             Err(e) => return Err(e),
         };
+        let err = max_rel_l2(&out, &reference);
+        if !(err <= tol) {
+            log::warn!("autotune: candidate {} differs from the generic kernels by {err:.3e}", describe(c));
+            rejected.push(serde_json::json!({ "candidate": describe(c), "rel_l2_vs_generic": err }));
+            continue;
+        }
         if ms.len() < nodes {
             continue; // too many dispatches to time one by one
         }
@@ -281,6 +330,7 @@ pub fn measure(
     }
     let report = serde_json::json!({
         "candidates": tried,
+        "rejected": rejected,
         "seconds": t0.elapsed().as_secs_f64(),
         "fast_conv_ms_cost_model": auto_total,
         "fast_conv_ms_tuned": tuned_total,

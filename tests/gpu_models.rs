@@ -270,6 +270,8 @@ fn autotune_keeps_the_fastest_kernel_per_conv() {
     let convs = p.graph.nodes.iter().filter(|n| n.op_type.starts_with("Conv")).count();
     assert_eq!(chosen.iter().flatten().count(), convs, "{chosen:?}");
     assert!(report["candidates"].as_u64().unwrap() > 20, "{report}");
+    // every candidate computed what the generic conv kernel computes
+    assert_eq!(report["rejected"].as_array().map(|r| r.len()), Some(0), "{report}");
     assert!(report["fast_conv_ms_tuned"].as_f64().unwrap() <= report["fast_conv_ms_cost_model"].as_f64().unwrap());
     // the tuned model runs exactly those kernels, and computes the same thing
     let gm = GpuModel::with_tuning(ctx.clone(), &p, opts, &chosen).unwrap();
@@ -310,5 +312,28 @@ fn one_model_runs_many_inputs() {
             let e = rel_l2(got[0].as_f32().unwrap(), want[0].as_f32().unwrap());
             assert!(e <= if prec.precision == unet_gpu::gpu::Precision::F16 { 1e-2 } else { 1e-4 }, "run {seed}: {e}");
         }
+    }
+}
+
+#[test]
+fn cli_bench_prints_one_checked_json_line() {
+    let (model, _) = fixture("classic_unet");
+    let out = Command::new(env!("CARGO_BIN_EXE_unet-gpu"))
+        .args(["bench", model.to_str().unwrap(), "--size", "24x16", "--batch", "2", "--iters", "2"])
+        .args(["--cpu-reference"])
+        .env("XDG_RUNTIME_DIR", "/tmp")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let j: serde_json::Value = serde_json::from_str(text.trim().lines().last().unwrap()).unwrap();
+    for k in ["wall_ms_median", "gflop", "tflops", "dispatches", "cpu_reference_ms", "speedup_vs_cpu", "input"] {
+        assert!(j.get(k).is_some_and(|v| !v.is_null()), "no {k} in {j}");
+    }
+    assert_eq!(j["input"], "[2, 3, 24, 16]");
+    // the timed kernels were checked against the generic conv kernel
+    assert_eq!(j["check_ok"], true, "{j}");
+    if gpu().timestamps {
+        assert!(j["gpu_ms_median"].as_f64().unwrap() > 0.0 && j["layers"].as_array().unwrap().len() > 5, "{j}");
     }
 }
