@@ -40,7 +40,7 @@ for base in 64 16; do
   timeout 120 python3 scripts/device_check_bench_net.py "$B" /tmp/unet$base.onnx 256 | tee -a "$OUT/check_bench_net.jsonl"
 done
 
-echo "== unet-gpu bench: the target configurations (and split-K off, to compare in the same run)"
+echo "== unet-gpu bench: the target configurations (and split-K off, tap-major off, im2col, to compare in the same run)"
 run_bench 64 512 1 f32 --iters 20
 run_bench 64 512 1 f32 --iters 10 --no-layers --split-k off
 run_bench 64 512 1 f32 --iters 10 --no-layers --tap-major off
@@ -51,17 +51,19 @@ run_bench 16 512 1 f16 --iters 30
 run_bench 16 512 1 f16 --iters 20 --no-layers --split-k off
 run_bench 16 512 1 f16 --iters 20 --no-layers --im2col
 run_bench 16 512 1 f32 --iters 30 --cpu-reference
-echo "== autotuned (every kernel shape timed per conv first)"
-run_bench 64 512 1 f32 --iters 20 --autotune --tune-cache "$OUT/tune-cache.json"
-run_bench 64 512 1 f16 --iters 20 --autotune --tune-cache "$OUT/tune-cache.json"
-run_bench 16 512 1 f16 --iters 30 --autotune --tune-cache "$OUT/tune-cache.json"
-run_bench 16 512 1 f32 --iters 30 --autotune --tune-cache "$OUT/tune-cache.json" --no-layers
 
 echo "== PyTorch / cuDNN"
 : > "$OUT/torch.jsonl"
 if [ -n "${QUICK:-}" ]; then SIZES="512"; BATCHES="1"; else SIZES="512 1024"; BATCHES="1 8"; fi
 timeout 150 python3 scripts/torch_unet_baseline.py --base 64 --size $SIZES --batch $BATCHES --iters 20 2>&1 | grep '^{' | tee -a "$OUT/torch.jsonl" | cut -c1-300
 timeout 60 python3 scripts/torch_unet_baseline.py --base 16 --size $SIZES --batch $BATCHES --iters 20 2>&1 | grep '^{' | tee -a "$OUT/torch.jsonl" | cut -c1-300
+
+# after the baseline, so that a run cut short still has its comparison
+echo "== autotuned (every kernel shape timed per conv first, each checked against the generic kernels)"
+run_bench 64 512 1 f32 --iters 20 --autotune --tune-cache "$OUT/tune-cache.json"
+run_bench 64 512 1 f16 --iters 20 --autotune --tune-cache "$OUT/tune-cache.json"
+run_bench 16 512 1 f16 --iters 30 --autotune --tune-cache "$OUT/tune-cache.json"
+run_bench 16 512 1 f32 --iters 30 --autotune --tune-cache "$OUT/tune-cache.json" --no-layers
 
 if [ -n "${QUICK:-}" ]; then
   python3 scripts/bench_table.py "$OUT/engine.jsonl" "$OUT/torch.jsonl" | tee "$OUT/table.md"
