@@ -102,6 +102,8 @@ enum Cmd {
         /// Input height x width (default: the model's declared size, or 256x256)
         #[arg(long, value_name = "HxW")]
         size: Option<String>,
+        /// Batch size (default: the model's declared batch, or 1); a batch too large for one
+        /// storage binding runs in chunks
         #[arg(long)]
         batch: Option<usize>,
         #[arg(long, default_value = "f32")]
@@ -140,6 +142,7 @@ enum Cmd {
         /// input size, options, adapter and driver match
         #[arg(long, value_name = "FILE")]
         tune_cache: Option<PathBuf>,
+        /// GPU adapter to use (a substring of its name; also UNET_GPU_ADAPTER)
         #[arg(long)]
         adapter: Option<String>,
     },
