@@ -145,42 +145,11 @@ pub fn generate(c: &ConvCfg) -> String {
     let rstep = threads / c.bn;
     let gather = c.b != BMode::Direct;
     let mut s = String::new();
+    header(&mut s, &c.name(), c.b, c.split, c.bk, "f32");
     let _ = write!(
         s,
-        r#"
-// generated: {name}
-override X_IN_Y: bool = false;
-override HAS_BIAS: bool = false;
-override HAS_RES: bool = false;
-override R_IN_Y: bool = false;
-
-@group(0) @binding(1) var<storage, read> X: array<ST>;
-@group(0) @binding(2) var<storage, read> WT: array<vec4<ST>>;
-@group(0) @binding(3) var<storage, read> Bias: array<ST>;
-{ktab}@group(0) @binding(5) var<storage, read_write> Y: array<ST>;
-@group(0) @binding(6) var<storage, read> R: array<ST>;
-{part}
-const KTILE: u32 = {bk}u;
-var<workgroup> As: array<vec4<f32>, {as_len}>;
+        r#"var<workgroup> As: array<vec4<f32>, {as_len}>;
 var<workgroup> Bs: array<vec4<f32>, {bs_len}>;
-
-fn xload(i: u32) -> f32 {{
-    if (X_IN_Y) {{
-        return f32(Y[i]);
-    }}
-    return f32(X[i]);
-}}
-
-// the fused residual at output index i (relative to the image's base), or 0
-fn rload(i: u32) -> f32 {{
-    if (!HAS_RES) {{
-        return 0.0;
-    }}
-    if (R_IN_Y) {{
-        return f32(Y[pu(24u) + i]);
-    }}
-    return f32(R[pu(24u) + i]);
-}}
 
 @compute @workgroup_size({threads}, 1, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -199,15 +168,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let tx = li % {txn}u;
     let ty = li / {txn}u;
 "#,
-        name = c.name(),
-        ktab =
-            if c.b == BMode::Gather { "@group(0) @binding(4) var<storage, read> KT: array<vec4<i32>>;\n" } else { "" },
-        part = part_decl(c.split),
         as_len = 2 * a_buf,
         bs_len = 2 * b_buf,
         bm = c.bm,
         bn = c.bn,
-        bk = c.bk,
     );
     b_setup(&mut s, c.scatter, c.split, gather, c.bn);
     // A loader coordinates
@@ -451,56 +415,16 @@ pub fn generate_coop(c: &CoopCfg) -> String {
     let gather = c.b == BMode::Gather || c.b == BMode::Taps;
     let emu = c.emulate;
     let mut s = String::new();
+    header(&mut s, &c.name(), c.b, c.split, bk, "f16");
     let _ = write!(
         s,
-        r#"
-// generated: {name}
-override X_IN_Y: bool = false;
-override HAS_BIAS: bool = false;
-override HAS_RES: bool = false;
-override R_IN_Y: bool = false;
-
-{xdecl}
-@group(0) @binding(2) var<storage, read> WT: array<vec4<ST>>;
-@group(0) @binding(3) var<storage, read> Bias: array<ST>;
-{ktab}@group(0) @binding(5) var<storage, read_write> Y: array<ST>;
-@group(0) @binding(6) var<storage, read> R: array<ST>;
-{part}
-const KTILE: u32 = {bk}u;
-var<workgroup> As: array<vec4<f16>, {as_len}>;
+        r#"var<workgroup> As: array<vec4<f16>, {as_len}>;
 var<workgroup> Bs: array<vec4<f16>, {bs_len}>;
 var<workgroup> Cs: array<f32, {cs_len}>;
-
-{xload}
-// the fused residual at output index i (relative to the image's base), or 0
-fn rload(i: u32) -> f32 {{
-    if (!HAS_RES) {{
-        return 0.0;
-    }}
-    if (R_IN_Y) {{
-        return f32(Y[pu(24u) + i]);
-    }}
-    return f32(R[pu(24u) + i]);
-}}
 "#,
-        name = c.name(),
-        ktab =
-            if c.b == BMode::Gather { "@group(0) @binding(4) var<storage, read> KT: array<vec4<i32>>;\n" } else { "" },
-        part = part_decl(c.split),
-        xdecl = if c.b == BMode::Packed {
-            "@group(0) @binding(1) var<storage, read> XP: array<vec4<ST>>;"
-        } else {
-            "@group(0) @binding(1) var<storage, read> X: array<ST>;"
-        },
-        xload = if c.b == BMode::Packed {
-            ""
-        } else {
-            "fn xload(i: u32) -> f16 {\n    if (X_IN_Y) {\n        return f16(Y[i]);\n    }\n    return f16(X[i]);\n}\n"
-        },
         as_len = 2 * a_buf,
         bs_len = 2 * b_buf,
         cs_len = c.warps() * 256,
-        bk = bk,
     );
     if emu {
         let _ = write!(
@@ -722,9 +646,53 @@ fn b_load(s: &mut String, k0: &str, j: u32, row: u32, gather: bool, zero: &str) 
     s.push_str("          } }\n");
 }
 
-/// The partial-sum buffer of a split-K kernel (always f32).
-fn part_decl(split: bool) -> &'static str {
-    if split { "@group(0) @binding(7) var<storage, read_write> Part: array<f32>;\n" } else { "" }
+/// Shared by both generators: the overrides, the bindings (the input, or the packed operand;
+/// weights, bias, tap table for a gather, output, residual, split-K partial sums), the K tile,
+/// and the input and residual loaders; `load` is the type `xload` returns.
+fn header(s: &mut String, name: &str, b: BMode, split: bool, bk: u32, load: &str) {
+    let _ = write!(
+        s,
+        r#"
+// generated: {name}
+override X_IN_Y: bool = false;
+override HAS_BIAS: bool = false;
+override HAS_RES: bool = false;
+override R_IN_Y: bool = false;
+
+{xdecl}
+@group(0) @binding(2) var<storage, read> WT: array<vec4<ST>>;
+@group(0) @binding(3) var<storage, read> Bias: array<ST>;
+{ktab}@group(0) @binding(5) var<storage, read_write> Y: array<ST>;
+@group(0) @binding(6) var<storage, read> R: array<ST>;
+{part}
+const KTILE: u32 = {bk}u;
+
+// the fused residual at output index i (relative to the image's base), or 0
+fn rload(i: u32) -> f32 {{
+    if (!HAS_RES) {{
+        return 0.0;
+    }}
+    if (R_IN_Y) {{
+        return f32(Y[pu(24u) + i]);
+    }}
+    return f32(R[pu(24u) + i]);
+}}
+"#,
+        xdecl = if b == BMode::Packed {
+            "@group(0) @binding(1) var<storage, read> XP: array<vec4<ST>>;"
+        } else {
+            "@group(0) @binding(1) var<storage, read> X: array<ST>;"
+        },
+        ktab = if b == BMode::Gather { "@group(0) @binding(4) var<storage, read> KT: array<vec4<i32>>;\n" } else { "" },
+        part = if split { "@group(0) @binding(7) var<storage, read_write> Part: array<f32>;\n" } else { "" },
+    );
+    // a packed operand is read as vectors, never through xload
+    if b != BMode::Packed {
+        let _ = write!(
+            s,
+            "\nfn xload(i: u32) -> {load} {{\n    if (X_IN_Y) {{\n        return {load}(Y[i]);\n    }}\n    return {load}(X[i]);\n}}\n"
+        );
+    }
 }
 
 /// The tensor-core kernels' B loader: `pb{q}` (q < nq) get the K values `k0 + kb * kq + 4q ..+4`
