@@ -172,6 +172,15 @@ pub fn analyze(p: &Prepared) -> UnetStructure {
         Op::Conv(c) if c.residual => Some("Add"),
         _ => None,
     };
+    // (input index, dense index) of a node's inputs that are activations
+    let activation_inputs = |n: &crate::graph::Node| -> Vec<(usize, usize)> {
+        n.inputs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.map(|v| (i, dense[v])))
+            .filter(|&(_, d)| d != usize::MAX)
+            .collect()
+    };
     // which inputs of a merge node can be a bypassing tensor (the fused Add's residual only:
     // zeroing a conv's data input would not remove a path)
     let may_bypass = |op: &Op, i: usize| match op {
@@ -187,13 +196,7 @@ pub fn analyze(p: &Prepared) -> UnetStructure {
         }
         let Some(out) = n.output(0) else { continue };
         let out_hw = spatial.get(dense[out]).copied().flatten();
-        let ins: Vec<(usize, usize)> = n
-            .inputs
-            .iter()
-            .enumerate()
-            .filter_map(|(i, v)| v.map(|v| (i, dense[v])))
-            .filter(|&(_, d)| d != usize::MAX)
-            .collect();
+        let ins = activation_inputs(n);
         for &(ti, t) in &ins {
             if !may_bypass(&n.op, ti) {
                 continue;
@@ -262,13 +265,7 @@ pub fn analyze(p: &Prepared) -> UnetStructure {
         let Some(op) = merge_node(&n.op) else { continue };
         let Some(out) = n.output(0) else { continue };
         let out_hw = spatial.get(dense[out]).copied().flatten();
-        let ins: Vec<(usize, usize)> = n
-            .inputs
-            .iter()
-            .enumerate()
-            .filter_map(|(i, v)| v.map(|v| (i, dense[v])))
-            .filter(|&(_, d)| d != usize::MAX)
-            .collect();
+        let ins = activation_inputs(n);
         if !ins.iter().any(|&(_, d)| depends(d)) {
             continue;
         }

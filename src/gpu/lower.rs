@@ -645,46 +645,13 @@ fn lower_node(lx: &mut Lx, k: usize, n: &Node) -> Result<()> {
             lx.push(d);
         }
         Op::Transpose(t) => {
-            let (x, y) = (input(n, 0)?, output(n)?);
+            let x = input(n, 0)?;
             let perm = t.resolved_perm(lx.shape(x).len()).map_err(|m| err(n, m))?;
-            let xv = lx.view(n, x)?;
-            let st = vstrides(lx.shape(x), xv.batch_stride);
-            let src: Vec<i64> = perm.iter().map(|&p| st[p]).collect();
-            let ys = lx.shape(y).to_vec();
-            let (yb, y_off, yst) = copy_target(lx, n, y, &ys)?;
-            let c = CopySpec {
-                shape: &ys,
-                x: xv.buf,
-                x_off: xv.offset as i64,
-                x_strides: &src,
-                modulo: None,
-                table: None,
-                y: yb,
-                y_off,
-                y_strides: &yst,
-            };
-            push_copy(lx, n, k, c, "Transpose", false)?;
+            permuted_copy(lx, n, k, lx.shape(x), &perm, "Transpose")?;
         }
         Op::DepthToSpace(dts) => {
-            let (x, y) = (input(n, 0)?, output(n)?);
-            let (view6, perm, _) = dts.view_perm(lx.shape(x)).map_err(|m| err(n, m))?;
-            let xv = lx.view(n, x)?;
-            let st = vstrides(&view6, xv.batch_stride);
-            let src: Vec<i64> = perm.iter().map(|&p| st[p]).collect();
-            let oshape: Vec<usize> = perm.iter().map(|&p| view6[p]).collect();
-            let (yb, y_off, yst) = copy_target(lx, n, y, &oshape)?;
-            let c = CopySpec {
-                shape: &oshape,
-                x: xv.buf,
-                x_off: xv.offset as i64,
-                x_strides: &src,
-                modulo: None,
-                table: None,
-                y: yb,
-                y_off,
-                y_strides: &yst,
-            };
-            push_copy(lx, n, k, c, "DepthToSpace", false)?;
+            let (view6, perm, _) = dts.view_perm(lx.shape(input(n, 0)?)).map_err(|m| err(n, m))?;
+            permuted_copy(lx, n, k, &view6, &perm, "DepthToSpace")?;
         }
         Op::Slice(s) => {
             let (x, y) = (input(n, 0)?, output(n)?);
@@ -939,6 +906,29 @@ fn generic_conv(
         min_bytes: vec![],
     });
     Ok(())
+}
+
+/// Copy input 0, seen with shape `view` (its own, or a finer view of the same elements),
+/// into output 0 with the axes permuted: output axis i is view axis `perm[i]`.
+fn permuted_copy(lx: &mut Lx, n: &Node, k: usize, view: &[usize], perm: &[usize], kind: &str) -> Result<()> {
+    let (x, y) = (input(n, 0)?, output(n)?);
+    let xv = lx.view(n, x)?;
+    let st = vstrides(view, xv.batch_stride);
+    let src: Vec<i64> = perm.iter().map(|&p| st[p]).collect();
+    let shape: Vec<usize> = perm.iter().map(|&p| view[p]).collect();
+    let (yb, y_off, yst) = copy_target(lx, n, y, &shape)?;
+    let c = CopySpec {
+        shape: &shape,
+        x: xv.buf,
+        x_off: xv.offset as i64,
+        x_strides: &src,
+        modulo: None,
+        table: None,
+        y: yb,
+        y_off,
+        y_strides: &yst,
+    };
+    push_copy(lx, n, k, c, kind, false)
 }
 
 /// Input infos with constant values, for ops that read parameters from constant inputs.
