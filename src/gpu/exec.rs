@@ -242,6 +242,35 @@ fn batch_separable(full: &Prepared, chunk: &Prepared, k: usize) -> bool {
     }) && gf.inputs.iter().chain(&gf.outputs).all(|&v| same(v))
 }
 
+/// Place the outputs read back from the GPU (`k` chunks each, one after the other, at 4-byte
+/// aligned strides) and the inference's two timestamps in one readback buffer; returns it and
+/// its size.
+fn make_readback(
+    dev: &wgpu::Device,
+    outputs: &mut [OutputSpec],
+    timestamps_at: Option<&mut u64>,
+    k: usize,
+) -> (Option<wgpu::Buffer>, u64) {
+    let mut rb = 0u64;
+    for o in outputs.iter_mut().filter(|o| o.host.is_none()) {
+        o.readback_offset = rb;
+        rb += o.bytes.next_multiple_of(4) * k as u64;
+    }
+    if let Some(at) = timestamps_at {
+        *at = rb.next_multiple_of(8);
+        rb = *at + 16;
+    }
+    let buf = (rb > 0).then(|| {
+        dev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: rb,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    });
+    (buf, rb)
+}
+
 /// Mappable upload buffers, one per input, holding `k` chunks at 4-byte aligned strides: the
 /// inputs are written into them in place (no staging allocation per inference) and copied into
 /// the input buffers on the GPU.
@@ -312,27 +341,11 @@ impl GpuModel {
     fn chunk_into(&mut self, k: usize, full: Prepared) -> Result<()> {
         let dev = &self.ctx.device;
         let staging = make_staging(&self.ctx, &self.prepared, self.opts.precision, k)?;
-        // outputs: chunk after chunk in the readback, each at a 4-byte aligned stride
-        let mut rb = 0u64;
-        for o in &mut self.outputs {
-            if o.host.is_some() {
-                return Err(Error::Gpu("a constant graph output cannot be split into batch chunks".into()));
-            }
-            o.readback_offset = rb;
-            rb += o.bytes.next_multiple_of(4) * k as u64;
+        if self.outputs.iter().any(|o| o.host.is_some()) {
+            return Err(Error::Gpu("a constant graph output cannot be split into batch chunks".into()));
         }
-        if let Some((_, _, at)) = &mut self.total_ts {
-            *at = rb.next_multiple_of(8);
-            rb = *at + 16;
-        }
-        self.readback = (rb > 0).then(|| {
-            dev.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("readback"),
-                size: rb,
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
-        });
+        let (readback, rb) = make_readback(dev, &mut self.outputs, self.total_ts.as_mut().map(|t| &mut t.2), k);
+        self.readback = readback;
         self.readback_bytes = rb;
         self.staging = staging;
         self.chunks = k;
@@ -627,7 +640,6 @@ impl GpuModel {
 
         // outputs: host constants or regions to read back into one buffer
         let mut outputs = Vec::new();
-        let mut rb = 0u64;
         for &v in &g.outputs {
             if let Some(t) = g.consts.get(&v) {
                 outputs.push(OutputSpec {
@@ -650,13 +662,12 @@ impl GpuModel {
                 buf: Some(view.buf),
                 offset_bytes: view.offset * eb,
                 bytes,
-                readback_offset: rb,
+                readback_offset: 0,
                 shape,
             });
-            rb += bytes.next_multiple_of(4);
             debug_assert!((view.offset * eb).is_multiple_of(4), "outputs start at aligned offsets");
         }
-        let total_ts = ctx.timestamps.then(|| {
+        let mut total_ts = ctx.timestamps.then(|| {
             let q = dev.create_query_set(&wgpu::QuerySetDescriptor {
                 label: Some("inference time"),
                 ty: wgpu::QueryType::Timestamp,
@@ -668,18 +679,9 @@ impl GpuModel {
                 usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
                 mapped_at_creation: false,
             });
-            let at = rb.next_multiple_of(8);
-            rb = at + 16;
-            (q, r, at)
+            (q, r, 0)
         });
-        let readback = (rb > 0).then(|| {
-            dev.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("readback"),
-                size: rb,
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
-        });
+        let (readback, rb) = make_readback(dev, &mut outputs, total_ts.as_mut().map(|t| &mut t.2), 1);
 
         let staging = make_staging(&ctx, &p, prec, 1)?;
         Ok(GpuModel {
