@@ -50,6 +50,76 @@ fn floats(name: &str, v: &[f32]) -> Operand {
     Init(tensor(name, &[v.len() as i64], v))
 }
 
+type NodeSpec = (&'static str, Vec<&'static str>, Vec<&'static str>, Vec<AttributeProto>);
+
+/// A Conv node of a test graph.
+fn conv(ins: Vec<&'static str>, out: &'static str, attrs: Vec<AttributeProto>) -> NodeSpec {
+    ("Conv", ins, vec![out], attrs)
+}
+
+fn pad1() -> Vec<AttributeProto> {
+    vec![attr_ints("pads", &[1, 1, 1, 1])]
+}
+
+/// A test graph with output `y`, fed random values in [-1, 1].
+fn graph(name: &'static str, nodes: Vec<NodeSpec>, operands: Vec<Operand>) -> Case {
+    Case { name, nodes, operands, outputs: vec!["y"], opset: 17, lo: -1.0, hi: 1.0 }
+}
+
+/// The kernel variants every case runs in: f32 (cost-model tiles and split-K), the generic conv
+/// kernel, f16 without split-K, and the tensor-core kernels' tiling through their emulation.
+fn variants() -> [GpuOptions; 4] {
+    let f32 = GpuOptions::default();
+    [
+        // the cost model's choice of tile and split-K (small tests often split)
+        f32,
+        GpuOptions { fast_conv: false, ..f32 },
+        // never split: the fast kernels' own epilogue
+        GpuOptions { coop: Some(CoopMode::Off), split_k: false, ..GpuOptions::f16() },
+        GpuOptions { coop: Some(CoopMode::Emulate), ..GpuOptions::f16() },
+    ]
+}
+
+/// Every case under every variant matches the CPU reference, in exactly its number of
+/// dispatches and without a concat copy (`why`: what a wrong count means).
+fn check_dispatches(cases: &[(Case, usize)], variants: &[GpuOptions], why: &str) {
+    let mut failed = Vec::new();
+    for (c, dispatches) in cases {
+        for v in variants {
+            match run_case_with(c, *v) {
+                Ok((_, st)) if st.dispatches != *dispatches || st.concat_copies != 0 => failed.push(format!(
+                    "{} ({v:?}): {} dispatches (expected {dispatches}), {} concat copies: {why}",
+                    c.name, st.dispatches, st.concat_copies
+                )),
+                Ok(_) => {}
+                Err(e) => failed.push(format!("{}: {e}", c.name)),
+            }
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+/// Every case under every variant matches the CPU reference and runs kernels whose names
+/// contain each of `names`.
+fn check_kernels(cases: &[Case], variants: &[GpuOptions], names: &[&str]) {
+    let mut failed = Vec::new();
+    for c in cases {
+        for v in variants {
+            let ran = kernel_names(c, *v);
+            if let Some(missing) = names.iter().find(|want| !ran.iter().any(|n| n.contains(*want))) {
+                failed.push(format!(
+                    "{} ({:?} split {:?}): no {missing} kernel in {ran:?}",
+                    c.name, v.force_tile, v.force_split
+                ));
+            }
+            if let Err(e) = run_case_with(c, *v) {
+                failed.push(format!("{} ({:?} split {:?}): {e}", c.name, v.force_tile, v.force_split));
+            }
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
 fn run_case(c: &Case) -> Result<(usize, unet_gpu::gpu::RunStats), String> {
     run_case_with(c, GpuOptions::default())
 }
@@ -138,22 +208,11 @@ fn run_case_with(c: &Case, opts: GpuOptions) -> Result<(usize, unet_gpu::gpu::Ru
     Ok((p.graph.nodes.len(), stats))
 }
 
-/// Every case in f32 (cost-model tiles and split-K), on the generic conv kernel, in f16 without
-/// split-K, and through the tensor-core kernels' emulation.
+/// Every case in every variant of [`variants`].
 fn run_all(cases: Vec<Case>) {
     let mut failed = Vec::new();
-    let f32 = GpuOptions::default();
-    let variants = [
-        // the cost model's choice of tile and split-K (small tests often split)
-        f32,
-        GpuOptions { fast_conv: false, ..f32 },
-        // never split: the fast kernels' own epilogue
-        GpuOptions { coop: Some(CoopMode::Off), split_k: false, ..GpuOptions::f16() },
-        // the tensor-core kernels' tiling, through their scalar emulation
-        GpuOptions { coop: Some(CoopMode::Emulate), ..GpuOptions::f16() },
-    ];
     for c in &cases {
-        for v in variants {
+        for v in variants() {
             if let Err(e) = run_case_with(c, v) {
                 failed.push(format!("{}: {e}", c.name));
             }
@@ -374,13 +433,10 @@ fn conv_fused_epilogues() {
 fn conv_fused_residual_add() {
     // Add(conv(..), r) with r of the output's shape runs as one conv whose epilogue adds r
     // (then the activation after the Add, if any); every kernel variant, odd shapes, batch 2.
-    let conv = |ins: Vec<&'static str>, out: &'static str, attrs: Vec<AttributeProto>| ("Conv", ins, vec![out], attrs);
-    let pad1 = || vec![attr_ints("pads", &[1, 1, 1, 1])];
-    let mk = |name, nodes, operands| Case { name, nodes, operands, outputs: vec!["y"], opset: 17, lo: -1.0, hi: 1.0 };
     let cases = vec![
         // a ResNet basic block: relu(conv(relu(conv(x))) + x)
         (
-            mk(
+            graph(
                 "resnet block",
                 vec![
                     conv(vec!["x", "w1", "b1"], "a", pad1()),
@@ -401,7 +457,7 @@ fn conv_fused_residual_add() {
         ),
         // u2netp's RSU closing: relu(conv(x)) + r, the residual first and fed at run time
         (
-            mk(
+            graph(
                 "residual first, run-time input",
                 vec![
                     conv(vec!["x", "w", "b"], "c", pad1()),
@@ -419,7 +475,7 @@ fn conv_fused_residual_add() {
         ),
         // 1x1 conv (the direct GEMM) with a residual and a LeakyRelu after it
         (
-            mk(
+            graph(
                 "1x1 + residual + leakyrelu",
                 vec![
                     conv(vec!["x", "w"], "c", vec![]),
@@ -432,7 +488,7 @@ fn conv_fused_residual_add() {
         ),
         // strided conv plus a pooled residual
         (
-            mk(
+            graph(
                 "strided conv + pooled residual",
                 vec![
                     conv(
@@ -458,7 +514,7 @@ fn conv_fused_residual_add() {
         ),
         // the residual and the output are slices of one concat buffer: y = concat(a, conv(a) + a)
         (
-            mk(
+            graph(
                 "residual in the concat buffer",
                 vec![
                     conv(vec!["x", "w1"], "a", pad1()),
@@ -476,44 +532,16 @@ fn conv_fused_residual_add() {
             2,
         ),
     ];
-    let mut failed = Vec::new();
-    let f32 = GpuOptions::default();
-    let variants = [
-        // the cost model's choice of tile and split-K (small tests often split)
-        f32,
-        GpuOptions { fast_conv: false, ..f32 },
-        // never split: the fast kernels' own epilogue
-        GpuOptions { coop: Some(CoopMode::Off), split_k: false, ..GpuOptions::f16() },
-        GpuOptions { coop: Some(CoopMode::Emulate), ..GpuOptions::f16() },
-    ];
-    for (c, dispatches) in &cases {
-        for v in variants {
-            match run_case_with(c, v) {
-                Ok((_, stats)) => {
-                    if stats.dispatches != *dispatches || stats.concat_copies != 0 {
-                        failed.push(format!(
-                            "{} ({v:?}): {} dispatches, {} concat copies: the Add was not fused",
-                            c.name, stats.dispatches, stats.concat_copies
-                        ));
-                    }
-                }
-                Err(e) => failed.push(format!("{}: {e}", c.name)),
-            }
-        }
-    }
-    assert!(failed.is_empty(), "{}", failed.join("\n"));
+    check_dispatches(&cases, &variants(), "the Add was not fused");
 }
 
 #[test]
 fn split_k_convs() {
     // the K loop split over slices whose partial sums a reduction kernel adds up before the
     // epilogue (bias, activation, residual, activation after it), in every kernel variant
-    let conv = |ins: Vec<&'static str>, out: &'static str, attrs: Vec<AttributeProto>| ("Conv", ins, vec![out], attrs);
-    let pad1 = || vec![attr_ints("pads", &[1, 1, 1, 1])];
-    let mk = |name, nodes, operands| Case { name, nodes, operands, outputs: vec!["y"], opset: 17, lo: -1.0, hi: 1.0 };
     let cases = vec![
         (
-            mk(
+            graph(
                 "3x3 + relu",
                 vec![conv(vec!["x", "w", "b"], "c", pad1()), ("Relu", vec!["c"], vec!["y"], vec![])],
                 vec![Run("x", vec![2, 13, 9, 10]), init("w", &[11, 13, 3, 3], 80), init("b", &[11], 81)],
@@ -521,7 +549,7 @@ fn split_k_convs() {
             2,
         ),
         (
-            mk(
+            graph(
                 "1x1 + residual + leakyrelu",
                 vec![
                     conv(vec!["x", "w", "b"], "c", vec![]),
@@ -539,7 +567,7 @@ fn split_k_convs() {
         ),
         // input and residual are slices of the concat buffer the conv writes
         (
-            mk(
+            graph(
                 "in the concat buffer",
                 vec![
                     conv(vec!["x", "w1"], "a", pad1()),
@@ -557,25 +585,12 @@ fn split_k_convs() {
             4,
         ),
     ];
-    let mut failed = Vec::new();
     let variants = [
         GpuOptions { force_split: Some(3), ..GpuOptions::default() },
         GpuOptions { force_split: Some(3), coop: Some(CoopMode::Off), ..GpuOptions::f16() },
         GpuOptions { force_split: Some(3), coop: Some(CoopMode::Emulate), ..GpuOptions::f16() },
     ];
-    for (c, dispatches) in &cases {
-        for v in variants {
-            match run_case_with(c, v) {
-                Ok((_, stats)) if stats.dispatches != *dispatches => failed.push(format!(
-                    "{} ({v:?}): {} dispatches, expected {dispatches} (each conv split, plus its reduction)",
-                    c.name, stats.dispatches
-                )),
-                Ok(_) => {}
-                Err(e) => failed.push(format!("{}: {e}", c.name)),
-            }
-        }
-    }
-    assert!(failed.is_empty(), "{}", failed.join("\n"));
+    check_dispatches(&cases, &variants, "each conv split, plus its reduction");
 }
 
 #[test]
@@ -584,10 +599,8 @@ fn tap_major_gather() {
     // tensor-core ones), K is ordered tap-major and a K tile shares one tap: every FMA tile in
     // f32, and the tensor-core kernels through their scalar emulation on both tile shapes that
     // fit lavapipe's workgroup memory, with and without split-K
-    let conv = |ins: Vec<&'static str>, out: &'static str, attrs: Vec<AttributeProto>| ("Conv", ins, vec![out], attrs);
-    let mk = |name, nodes, operands| Case { name, nodes, operands, outputs: vec!["y"], opset: 17, lo: -1.0, hi: 1.0 };
     let cases = vec![
-        mk(
+        graph(
             "3x3 pad 1 + relu",
             vec![
                 conv(vec!["x", "w", "b"], "c", vec![attr_ints("pads", &[1, 1, 1, 1])]),
@@ -595,7 +608,7 @@ fn tap_major_gather() {
             ],
             vec![Run("x", vec![2, 32, 9, 13]), init("w", &[20, 32, 3, 3], 90), init("b", &[20], 91)],
         ),
-        mk(
+        graph(
             "3x3 stride 2 dilation 2",
             vec![conv(
                 vec!["x", "w"],
@@ -604,7 +617,7 @@ fn tap_major_gather() {
             )],
             vec![Run("x", vec![1, 64, 11, 10]), init("w", &[17, 64, 3, 3], 92)],
         ),
-        mk(
+        graph(
             "5x1 + residual",
             vec![
                 conv(vec!["x", "w", "b"], "c", vec![attr_ints("pads", &[2, 0, 2, 0])]),
@@ -618,7 +631,6 @@ fn tap_major_gather() {
             ],
         ),
     ];
-    let mut failed = Vec::new();
     let mut variants = Vec::new();
     for split in [Some(1), Some(2)] {
         for &(bm, bn, ..) in &unet_gpu::gpu::convgen::TILES {
@@ -633,30 +645,18 @@ fn tap_major_gather() {
             });
         }
     }
+    check_kernels(&cases, &variants, &["_taps"]);
+    // and switched off, the tap table
+    let mut failed = Vec::new();
     for c in &cases {
-        for o in variants.iter().copied() {
-            let tile = o.force_tile.unwrap();
-            let split = o.force_split;
-            {
-                let names = kernel_names(c, o);
-                if !names.iter().any(|n| n.contains("_taps")) {
-                    failed.push(format!("{} {tile:?}: no tap-major kernel in {names:?}", c.name));
-                }
-                // and switched off, the tap table
-                if split == Some(1) && tile == (128, 128) {
-                    let off = GpuOptions { tap_major: false, ..o };
-                    let names = kernel_names(c, off);
-                    if names.iter().any(|n| n.contains("_taps")) || !names.iter().any(|n| n.contains("_gather")) {
-                        failed.push(format!("{}: tap-major off still runs {names:?}", c.name));
-                    }
-                    if let Err(e) = run_case_with(c, off) {
-                        failed.push(format!("{} tap-major off: {e}", c.name));
-                    }
-                }
-                if let Err(e) = run_case_with(c, o) {
-                    failed.push(format!("{} {tile:?} split {split:?}: {e}", c.name));
-                }
-            }
+        let off =
+            GpuOptions { force_tile: Some((128, 128)), force_split: Some(1), tap_major: false, ..Default::default() };
+        let names = kernel_names(c, off);
+        if names.iter().any(|n| n.contains("_taps")) || !names.iter().any(|n| n.contains("_gather")) {
+            failed.push(format!("{}: tap-major off still runs {names:?}", c.name));
+        }
+        if let Err(e) = run_case_with(c, off) {
+            failed.push(format!("{} tap-major off: {e}", c.name));
         }
     }
     assert!(failed.is_empty(), "{}", failed.join("\n"));
@@ -666,10 +666,8 @@ fn tap_major_gather() {
 fn im2col_packed_tensor_core_convs() {
     // the tensor-core GEMM reading an operand written out by shaders/im2col.wgsl (K padded to
     // 32), through the kernels' scalar emulation, with and without split-K
-    let conv = |ins: Vec<&'static str>, out: &'static str, attrs: Vec<AttributeProto>| ("Conv", ins, vec![out], attrs);
-    let mk = |name, nodes, operands| Case { name, nodes, operands, outputs: vec!["y"], opset: 17, lo: -1.0, hi: 1.0 };
     let cases = vec![
-        mk(
+        graph(
             "3x3, 5 channels (K 45 padded to 64), batch 2 + relu",
             vec![
                 conv(vec!["x", "w", "b"], "c", vec![attr_ints("pads", &[1, 1, 1, 1])]),
@@ -677,7 +675,7 @@ fn im2col_packed_tensor_core_convs() {
             ],
             vec![Run("x", vec![2, 5, 9, 70]), init("w", &[19, 5, 3, 3], 95), init("b", &[19], 96)],
         ),
-        mk(
+        graph(
             "stride 2 dilation 2, 40 channels",
             vec![conv(
                 vec!["x", "w"],
@@ -686,7 +684,7 @@ fn im2col_packed_tensor_core_convs() {
             )],
             vec![Run("x", vec![1, 40, 11, 10]), init("w", &[17, 40, 3, 3], 97)],
         ),
-        mk(
+        graph(
             "in the concat buffer, with a residual",
             vec![
                 conv(vec!["x", "w1"], "a", vec![attr_ints("pads", &[1, 1, 1, 1])]),
@@ -702,28 +700,19 @@ fn im2col_packed_tensor_core_convs() {
             ],
         ),
     ];
-    let mut failed = Vec::new();
-    for c in &cases {
-        for tile in [(64, 64), (32, 128)] {
-            for split in [Some(1), Some(2)] {
-                let o = GpuOptions {
-                    force_tile: Some(tile),
-                    force_split: split,
-                    coop: Some(CoopMode::Emulate),
-                    im2col: true,
-                    ..GpuOptions::f16()
-                };
-                let names = kernel_names(c, o);
-                if !names.iter().any(|n| n.contains("_packed")) || !names.iter().any(|n| n == "im2col.wgsl") {
-                    failed.push(format!("{} {tile:?}: no packed kernel in {names:?}", c.name));
-                }
-                if let Err(e) = run_case_with(c, o) {
-                    failed.push(format!("{} {tile:?} split {split:?}: {e}", c.name));
-                }
-            }
+    let mut variants = Vec::new();
+    for tile in [(64, 64), (32, 128)] {
+        for split in [Some(1), Some(2)] {
+            variants.push(GpuOptions {
+                force_tile: Some(tile),
+                force_split: split,
+                coop: Some(CoopMode::Emulate),
+                im2col: true,
+                ..GpuOptions::f16()
+            });
         }
     }
-    assert!(failed.is_empty(), "{}", failed.join("\n"));
+    check_kernels(&cases, &variants, &["_packed", "im2col.wgsl"]);
 }
 
 #[test]
