@@ -318,10 +318,9 @@ fn one_model_runs_many_inputs() {
 #[test]
 fn cli_bench_prints_one_checked_json_line() {
     let (model, _) = fixture("classic_unet");
-    let out = Command::new(env!("CARGO_BIN_EXE_unet-gpu"))
+    let out = cli()
         .args(["bench", model.to_str().unwrap(), "--size", "24x16", "--batch", "2", "--iters", "2"])
         .args(["--cpu-reference"])
-        .env("XDG_RUNTIME_DIR", "/tmp")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
