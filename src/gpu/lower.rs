@@ -1227,19 +1227,27 @@ fn tap_major(b: BMode, cin: Option<usize>, bk: u32) -> BMode {
     }
 }
 
+/// Up to `s` K slices of whole K tiles, none empty.
+fn whole_slices(ktiles: usize, s: usize) -> usize {
+    ktiles.div_ceil(ktiles.div_ceil(s.max(1)))
+}
+
+/// Whether the partial sums of `s` slices fit the split-K scratch binding.
+fn split_fits(lx: &Lx, s: usize, m: usize, cols: usize, z: usize) -> bool {
+    (s * m * cols * z * 4) as u64 <= lx.opts.max_binding
+}
+
 /// The K slices worth using for a GEMM with `k` rows on tiles of depth `bk`: each slice keeps at
 /// least four K tiles, the scratch buffer stays within the binding limit; `[1]` when split-K
 /// is off or the conv scatters.
 fn slice_options(lx: &Lx, m: usize, cols: usize, z: usize, k: usize, bk: u32, scatter: bool) -> Vec<usize> {
     let ktiles = k.div_ceil(bk as usize);
-    let fits = |s: usize| (s * m * cols * z * 4) as u64 <= lx.opts.max_binding;
+    let fits = |s: usize| split_fits(lx, s, m, cols, z);
     if scatter {
         return vec![1];
     }
     if let Some(f) = lx.opts.force_split {
-        let s = (f as usize).clamp(1, ktiles.max(1));
-        // whole K tiles per slice, no empty slice
-        let s = ktiles.div_ceil(ktiles.div_ceil(s));
+        let s = whole_slices(ktiles, f as usize);
         return vec![if fits(s) { s } else { 1 }];
     }
     if !lx.opts.split_k {
@@ -1350,11 +1358,10 @@ fn tuned_tile(
 ) -> Option<(FastTile, usize)> {
     let split = t.slices > 1;
     let ok_slices = |bk: u32| {
-        let ktiles = k.div_ceil(bk as usize);
         t.slices == 1
             || (!scatter
-                && ktiles.div_ceil(ktiles.div_ceil(t.slices)) == t.slices
-                && (t.slices * m * cols * z * 4) as u64 <= lx.opts.max_binding)
+                && whole_slices(k.div_ceil(bk as usize), t.slices) == t.slices
+                && split_fits(lx, t.slices, m, cols, z))
     };
     if t.coop {
         if !use_coop(lx) || !ok_slices(COOP_BK) {
