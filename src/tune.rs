@@ -2,8 +2,10 @@
 //! the device and keep, for each conv, the one that ran fastest.
 //!
 //! The whole model is built once per candidate (tensor cores or not, each (BM, BN) tile, each
-//! split-K factor forced on every conv), run once to warm up and twice with a timestamp around
-//! every dispatch; a conv's time includes its split-K reduction. The cost model's own choice is
+//! split-K factor forced on every conv) and its output checked; candidates are built in groups
+//! and each group is timed together with the cost model's own model (the control), in turns,
+//! best of three runs with a timestamp around every dispatch, and scaled by how far the
+//! control's times drifted since the first group; a conv's time includes its split-K reduction. The cost model's own choice is
 //! a candidate too, so tuning never picks something it measured slower. Needs TIMESTAMP_QUERY;
 //! without it the cost model decides.
 //!
@@ -121,6 +123,22 @@ pub fn autotune(
 
 /// Split-K factors tried (each also capped by the layer's K).
 const SLICES: [u32; 4] = [1, 2, 4, 8];
+/// Candidates built and timed together, beside the control.
+const GROUP: usize = 8;
+/// Timed runs of each model per group (the best counts), after WARMUP runs of the control.
+const ROUNDS: usize = 3;
+const WARMUP: usize = 3;
+
+fn min_into(acc: &mut Vec<f64>, t: &[f64]) {
+    if acc.len() != t.len() {
+        acc.clear();
+        acc.extend_from_slice(t);
+        return;
+    }
+    for (a, b) in acc.iter_mut().zip(t) {
+        *a = a.min(*b);
+    }
+}
 
 /// What the kernel of each node is in a built model: the fast conv's choice, by node index.
 pub fn choices(gm: &GpuModel) -> Vec<Option<TileChoice>> {
@@ -159,21 +177,6 @@ fn label(c: TileChoice) -> String {
         (true, true) => "coop im2col",
     };
     format!("{kind} {}x{}{split}", c.bm, c.bn)
-}
-
-/// Per-node GPU milliseconds of the best of `runs` profiled runs.
-/// Per-node GPU milliseconds of the best of `runs` profiled runs, and the outputs.
-fn profile(gm: &GpuModel, inputs: &[Tensor], runs: usize) -> Result<(Vec<f64>, Vec<Tensor>)> {
-    let out = gm.run(inputs)?;
-    let mut best: Option<Vec<f64>> = None;
-    for _ in 0..runs {
-        let (_, st) = gm.run_with_stats(inputs, true)?;
-        best = Some(match best {
-            None => st.gpu_ms_by_node,
-            Some(b) => b.iter().zip(&st.gpu_ms_by_node).map(|(a, c)| a.min(*c)).collect(),
-        });
-    }
-    Ok((best.unwrap_or_default(), out))
 }
 
 /// The largest relative L2 distance between two lists of outputs.
@@ -274,37 +277,84 @@ pub fn measure(
     let reference = GpuModel::with_options(ctx.clone(), p, GpuOptions { fast_conv: false, ..base })?.run(&inputs)?;
     let tol = check_tolerance(base.precision);
     let mut rejected = Vec::new();
-    for (i, c) in candidates.iter().enumerate() {
-        // a candidate that cannot be built here (workgroup memory...) is skipped
-        let Ok(gm) = GpuModel::with_options(ctx.clone(), p, *c) else { continue };
-        let (ms, out) = match profile(&gm, &inputs, 2) {
-            Ok(r) => r,
-            Err(e) if i > 0 => {
-                log::warn!("autotune: candidate {c:?} failed to run, skipped: {e}");
-                rejected.push(serde_json::json!({ "candidate": describe(c), "error": e.to_string() }));
+    // The cost model's own model is the control: it is timed again beside every group of
+    // candidates, and a candidate's time is scaled by the control's drift since its first group
+    // (GPU clocks rise and fall with the load, and building a group leaves the GPU idle).
+    let control = GpuModel::with_options(ctx.clone(), p, base)?;
+    let control_out = control.run(&inputs)?;
+    let control_err = max_rel_l2(&control_out, &reference);
+    if !(control_err <= tol) {
+        rejected.push(serde_json::json!({ "candidate": describe(&base), "rel_l2_vs_generic": control_err }));
+    }
+    let control_choices = choices(&control);
+    let mut control_first: Option<Vec<f64>> = None;
+    let mut control_drift = Vec::new();
+    for group in candidates[1..].chunks(GROUP) {
+        let mut models = Vec::new();
+        for c in group {
+            // a candidate that cannot be built here (workgroup memory...) is skipped
+            let Ok(gm) = GpuModel::with_options(ctx.clone(), p, *c) else { continue };
+            let out = match gm.run(&inputs) {
+                Ok(o) => o,
+                Err(e) => {
+                    log::warn!("autotune: candidate {c:?} failed to run, skipped: {e}");
+                    rejected.push(serde_json::json!({ "candidate": describe(c), "error": e.to_string() }));
+                    continue;
+                }
+            };
+            let err = max_rel_l2(&out, &reference);
+            if !(err <= tol) {
+                log::warn!("autotune: candidate {} differs from the generic kernels by {err:.3e}", describe(c));
+                rejected.push(serde_json::json!({ "candidate": describe(c), "rel_l2_vs_generic": err }));
                 continue;
             }
-            Err(e) => return Err(e),
-        };
-        let err = max_rel_l2(&out, &reference);
-        if !(err <= tol) {
-            log::warn!("autotune: candidate {} differs from the generic kernels by {err:.3e}", describe(c));
-            rejected.push(serde_json::json!({ "candidate": describe(c), "rel_l2_vs_generic": err }));
-            continue;
+            models.push(gm);
         }
-        if ms.len() < nodes {
-            continue; // too many dispatches to time one by one
+        // warm up with the control, then the control and every candidate in turn, best of ROUNDS
+        for _ in 0..WARMUP {
+            control.run(&inputs)?;
         }
-        tried += 1;
-        for (k, ch) in choices(&gm).into_iter().enumerate() {
-            let Some(ch) = ch else { continue };
-            if i == 0 {
-                auto_ms[k] = ms[k];
-                auto_choice[k] = Some(ch);
+        let mut ctl = vec![f64::INFINITY; nodes];
+        let mut times = vec![vec![f64::INFINITY; nodes]; models.len()];
+        for _ in 0..ROUNDS {
+            min_into(&mut ctl, &control.run_with_stats(&inputs, true)?.1.gpu_ms_by_node);
+            for (gm, t) in models.iter().zip(&mut times) {
+                min_into(t, &gm.run_with_stats(&inputs, true)?.1.gpu_ms_by_node);
             }
-            all[k].insert(label(ch), ms[k].into());
-            if best[k].is_none_or(|(b, _)| ms[k] < b) {
-                best[k] = Some((ms[k], ch));
+        }
+        if ctl.len() < nodes {
+            break; // too many dispatches to time one by one
+        }
+        let first = control_first.get_or_insert_with(|| ctl.clone());
+        let drift: Vec<f64> = first.iter().zip(&ctl).map(|(f, c)| if *c > 0.0 { f / c } else { 1.0 }).collect();
+        control_drift.push(serde_json::json!(ctl.iter().sum::<f64>() / first.iter().sum::<f64>().max(1e-12)));
+        for (gm, t) in models.iter().zip(&times) {
+            if t.len() < nodes {
+                continue;
+            }
+            tried += 1;
+            for (k, ch) in choices(gm).into_iter().enumerate() {
+                let Some(ch) = ch else { continue };
+                let ms = t[k] * drift[k];
+                all[k].insert(label(ch), ms.into());
+                if best[k].is_none_or(|(b, _)| ms < b) {
+                    best[k] = Some((ms, ch));
+                }
+            }
+        }
+    }
+    // the control, at its first group's times
+    if let Some(first) = &control_first
+        && control_err <= tol
+    {
+        tried += 1;
+        for (k, ch) in control_choices.into_iter().enumerate() {
+            let Some(ch) = ch else { continue };
+            auto_ms[k] = first[k];
+            auto_choice[k] = Some(ch);
+            all[k].insert(label(ch), first[k].into());
+            if best[k].is_none_or(|(b, _)| first[k] <= b) {
+                best[k] = Some((first[k], ch));
             }
         }
     }
@@ -332,6 +382,7 @@ pub fn measure(
         "candidates": tried,
         "rejected": rejected,
         "seconds": t0.elapsed().as_secs_f64(),
+        "control_drift": control_drift,
         "fast_conv_ms_cost_model": auto_total,
         "fast_conv_ms_tuned": tuned_total,
         "layers": layers,

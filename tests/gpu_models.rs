@@ -273,6 +273,10 @@ fn autotune_keeps_the_fastest_kernel_per_conv() {
     // every candidate computed what the generic conv kernel computes
     assert_eq!(report["rejected"].as_array().map(|r| r.len()), Some(0), "{report}");
     assert!(report["fast_conv_ms_tuned"].as_f64().unwrap() <= report["fast_conv_ms_cost_model"].as_f64().unwrap());
+    // the control was timed beside every group of candidates: one drift ratio per group, the first 1
+    let drift = report["control_drift"].as_array().unwrap();
+    assert!(drift.len() >= 3 && (drift[0].as_f64().unwrap() - 1.0).abs() < 1e-9, "{report}");
+    assert!(drift.iter().all(|d| d.as_f64().unwrap() > 0.0), "{report}");
     // the tuned model runs exactly those kernels, and computes the same thing
     let gm = GpuModel::with_tuning(ctx.clone(), &p, opts, &chosen).unwrap();
     assert_eq!(unet_gpu::tune::choices(&gm), chosen);
