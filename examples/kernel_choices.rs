@@ -1,0 +1,65 @@
+//! Which conv kernel the cost model picks for each conv of a model, for a GPU you may not have
+//! here: an H100/H200-class profile (48 KiB of workgroup memory, 2 GiB bindings, 16x16x16
+//! cooperative matrices). Needs no GPU: it runs the planner and lowering only.
+//!
+//!     cargo run --release --example kernel_choices -- MODEL.onnx [HxW] [f32|f16]
+//!
+//! Compare its output with an autotune report (`unet-gpu bench --autotune`) from the device to
+//! see where the cost model and the measurements disagree.
+
+use unet_gpu::gpu::Precision;
+use unet_gpu::gpu::lower::{CoopMode, LowerOpts, lower};
+use unet_gpu::gpu::{Shader, plan::plan};
+use unet_gpu::model::Model;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(path) = args.first() else {
+        anyhow::bail!("usage: kernel_choices MODEL.onnx [HxW] [f32|f16]");
+    };
+    let (h, w) = match args.get(1) {
+        Some(s) => {
+            let (a, b) = s.split_once('x').ok_or_else(|| anyhow::anyhow!("size must be HxW, got '{s}'"))?;
+            (a.parse::<usize>()?, b.parse::<usize>()?)
+        }
+        None => (512, 512),
+    };
+    let precision = match args.get(2).map(String::as_str) {
+        None | Some("f32") => Precision::F32,
+        Some("f16") => Precision::F16,
+        Some(p) => anyhow::bail!("precision must be f32 or f16, got '{p}'"),
+    };
+    let m = Model::load(std::path::Path::new(path))?;
+    let p = m.prepare(&[vec![1, 3, h, w]])?;
+    let mp = plan(&p, precision.bytes())?;
+    let opts = LowerOpts {
+        precision,
+        fast_conv: true,
+        max_shared: 49152,
+        coop: if precision == Precision::F16 { CoopMode::Native } else { CoopMode::Off },
+        force_tile: None,
+        split_k: true,
+        force_split: None,
+        im2col: false,
+        tap_major: true,
+        max_binding: 2047 << 20,
+    };
+    let low = lower(&p, &mp, 65535, opts, &[])?;
+    for (k, n) in p.graph.nodes.iter().enumerate() {
+        let names: Vec<String> = low
+            .dispatches
+            .iter()
+            .filter(|d| d.node == k)
+            .filter_map(|d| match d.shader {
+                Shader::FastConv(c) => Some(format!("{} slices {}", c.name(), if c.split { d.params[27] } else { 1 })),
+                Shader::CoopConv(c) => Some(format!("{} slices {}", c.name(), if c.split { d.params[27] } else { 1 })),
+                _ => None,
+            })
+            .collect();
+        if !names.is_empty() {
+            let out = n.output(0).map(|v| unet_gpu::tensor::fmt_shape(p.shape(v))).unwrap_or_default();
+            println!("{:<24} {:<20} {}", n.name, out, names.join(" + "));
+        }
+    }
+    Ok(())
+}
