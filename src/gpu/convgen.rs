@@ -100,24 +100,21 @@ impl ConvCfg {
     }
 }
 
-/// The tile shapes the engine picks from, with their relative throughput per output fitted to
-/// the H200 profiles of 2026-11-27 (docs/device-runs): (BM, BN, BK, TM, TN, efficiency).
-/// 8x8 micro-tiles balance workgroup-memory reads against FMAs; the 4x8 and 4x4 ones are bound
-/// by workgroup-memory bandwidth.
-///
-/// The two thin tiles (32 and 16 rows, for layers with few output channels) are not measured
-/// yet: their efficiencies are guesses below those of the measured tiles with the same
-/// micro-tile, so the cost model takes them only where a taller tile would waste half its rows
-/// or more (`--autotune` measures them).
+/// The tile shapes the engine picks from, with their relative throughput per output: (BM, BN,
+/// BK, TM, TN, efficiency). The efficiencies, with the cost model's other constants
+/// (`lower::tile_time`), are a least-squares fit to every kernel shape x split-K factor that
+/// autotuning timed per conv of the base-64 and base-16 benchmark networks on an H200 (run 6,
+/// 2026-11-27, `docs/device-runs/2026-11-27-h200-run6`; rms error of the fit 22 %). On other
+/// GPUs they are a starting point; `--autotune` measures.
 pub const TILES: [(u32, u32, u32, u32, u32, f64); 8] = [
     (128, 128, 8, 8, 8, 1.0),
-    (64, 256, 8, 8, 8, 0.83),
-    (64, 128, 16, 4, 8, 0.48),
-    (32, 128, 16, 4, 8, 0.33),
-    (64, 64, 16, 4, 4, 0.47),
-    (32, 64, 16, 4, 4, 0.23),
-    (32, 256, 8, 4, 8, 0.5),
-    (16, 256, 8, 4, 4, 0.35),
+    (64, 256, 8, 8, 8, 0.91),
+    (64, 128, 16, 4, 8, 0.73),
+    (32, 128, 16, 4, 8, 0.74),
+    (64, 64, 16, 4, 4, 0.80),
+    (32, 64, 16, 4, 4, 0.74),
+    (32, 256, 8, 4, 8, 0.73),
+    (16, 256, 8, 4, 4, 0.53),
 ];
 
 // Parameters (P):
@@ -346,15 +343,14 @@ pub const COOP_BK: u32 = 32;
 /// stores and the 8-row fragment loads.
 const COOP_PAD: u32 = 4;
 
-/// (BM, BN, WM, WN, efficiency), fitted like [`TILES`].
-/// The 16-row tile (thin layers) is not measured yet; its efficiency is a guess, and so is the
-/// 64x128 one's (64-channel layers; kept low so that only autotuning picks it until measured).
+/// (BM, BN, WM, WN, efficiency), fitted with [`TILES`] and on the same scale (the 128x128
+/// register-blocked tile = 1).
 pub const COOP_TILES: [(u32, u32, u32, u32, f64); 5] = [
-    (128, 128, 64, 32, 1.0),
-    (64, 128, 32, 64, 0.5),
-    (64, 64, 32, 32, 0.29),
-    (32, 128, 32, 32, 0.1),
-    (16, 128, 16, 32, 0.08),
+    (128, 128, 64, 32, 2.88),
+    (64, 128, 32, 64, 1.44),
+    (64, 64, 32, 32, 2.16),
+    (32, 128, 32, 32, 1.07),
+    (16, 128, 16, 32, 0.62),
 ];
 
 impl CoopCfg {

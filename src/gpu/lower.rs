@@ -1188,29 +1188,67 @@ fn push_copy(lx: &mut Lx, n: &Node, k: usize, c: CopySpec, kind: &str, concat: b
 /// is not sensitive to it on smaller GPUs).
 const SMS: usize = 264;
 
-/// Rate of one workgroup slot on the 128x128 FMA tile when every slot is busy (FLOP/s; H200
-/// profile of 2026-11-27: 512 such workgroups of a 256x256 layer in 0.78 ms). Only ratios of
-/// [`tile_time`] matter for choices, except against the split-K reduction's memory time.
-const SLOT_RATE: f64 = 95e9;
-/// A last wave that leaves every multiprocessor at most one workgroup runs them this much
-/// faster (same profile: 128 workgroups of a 64x64-pixel layer ran 1.4x faster per workgroup).
-const ALONE: f64 = 1.4;
+/// The cost model's constants, fitted with the tile efficiencies of `convgen::TILES` and
+/// `convgen::COOP_TILES` to run 6's autotuning measurements on an H200 (2026-11-27, every tile x
+/// split-K factor timed per conv of the two benchmark networks; see `TILES`).
+///
+/// Rate of one workgroup slot on the 128x128 FMA tile when every slot is busy (FLOP/s). Only
+/// ratios of [`tile_time`] matter for choices, except against the fixed and reduction costs.
+const SLOT_RATE: f64 = 121e9;
+
+/// Which kernel family a tile belongs to: they differ in fixed cost per workgroup (prologue and
+/// epilogue; the tensor-core epilogue goes through workgroup memory) and in how much faster a
+/// workgroup runs when it has a multiprocessor to itself.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Family {
+    Fma,
+    Coop,
+}
+
+impl Family {
+    /// Seconds per workgroup besides its K loop.
+    fn fixed(self) -> f64 {
+        match self {
+            Family::Fma => 2.4e-6,
+            Family::Coop => 6.6e-6,
+        }
+    }
+    /// Speed-up of a last wave that leaves every multiprocessor at most one workgroup.
+    fn alone(self) -> f64 {
+        match self {
+            Family::Fma => 1.40,
+            Family::Coop => 1.46,
+        }
+    }
+}
+
 /// Memory bandwidth (bytes/s) and fixed cost (s) of the split-K reduction dispatch.
-const REDUCE_BW: f64 = 2.5e12;
-const REDUCE_FIXED: f64 = 4e-6;
+const REDUCE_BW: f64 = 1.95e12;
+const REDUCE_FIXED: f64 = 7.3e-6;
 
 /// Estimated time (seconds) of a conv on a tile in `slices` K slices: waves of workgroups, each
-/// doing its tile's share of the K loop at the tile's measured relative throughput (padding
-/// rows and columns count as work), plus the split-K reduction.
+/// doing its fixed work and its tile's share of the K loop at the tile's measured relative
+/// throughput (padding rows and columns count as work), plus the split-K reduction.
 #[allow(clippy::too_many_arguments)]
-fn tile_time(m: usize, cols: usize, z: usize, k: usize, bm: u32, bn: u32, bk: u32, eff: f64, slices: usize) -> f64 {
+fn tile_time(
+    fam: Family,
+    m: usize,
+    cols: usize,
+    z: usize,
+    k: usize,
+    bm: u32,
+    bn: u32,
+    bk: u32,
+    eff: f64,
+    slices: usize,
+) -> f64 {
     let wgs = m.div_ceil(bm as usize) * cols.div_ceil(bn as usize) * z * slices;
     let k_slice = (k.div_ceil(bk as usize).div_ceil(slices) * bk as usize) as f64;
-    let t_wg = 2.0 * (bm * bn) as f64 * k_slice / (SLOT_RATE * eff);
+    let t_wg = fam.fixed() + 2.0 * (bm * bn) as f64 * k_slice / (SLOT_RATE * eff);
     let (full, rest) = (wgs / SMS, wgs % SMS);
     let mut t = full as f64 * t_wg;
     if rest > 0 {
-        t += if rest <= SMS / 2 { t_wg / ALONE } else { t_wg };
+        t += if rest <= SMS / 2 { t_wg / fam.alone() } else { t_wg };
     }
     if slices > 1 {
         t += REDUCE_FIXED + ((slices + 1) * m * cols * z * 4) as f64 / REDUCE_BW;
@@ -1276,7 +1314,7 @@ fn pick_tile(
             continue;
         }
         for s in slice_options(lx, m, cols, z, k, bk, scatter) {
-            let cost = tile_time(m, cols, z, k, bm, bn, bk, eff, s);
+            let cost = tile_time(Family::Fma, m, cols, z, k, bm, bn, bk, eff, s);
             if best.is_none_or(|(bc, _, _)| cost < bc) {
                 best = Some((cost, ConvCfg { split: s > 1, ..c }, s));
             }
@@ -1414,7 +1452,7 @@ fn pick(
             continue;
         }
         for s in slice_options(lx, m, cols, z, k, COOP_BK, scatter) {
-            let cost = tile_time(m, cols, z, k, bm, bn, COOP_BK, eff, s);
+            let cost = tile_time(Family::Coop, m, cols, z, k, bm, bn, COOP_BK, eff, s);
             if best.is_none_or(|(bc, _, _)| cost < bc) {
                 best = Some((cost, CoopCfg { split: s > 1, ..c }, s));
             }
@@ -1422,14 +1460,14 @@ fn pick(
     }
     let (fc, fs) = pick_tile(lx, m, cols, z, k, b, scatter, cin);
     match best {
-        // on real tensor cores the cost model weighs both kinds (their tiles measured about
-        // equally fast per output in run 4), so a thin layer can take a thin FMA tile rather
-        // than waste most of a 128-row tensor-core tile; ties go to the tensor cores. The
-        // emulation (tests) and forced tiles always take the tensor-core kernel.
+        // on real tensor cores the cost model weighs both kinds, on the one fitted scale: the
+        // thin layers of few pixels or few channels can be faster on an FMA tile; ties go to
+        // the tensor cores. The emulation (tests) and forced tiles always take the tensor-core
+        // kernel.
         Some((cc, c, s)) => {
             let ft = lx.opts.coop == CoopMode::Native && lx.opts.force_tile.is_none();
-            let fma_cost = tile_time(m, cols, z, k, fc.bm, fc.bn, fc.bk, tile_eff(&fc), fs);
-            if ft && fma_cost < 0.9 * cc { (FastTile::Fma(fc), fs) } else { (FastTile::Coop(c), s) }
+            let fma_cost = tile_time(Family::Fma, m, cols, z, k, fc.bm, fc.bn, fc.bk, tile_eff(&fc), fs);
+            if ft && fma_cost < cc { (FastTile::Fma(fc), fs) } else { (FastTile::Coop(c), s) }
         }
         None => (FastTile::Fma(fc), fs),
     }

@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Fit the conv cost model's constants (src/gpu/lower.rs `tile_time`, the efficiencies in
+src/gpu/convgen.rs TILES and COOP_TILES) to autotuning measurements.
+
+    python3 scripts/fit_cost_model.py docs/device-runs/2026-11-27-h200-run6/engine.jsonl [...]
+
+Input: `unet-gpu bench --autotune` JSON lines of the benchmark networks exported by
+scripts/torch_unet_baseline.py (the layer geometry is read from their node names and output
+shapes, so other networks need their own geometry). Every timed (tile, split-K factor) of every
+conv is a data point; the fit minimises the squared log error of the model's time. It prints the
+constants and, per network and precision, the measured time of the kernels the fitted model would
+pick against the fastest measured ones. Needs numpy and scipy (not a dependency of the crate).
+"""
+import json, math, re, sys
+from collections import defaultdict
+
+import numpy as np
+from scipy.optimize import minimize
+
+SMS = 264  # workgroup slots (lower.rs SMS)
+FMA_BK = {(128, 128): 8, (64, 256): 8, (64, 128): 16, (32, 128): 16, (64, 64): 16, (32, 64): 16,
+          (32, 256): 8, (16, 256): 8}
+COOP = [(128, 128), (64, 128), (64, 64), (32, 128), (16, 128)]
+COOP_BK = 32
+
+
+def geometry(node, out, base):
+    """(rows m, columns, z, depth k) of the implicit GEMM of one conv of the classic U-Net."""
+    c, h, w = out[1], out[2], out[3]
+    if 'ConvTranspose' in node:  # 2x2 stride 2: a direct GEMM per tap over the input pixels
+        return c, (h // 2) * (w // 2), 4, 2 * c
+    if 'head' in node:  # 1x1
+        return c, h * w, 1, base
+    if 'enc.0.0' in node:
+        cin = 3
+    elif node.endswith('.0/Conv') and 'dec' in node:
+        cin = 2 * c  # the skip concat
+    elif node.endswith('.0/Conv'):
+        cin = c // 2
+    else:
+        cin = c
+    return c, h * w, 1, cin * 9
+
+
+def points(paths):
+    pts = []
+    for path in paths:
+        for line in open(path):
+            d = json.loads(line)
+            a = d.get('autotune')
+            if not a or 'layers' not in a:
+                continue
+            base = 64 if 'unet64' in d['model'] else 16
+            for layer in a['layers']:
+                g = geometry(layer['node'], json.loads(layer['out']), base)
+                for label, ms in layer['all_ms'].items():
+                    m = re.match(r'(fma|coop|coop im2col) (\d+)x(\d+)(?: split (\d+))?$', label)
+                    if not m or m.group(1) == 'coop im2col' or ms <= 0:
+                        continue
+                    pts.append(dict(key=(base, d['precision'], layer['node']), kind=m.group(1),
+                                    bm=int(m.group(2)), bn=int(m.group(3)), s=int(m.group(4) or 1),
+                                    g=g, t=ms * 1e-3))
+    return pts
+
+
+NAMES = (['slot'] + ['fma%dx%d' % t for t in FMA_BK if t != (128, 128)] + ['coop%dx%d' % t for t in COOP]
+         + ['fixed_fma', 'fixed_coop', 'alone_fma', 'alone_coop', 'reduce_fixed', 'reduce_bw'])
+
+
+def model(P, p):
+    kind, bm, bn, s = p['kind'], p['bm'], p['bn'], p['s']
+    m, cols, z, k = p['g']
+    if kind == 'fma':
+        bk = FMA_BK[(bm, bn)]
+        eff = 1.0 if (bm, bn) == (128, 128) else P['fma%dx%d' % (bm, bn)]
+        fixed, alone = P['fixed_fma'], P['alone_fma']
+    else:
+        bk, eff, fixed, alone = COOP_BK, P['coop%dx%d' % (bm, bn)], P['fixed_coop'], P['alone_coop']
+    wgs = math.ceil(m / bm) * math.ceil(cols / bn) * z * s
+    k_slice = math.ceil(math.ceil(k / bk) / s) * bk
+    t_wg = fixed + 2 * bm * bn * k_slice / (P['slot'] * eff)
+    full, rest = divmod(wgs, SMS)
+    t = full * t_wg
+    if rest:
+        t += t_wg / alone if rest <= SMS // 2 else t_wg
+    if s > 1:
+        t += P['reduce_fixed'] + (s + 1) * m * cols * z * 4 / P['reduce_bw']
+    return t
+
+
+def main():
+    pts = points(sys.argv[1:])
+    if not pts:
+        sys.exit('no autotune reports in the input')
+    x0 = np.log([121e9] + [0.8] * 7 + [2.0, 1.0, 1.0, 1.0, 0.5] + [2e-6, 5e-6, 1.4, 1.5, 5e-6, 2e12])
+
+    def unpack(x):
+        return dict(zip(NAMES, np.exp(x)))
+
+    def loss(x):
+        P = unpack(x)
+        return sum((math.log(model(P, p)) - math.log(p['t'])) ** 2 for p in pts) / len(pts)
+
+    r = minimize(loss, x0, method='Nelder-Mead', options=dict(maxiter=20000, maxfev=20000, adaptive=True))
+    r = minimize(loss, r.x, method='Powell', options=dict(maxiter=20000))
+    P = unpack(r.x)
+    print(f'{len(pts)} timed kernels; rms log error {math.sqrt(r.fun):.3f}')
+    for k in NAMES:
+        print(f'  {k:<13} {P[k]:.4g}')
+    by_conv = defaultdict(list)
+    for p in pts:
+        by_conv[p['key']].append(p)
+    totals = defaultdict(lambda: [0.0, 0.0])
+    for key, ps in sorted(by_conv.items()):
+        best = min(ps, key=lambda p: p['t'])
+        pick = min(ps, key=lambda p: model(P, p))
+        totals[key[:2]][0] += best['t']
+        totals[key[:2]][1] += pick['t']
+        if pick['t'] > 1.08 * best['t']:
+            print(f"  {key}: model picks {pick['kind']} {pick['bm']}x{pick['bn']} split {pick['s']} "
+                  f"({pick['t'] * 1e3:.3f} ms), fastest {best['kind']} {best['bm']}x{best['bn']} split {best['s']} "
+                  f"({best['t'] * 1e3:.3f} ms)")
+    for (base, prec), (b, pk) in sorted(totals.items()):
+        print(f'base {base} {prec}: fastest measured kernels {b * 1e3:.3f} ms, the model\'s picks {pk * 1e3:.3f} ms')
+
+
+if __name__ == '__main__':
+    main()
