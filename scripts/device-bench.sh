@@ -6,7 +6,9 @@
 #  4. one comparison table (scripts/bench_table.py).
 # Usage: scripts/device-bench.sh [OUTDIR]   (UNET_GPU_BIN overrides the binary; QUICK=1 runs only
 # the base 64 and 16 networks at 1x3x512x512 (cost model, split-K off, tap-major off, im2col,
-# autotuned), their check against the CPU reference, and then the fixtures and u2netp)
+# autotuned), their check against the CPU reference, and then the fixtures and u2netp;
+# QUICK=targets: only the four target configurations with the cost model's kernels, the
+# baseline, and the checks; GRID=1 with QUICK adds batch 8 and 1024^2 for both, as the full run)
 set -u
 OUT=${1:-${OUT:-device-out}}
 mkdir -p "$OUT"
@@ -41,46 +43,51 @@ for base in 64 16; do
   timeout 120 python3 scripts/device_check_bench_net.py "$B" /tmp/unet$base.onnx 256 | tee -a "$OUT/check_bench_net.jsonl"
 done
 
-stamp "unet-gpu bench: the target configurations (and split-K off, tap-major off, im2col, to compare in the same run)"
+stamp "unet-gpu bench: the target configurations"
 run_bench 64 512 1 f32 --iters 20
-run_bench 64 512 1 f32 --iters 10 --no-layers --split-k off
-run_bench 64 512 1 f32 --iters 10 --no-layers --tap-major off
 run_bench 64 512 1 f16 --iters 20
-run_bench 64 512 1 f16 --iters 10 --no-layers --split-k off
-run_bench 64 512 1 f16 --iters 10 --no-layers --tap-major off
-run_bench 64 512 1 f16 --iters 20 --im2col
 run_bench 16 512 1 f16 --iters 30
-run_bench 16 512 1 f16 --iters 20 --no-layers --split-k off
-run_bench 16 512 1 f16 --iters 20 --no-layers --im2col
 run_bench 16 512 1 f32 --iters 30 --cpu-reference
+if [ "${QUICK:-}" != targets ]; then
+  stamp "unet-gpu bench: split-K off, tap-major off, im2col, to compare in the same run"
+  run_bench 64 512 1 f32 --iters 10 --no-layers --split-k off
+  run_bench 64 512 1 f32 --iters 10 --no-layers --tap-major off
+  run_bench 64 512 1 f16 --iters 10 --no-layers --split-k off
+  run_bench 64 512 1 f16 --iters 10 --no-layers --tap-major off
+  run_bench 64 512 1 f16 --iters 20 --im2col
+  run_bench 16 512 1 f16 --iters 20 --no-layers --split-k off
+  run_bench 16 512 1 f16 --iters 20 --no-layers --im2col
+fi
 
 stamp "PyTorch / cuDNN"
 : > "$OUT/torch.jsonl"
-if [ -n "${QUICK:-}" ]; then SIZES="512"; BATCHES="1"; else SIZES="512 1024"; BATCHES="1 8"; fi
+if [ -n "${QUICK:-}" ] && [ -z "${GRID:-}" ]; then SIZES="512"; BATCHES="1"; else SIZES="512 1024"; BATCHES="1 8"; fi
 timeout 150 python3 scripts/torch_unet_baseline.py --base 64 --size $SIZES --batch $BATCHES --iters 20 2>&1 | grep '^{' | tee -a "$OUT/torch.jsonl" | cut -c1-300
 timeout 60 python3 scripts/torch_unet_baseline.py --base 16 --size $SIZES --batch $BATCHES --iters 20 2>&1 | grep '^{' | tee -a "$OUT/torch.jsonl" | cut -c1-300
 
 # after the baseline, so that a run cut short still has its comparison
-stamp "autotuned (every kernel shape timed per conv first, each checked against the generic kernels)"
-run_bench 64 512 1 f32 --iters 20 --autotune --tune-cache "$OUT/tune-cache.json"
-run_bench 64 512 1 f16 --iters 20 --autotune --tune-cache "$OUT/tune-cache.json"
-run_bench 16 512 1 f16 --iters 30 --autotune --tune-cache "$OUT/tune-cache.json"
-run_bench 16 512 1 f32 --iters 30 --autotune --tune-cache "$OUT/tune-cache.json" --no-layers
+if [ "${QUICK:-}" != targets ]; then
+  stamp "autotuned (every kernel shape timed per conv first, each checked against the generic kernels)"
+  run_bench 64 512 1 f32 --iters 20 --autotune --tune-cache "$OUT/tune-cache.json"
+  run_bench 64 512 1 f16 --iters 20 --autotune --tune-cache "$OUT/tune-cache.json"
+  run_bench 16 512 1 f16 --iters 30 --autotune --tune-cache "$OUT/tune-cache.json"
+  run_bench 16 512 1 f32 --iters 30 --autotune --tune-cache "$OUT/tune-cache.json" --no-layers
+fi
 
-if [ -n "${QUICK:-}" ]; then
-  stamp "correctness of the fixtures and u2netp on this card"
-  timeout 100 python3 scripts/device_check.py "$B" "$OUT" 2>&1 | grep -v '"ok": true' | tail -40
+stamp "correctness of the fixtures and u2netp on this card"
+timeout 150 python3 scripts/device_check.py "$B" "$OUT" 2>&1 | grep -v '"ok": true' | tail -40
+
+if [ -n "${QUICK:-}" ] && [ -z "${GRID:-}" ]; then
   stamp "table"
   python3 scripts/bench_table.py "$OUT/engine.jsonl" "$OUT/torch.jsonl" | tee "$OUT/table.md"
   exit 0
 fi
 
-stamp "correctness"
-timeout 150 python3 scripts/device_check.py "$B" "$OUT" 2>&1 | grep -v '"ok": true' | tail -40
-
 stamp "unet-gpu bench: the rest of the grid"
-run_bench 64 512 1 f16 --iters 10 --coop off --no-layers
-run_bench 16 512 1 f32 --iters 10 --no-layers --split-k off
+if [ -z "${QUICK:-}" ]; then
+  run_bench 64 512 1 f16 --iters 10 --coop off --no-layers
+  run_bench 16 512 1 f32 --iters 10 --no-layers --split-k off
+fi
 for base in 64 16; do
   for prec in f32 f16; do
     run_bench $base 512 8 $prec --iters 6 --no-layers
