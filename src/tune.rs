@@ -2,12 +2,16 @@
 //! the device and keep, for each conv, the one that ran fastest.
 //!
 //! The whole model is built once per candidate (tensor cores or not, each (BM, BN) tile, each
-//! split-K factor forced on every conv) and its output checked; candidates are built in groups
-//! and each group is timed together with the cost model's own model (the control), in turns,
-//! best of three runs with a timestamp around every dispatch, and scaled by how far the
-//! control's times drifted since the first group; a conv's time includes its split-K reduction. The cost model's own choice is
-//! a candidate too, so tuning never picks something it measured slower. Needs TIMESTAMP_QUERY;
-//! without it the cost model decides.
+//! split-K factor forced on every conv) and its output checked against the generic kernels'.
+//! Candidates are built in groups of eight, and each group is timed together with the cost
+//! model's own model (the control), in turns, best of three runs with a timestamp around every
+//! dispatch, after a warm-up; a conv's time includes its split-K reduction. Each candidate's
+//! per-conv times are scaled by the control's drift on that conv since the first group (the
+//! report's `control_drift` gives the control's total per group, relative to the first). Timing
+//! each candidate alone right after building it, as before, made every candidate after the first
+//! look 1.35-1.6x slower on an H200 than the same kernel in the control. The control's kernels
+//! are candidates too, so tuning never picks something it measured slower. Needs
+//! TIMESTAMP_QUERY; without it the cost model decides.
 //!
 //! With a cache file (`set_cache`, the CLI's `--tune-cache FILE`), the choices are stored under a
 //! key naming the crate version, the adapter and driver, the options and a fingerprint of the
