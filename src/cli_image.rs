@@ -4,6 +4,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 use unet_gpu::compare::CompareOptions;
+use unet_gpu::gpu::Precision;
+use unet_gpu::gpu::exec::GpuOptions;
 use unet_gpu::infer::{DeviceChoice, Engine, InferOptions};
 use unet_gpu::presets::{Preset, RawParams, parse_floats};
 use unet_gpu::skips::SkipSelection;
@@ -66,6 +68,17 @@ pub struct InferArgs {
     /// GPU adapter to use (a substring of its name; also UNET_GPU_ADAPTER)
     #[arg(long)]
     pub adapter: Option<String>,
+    /// GPU storage precision: f32 (default), or f16 (f32 arithmetic; tensor cores where the
+    /// adapter has cooperative matrices)
+    #[arg(long, default_value = "f32")]
+    pub precision: Precision,
+    /// Time every conv kernel shape on this GPU first (per tile shape) and keep the fastest per conv
+    #[arg(long)]
+    pub autotune: bool,
+    /// With --autotune: keep the measured choices in FILE and reuse them when the model, tile
+    /// size, options, adapter and driver match
+    #[arg(long, value_name = "FILE")]
+    pub tune_cache: Option<PathBuf>,
     /// Feed zeros in place of skip connections: `all` or levels such as `0,2` (see `unet-gpu info`)
     #[arg(long, value_name = "all|LEVEL[,LEVEL]")]
     pub ablate_skips: Option<SkipSelection>,
@@ -150,7 +163,12 @@ pub fn infer(a: InferArgs) -> Result<()> {
         multiple: a.multiple,
         tile: a.tile,
         progress: true,
+        gpu: GpuOptions { precision: a.precision, autotune: a.autotune, ..Default::default() },
     };
+    if a.tune_cache.is_some() && !a.autotune {
+        bail!("--tune-cache applies with --autotune only");
+    }
+    unet_gpu::tune::set_cache(a.tune_cache.clone());
     let mut engine = Engine::new(model, ctx, &preset, opts)?;
     let (out, dumps) = unet_gpu::infer::infer_picture(&mut engine, &preset, &pic)
         .with_context(|| format!("running {} on {}", engine.model.source, a.input.display()))?;
@@ -160,7 +178,7 @@ pub fn infer(a: InferArgs) -> Result<()> {
     }
     unet_gpu::imageio::write(&a.output, &out, out.sixteen_bit)?;
     eprintln!(
-        "{}: {}x{} from {} ({} preset{}) on {} in {:.2} s",
+        "{}: {}x{} from {} ({} preset{}) on {}{} in {:.2} s",
         a.output.display(),
         out.width,
         out.height,
@@ -168,6 +186,7 @@ pub fn infer(a: InferArgs) -> Result<()> {
         preset.name(),
         a.ablate_skips.as_ref().map(|s| format!(", skips {s} ablated")).unwrap_or_default(),
         engine.device_description(),
+        if a.precision == Precision::F16 && engine.on_gpu() { ", f16" } else { "" },
         t0.elapsed().as_secs_f64()
     );
     Ok(())

@@ -17,6 +17,7 @@
 //! [`crate::skips`]) before it runs, so they work the same on both executors.
 
 use crate::error::{Error, Result};
+use crate::gpu::exec::GpuOptions;
 use crate::gpu::{GpuContext, GpuModel};
 use crate::graph::Dim;
 use crate::graph::prepare::Prepared;
@@ -119,11 +120,20 @@ pub struct InferOptions {
     pub tile: usize,
     /// Show a progress bar for large images (only drawn on a terminal).
     pub progress: bool,
+    /// How the GPU runs the network (precision, autotuning, ...); ignored on the CPU.
+    pub gpu: GpuOptions,
 }
 
 impl Default for InferOptions {
     fn default() -> Self {
-        InferOptions { ablate: None, dump: false, multiple: None, tile: 1024, progress: true }
+        InferOptions {
+            ablate: None,
+            dump: false,
+            multiple: None,
+            tile: 1024,
+            progress: true,
+            gpu: GpuOptions::default(),
+        }
     }
 }
 
@@ -318,6 +328,11 @@ impl Engine {
         Ok(e)
     }
 
+    /// Whether the network runs on the GPU (else the CPU reference).
+    pub fn on_gpu(&self) -> bool {
+        self.ctx.is_some()
+    }
+
     pub fn device_description(&self) -> String {
         match &self.ctx {
             Some(c) => c.describe(),
@@ -357,7 +372,7 @@ impl Engine {
                 dumps = items.into_iter().zip(pos).collect();
             }
             let gpu = match &self.ctx {
-                Some(ctx) => Some(GpuModel::new(ctx.clone(), &p)?),
+                Some(ctx) => Some(GpuModel::with_options(ctx.clone(), &p, self.opts.gpu)?),
                 None => None,
             };
             self.runners.insert((h, w), Runner { prepared: p, gpu, structure, dumps });

@@ -57,6 +57,31 @@ fn infer_with_the_built_in_model_from_another_directory() {
 }
 
 #[test]
+fn infer_in_f16_and_tune_cache_needs_autotune() {
+    let dir = tmpdir("f16");
+    let (ok, _, err) = run(bin()
+        .current_dir(&dir)
+        .arg("infer")
+        .arg(image("coffee_150x100.jpg"))
+        .arg("out.png")
+        .args(["--device", "gpu", "--precision", "f16"]));
+    assert!(ok, "{err}");
+    assert!(err.contains(", f16 in"), "{err}");
+    let out = image::open(dir.join("out.png")).unwrap();
+    assert_eq!((out.width(), out.height()), (150, 100));
+    // a cache file without autotuning is refused before anything is written
+    let (ok, _, err) = run(bin()
+        .current_dir(&dir)
+        .arg("infer")
+        .arg(image("coffee_150x100.jpg"))
+        .arg("b.png")
+        .args(["--tune-cache", "t.json"]));
+    assert!(!ok && err.contains("--tune-cache applies with --autotune only"), "{err}");
+    assert_eq!(listing(&dir), ["out.png"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn auto_falls_back_to_the_cpu_with_one_warning_line() {
     // no adapter: an instance limited to a backend this platform does not have
     let dir = tmpdir("fallback");

@@ -74,6 +74,31 @@ fn gpu_and_cpu_write_the_same_png() {
 }
 
 #[test]
+fn f16_stays_close_to_f32() {
+    // --precision f16: activations and weights stored in f16, f32 arithmetic (tensor cores
+    // where the adapter has them; lavapipe runs the scalar f16 kernels)
+    let preset = Preset::Colorize;
+    let mut f32 = engine(colorize(), true, &preset, InferOptions::default());
+    let f16_opts = InferOptions { gpu: unet_gpu::gpu::exec::GpuOptions::f16(), ..Default::default() };
+    let mut f16 = engine(colorize(), true, &preset, f16_opts);
+    let pic = imageio::read(&image("coffee_150x100.jpg")).unwrap();
+    let (a, _) = infer_picture(&mut f32, &preset, &pic).unwrap();
+    let (b, _) = infer_picture(&mut f16, &preset, &pic).unwrap();
+    let (mut num, mut den, mut worst) = (0f64, 0f64, 0f32);
+    for (pa, pb) in a.planes.iter().zip(&b.planes) {
+        for (x, y) in pa.iter().zip(pb) {
+            num += ((x - y) as f64).powi(2);
+            den += (*x as f64).powi(2);
+            worst = worst.max((x - y).abs());
+        }
+    }
+    let rel = (num / den).sqrt();
+    assert!(rel <= 1e-2, "f16 vs f32 rel-L2 {rel}");
+    assert!(worst > 0.0, "f16 gave exactly the f32 picture: was it f16?");
+    assert!(worst <= 4.0 / 255.0, "f16 vs f32: worst sample {worst}");
+}
+
+#[test]
 fn ablation_and_dumps_agree_on_gpu_and_cpu() {
     let preset = Preset::Colorize;
     let opts = InferOptions { ablate: Some("0,2".parse().unwrap()), dump: true, ..Default::default() };
