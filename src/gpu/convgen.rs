@@ -380,6 +380,8 @@ impl CoopCfg {
             && (COOP_BK * self.bn).is_multiple_of(t)
             // each invocation stages whole vec4 of one column's K values
             && (COOP_BK / (t / self.bn)).is_multiple_of(4)
+            // a packed operand is staged 8 invocations per pixel, in whole passes over the tile
+            && (self.b != BMode::Packed || (COOP_BK / 4 * self.bn).is_multiple_of(t))
     }
     pub fn name(&self) -> String {
         format!(
@@ -482,6 +484,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         wn = c.wn,
     );
     b_setup(&mut s, c.scatter, c.split, gather, c.bn);
+    if c.b == BMode::Packed {
+        // a packed operand row (one pixel's K tile) is 8 contiguous vec4: 8 invocations load one
+        // row, so a subgroup reads 4 rows of 64 bytes instead of 32 rows 8 bytes at a time
+        let _ = writeln!(s, "    let pk = li % {q}u;\n    let pn = li / {q}u;", q = bk / 4);
+    }
     for j in 0..la {
         let _ = write!(
             s,
@@ -516,14 +523,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                 "        {{ let m = m0 + am{j}; let kq = {k0} / 4u + ak{j};\n          if (m < M && kq < K4) {{ pa{j} = vec4<f16>(WT[wbase + m * K4 + kq]); }} else {{ pa{j} = vec4<f16>(0.0); }} }}\n"
             );
         }
-        coop_b_load(s, k0, c.b, kq, nq);
+        coop_b_load(s, k0, c.b, kq, nq, threads);
     };
     let store = |s: &mut String, abase: &str, bbase: &str| {
         for j in 0..la {
             let _ = writeln!(s, "        As[{abase} + am{j} * {a_row}u + ak{j}] = pa{j};");
         }
         for q in 0..nq {
-            let _ = writeln!(s, "        Bs[{bbase} + nb * {b_row}u + kb * {nq}u + {q}u] = pb{q};");
+            if c.b == BMode::Packed {
+                let n = q * threads / (bk / 4);
+                let _ = writeln!(s, "        Bs[{bbase} + (pn + {n}u) * {b_row}u + pk] = pb{q};");
+            } else {
+                let _ = writeln!(s, "        Bs[{bbase} + nb * {b_row}u + kb * {nq}u + {q}u] = pb{q};");
+            }
         }
     };
     s.push_str("    {\n");
@@ -698,8 +710,9 @@ fn rload(i: u32) -> f32 {{
 }
 
 /// The tensor-core kernels' B loader: `pb{q}` (q < nq) get the K values `k0 + kb * kq + 4q ..+4`
-/// of column `p`, zero outside the input (and past K).
-fn coop_b_load(s: &mut String, k0: &str, b: BMode, kq: u32, nq: u32) {
+/// of column `p`, zero outside the input (and past K); for a packed operand, vec4 `pk` of the K
+/// tile of pixel `pn + q * threads / 8`.
+fn coop_b_load(s: &mut String, k0: &str, b: BMode, kq: u32, nq: u32, threads: u32) {
     let _ = writeln!(s, "        {{ let kk = {k0} + kb * {kq}u;");
     match b {
         BMode::Taps => {
@@ -731,11 +744,13 @@ fn coop_b_load(s: &mut String, k0: &str, b: BMode, kq: u32, nq: u32) {
             }
         }
         BMode::Packed => {
-            // param 3: K padded / 4 (the packed row length in vec4), xb: the image's first vec4
+            // param 3: K padded / 4 (the packed row length in vec4), xb: the image's first vec4;
+            // invocation (pn, pk) loads vec4 pk of the K tile of pixels pn, pn + threads / 8, ...
             for q in 0..nq {
+                let n = q * threads / (COOP_BK / 4);
                 let _ = writeln!(
                     s,
-                    "          pb{q} = vec4<f16>(0.0);\n          if (p_ok) {{ pb{q} = vec4<f16>(XP[xb + p * pu(3u) + kk / 4u + {q}u]); }}"
+                    "          {{ let n = n0 + pn + {n}u; pb{q} = vec4<f16>(0.0);\n            if (n < npix) {{ pb{q} = vec4<f16>(XP[xb + n * pu(3u) + {k0} / 4u + pk]); }} }}"
                 );
             }
         }
