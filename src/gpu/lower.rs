@@ -1226,22 +1226,25 @@ impl Family {
 const REDUCE_BW: f64 = 1.95e12;
 const REDUCE_FIXED: f64 = 7.3e-6;
 
-/// Estimated time (seconds) of a conv on a tile in `slices` K slices: waves of workgroups, each
-/// doing its fixed work and its tile's share of the K loop at the tile's measured relative
-/// throughput (padding rows and columns count as work), plus the split-K reduction.
-#[allow(clippy::too_many_arguments)]
-fn tile_time(
-    fam: Family,
+/// The implicit GEMM a fast conv runs: `m` rows (output channels), `cols` columns (pixels),
+/// `k` deep, over `z` images (or taps), with its B operand mode; `scatter` for a transposed
+/// conv's direct GEMM, `cin` for a gather whose K may be ordered tap-major.
+#[derive(Clone, Copy, Debug)]
+struct Gemm {
     m: usize,
     cols: usize,
     z: usize,
     k: usize,
-    bm: u32,
-    bn: u32,
-    bk: u32,
-    eff: f64,
-    slices: usize,
-) -> f64 {
+    b: BMode,
+    scatter: bool,
+    cin: Option<usize>,
+}
+
+/// Estimated time (seconds) of a conv on a tile in `slices` K slices: waves of workgroups, each
+/// doing its fixed work and its tile's share of the K loop at the tile's measured relative
+/// throughput (padding rows and columns count as work), plus the split-K reduction.
+fn tile_time(fam: Family, g: &Gemm, (bm, bn, bk): (u32, u32, u32), eff: f64, slices: usize) -> f64 {
+    let Gemm { m, cols, z, k, .. } = *g;
     let wgs = m.div_ceil(bm as usize) * cols.div_ceil(bn as usize) * z * slices;
     let k_slice = (k.div_ceil(bk as usize).div_ceil(slices) * bk as usize) as f64;
     let t_wg = fam.fixed() + 2.0 * (bm * bn) as f64 * k_slice / (SLOT_RATE * eff);
@@ -1271,17 +1274,17 @@ fn whole_slices(ktiles: usize, s: usize) -> usize {
 }
 
 /// Whether the partial sums of `s` slices fit the split-K scratch binding.
-fn split_fits(lx: &Lx, s: usize, m: usize, cols: usize, z: usize) -> bool {
-    (s * m * cols * z * 4) as u64 <= lx.opts.max_binding
+fn split_fits(lx: &Lx, g: &Gemm, s: usize) -> bool {
+    (s * g.m * g.cols * g.z * 4) as u64 <= lx.opts.max_binding
 }
 
 /// The K slices worth using for a GEMM with `k` rows on tiles of depth `bk`: each slice keeps at
 /// least four K tiles, the scratch buffer stays within the binding limit; `[1]` when split-K
 /// is off or the conv scatters.
-fn slice_options(lx: &Lx, m: usize, cols: usize, z: usize, k: usize, bk: u32, scatter: bool) -> Vec<usize> {
-    let ktiles = k.div_ceil(bk as usize);
-    let fits = |s: usize| split_fits(lx, s, m, cols, z);
-    if scatter {
+fn slice_options(lx: &Lx, g: &Gemm, bk: u32) -> Vec<usize> {
+    let ktiles = g.k.div_ceil(bk as usize);
+    let fits = |s: usize| split_fits(lx, g, s);
+    if g.scatter {
         return vec![1];
     }
     if let Some(f) = lx.opts.force_split {
@@ -1296,25 +1299,16 @@ fn slice_options(lx: &Lx, m: usize, cols: usize, z: usize, k: usize, bk: u32, sc
 
 /// The cheapest register-blocked tile and K split by [`tile_time`] within the workgroup-memory
 /// limit.
-#[allow(clippy::too_many_arguments)]
-fn pick_tile(
-    lx: &Lx,
-    m: usize,
-    cols: usize,
-    z: usize,
-    k: usize,
-    b: BMode,
-    scatter: bool,
-    cin: Option<usize>,
-) -> (ConvCfg, usize) {
+fn pick_tile(lx: &Lx, g: &Gemm) -> (ConvCfg, usize) {
+    let Gemm { b, scatter, cin, .. } = *g;
     let mut best: Option<(f64, ConvCfg, usize)> = None;
     for &(bm, bn, bk, tm, tn, eff) in &TILES {
         let c = ConvCfg { bm, bn, bk, tm, tn, b: tap_major(b, cin, bk), scatter, split: false };
         if c.shared_bytes() > lx.opts.max_shared || lx.opts.force_tile.is_some_and(|t| t != (bm, bn)) {
             continue;
         }
-        for s in slice_options(lx, m, cols, z, k, bk, scatter) {
-            let cost = tile_time(Family::Fma, m, cols, z, k, bm, bn, bk, eff, s);
+        for s in slice_options(lx, g, bk) {
+            let cost = tile_time(Family::Fma, g, (bm, bn, bk), eff, s);
             if best.is_none_or(|(bc, _, _)| cost < bc) {
                 best = Some((cost, ConvCfg { split: s > 1, ..c }, s));
             }
@@ -1382,24 +1376,14 @@ fn use_coop(lx: &Lx) -> bool {
 }
 
 /// The kernel a measured choice names, if it is valid here (else the cost model decides).
-#[allow(clippy::too_many_arguments)]
-fn tuned_tile(
-    lx: &Lx,
-    t: TileChoice,
-    m: usize,
-    cols: usize,
-    z: usize,
-    k: usize,
-    b: BMode,
-    scatter: bool,
-    cin: Option<usize>,
-) -> Option<(FastTile, usize)> {
+fn tuned_tile(lx: &Lx, t: TileChoice, g: &Gemm) -> Option<(FastTile, usize)> {
+    let Gemm { b, scatter, cin, .. } = *g;
     let split = t.slices > 1;
     let ok_slices = |bk: u32| {
         t.slices == 1
             || (!scatter
-                && whole_slices(k.div_ceil(bk as usize), t.slices) == t.slices
-                && split_fits(lx, t.slices, m, cols, z))
+                && whole_slices(g.k.div_ceil(bk as usize), t.slices) == t.slices
+                && split_fits(lx, g, t.slices))
     };
     if t.coop {
         if !use_coop(lx) || !ok_slices(COOP_BK) {
@@ -1421,26 +1405,16 @@ fn tuned_tile(
     }
 }
 
-/// The fast kernel for a GEMM of `m` rows, `cols` columns, `k` deep over `z` images (or
-/// taps), and its number of K slices.
-#[allow(clippy::too_many_arguments)]
-fn pick(
-    lx: &Lx,
-    m: usize,
-    cols: usize,
-    z: usize,
-    k: usize,
-    b: BMode,
-    scatter: bool,
-    cin: Option<usize>,
-) -> (FastTile, usize) {
+/// The fast kernel for a GEMM, and its number of K slices.
+fn pick(lx: &Lx, g: &Gemm) -> (FastTile, usize) {
     if let Some(t) = lx.tuned.get(lx.node).copied().flatten()
-        && let Some(choice) = tuned_tile(lx, t, m, cols, z, k, b, scatter, cin)
+        && let Some(choice) = tuned_tile(lx, t, g)
     {
         return choice;
     }
+    let Gemm { b, scatter, cin, .. } = *g;
     if !use_coop(lx) {
-        let (c, s) = pick_tile(lx, m, cols, z, k, b, scatter, cin);
+        let (c, s) = pick_tile(lx, g);
         return (FastTile::Fma(c), s);
     }
     let emulate = lx.opts.coop == CoopMode::Emulate;
@@ -1451,14 +1425,14 @@ fn pick(
         if c.shared_bytes() > lx.opts.max_shared || lx.opts.force_tile.is_some_and(|t| t != (bm, bn)) {
             continue;
         }
-        for s in slice_options(lx, m, cols, z, k, COOP_BK, scatter) {
-            let cost = tile_time(Family::Coop, m, cols, z, k, bm, bn, COOP_BK, eff, s);
+        for s in slice_options(lx, g, COOP_BK) {
+            let cost = tile_time(Family::Coop, g, (bm, bn, COOP_BK), eff, s);
             if best.is_none_or(|(bc, _, _)| cost < bc) {
                 best = Some((cost, CoopCfg { split: s > 1, ..c }, s));
             }
         }
     }
-    let (fc, fs) = pick_tile(lx, m, cols, z, k, b, scatter, cin);
+    let (fc, fs) = pick_tile(lx, g);
     match best {
         // on real tensor cores the cost model weighs both kinds, on the one fitted scale: the
         // thin layers of few pixels or few channels can be faster on an FMA tile; ties go to
@@ -1466,7 +1440,7 @@ fn pick(
         // kernel.
         Some((cc, c, s)) => {
             let ft = lx.opts.coop == CoopMode::Native && lx.opts.force_tile.is_none();
-            let fma_cost = tile_time(Family::Fma, m, cols, z, k, fc.bm, fc.bn, fc.bk, tile_eff(&fc), fs);
+            let fma_cost = tile_time(Family::Fma, g, (fc.bm, fc.bn, fc.bk), tile_eff(&fc), fs);
             if ft && fma_cost < cc { (FastTile::Fma(fc), fs) } else { (FastTile::Coop(c), s) }
         }
         None => (FastTile::Fma(fc), fs),
@@ -1688,7 +1662,8 @@ fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::Conv) -> Res
     let mode = if direct { BMode::Direct } else { BMode::Gather };
     // K can be ordered tap-major when whole K tiles share a tap
     let taps_cin = (!direct && lx.opts.tap_major).then_some(g.c);
-    let (mut cfg, slices) = pick(lx, m, npix, g.n, kk, mode, false, taps_cin);
+    let gemm = Gemm { m, cols: npix, z: g.n, k: kk, b: mode, scatter: false, cin: taps_cin };
+    let (mut cfg, slices) = pick(lx, &gemm);
     let khw = kh * kw;
     // a tensor-core gather may read its operand packed by an im2col pass instead
     let kp = kk.next_multiple_of(COOP_BK as usize);
@@ -1854,7 +1829,8 @@ fn fast_conv_transpose(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv_tra
     let (cin, m) = (g.c, g.m);
     let wd = wt.as_f32().map_err(|e| err(n, e))?;
     let npix_in = g.y.input * g.x.input;
-    let (cfg, slices) = pick(lx, m, npix_in, g.n * taps, cin, BMode::Direct, true, None);
+    let gemm = Gemm { m, cols: npix_in, z: g.n * taps, k: cin, b: BMode::Direct, scatter: true, cin: None };
+    let (cfg, slices) = pick(lx, &gemm);
     let mut params = vec![0u32; 24];
     params[8] = g.x.input as u32;
     params[9] = g.y.input as u32;
