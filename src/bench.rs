@@ -74,15 +74,7 @@ pub fn bench(ctx: Arc<GpuContext>, model: &Model, opts: &BenchOpts) -> Result<se
     let prepared = gm.prepared().clone();
     let chunks = gm.chunks() as u64;
     let n: usize = shape.iter().product();
-    let mut seed = 0x2545_F491_4F6C_DD1Du64;
-    let data: Vec<f32> = (0..n)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect();
+    let data = crate::tensor::pseudo_random(&mut 0x2545_F491_4F6C_DD1Du64, n);
     let x = Tensor::f32(shape.clone(), data);
     let inputs = [x];
     // first run compiles the pipelines in the driver

@@ -155,6 +155,19 @@ pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
 
+/// `n` pseudo-random values in [-1, 1) from a xorshift generator whose state is `seed` (inputs
+/// for timing and self-checks: deterministic, no dependency).
+pub fn pseudo_random(seed: &mut u64, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            (*seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect()
+}
+
 pub fn fmt_shape(shape: &[usize]) -> String {
     let parts: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
     format!("[{}]", parts.join(", "))

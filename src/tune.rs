@@ -23,7 +23,7 @@ use crate::gpu::exec::{GpuModel, GpuOptions};
 use crate::gpu::lower::{CoopMode, TileChoice};
 use crate::gpu::{GpuContext, Precision, Shader};
 use crate::graph::prepare::Prepared;
-use crate::tensor::{Tensor, numel};
+use crate::tensor::{Tensor, numel, pseudo_random};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -228,14 +228,7 @@ pub fn measure(
         .iter()
         .map(|&v| {
             let s = p.shape(v).to_vec();
-            let data = (0..numel(&s))
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    (seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-                })
-                .collect();
+            let data = pseudo_random(&mut seed, numel(&s));
             Tensor::f32(s, data)
         })
         .collect();
