@@ -8,7 +8,7 @@
 //! see where the cost model and the measurements disagree.
 
 use unet_gpu::gpu::Precision;
-use unet_gpu::gpu::lower::{CoopMode, LowerOpts, lower};
+use unet_gpu::gpu::lower::{LowerOpts, lower};
 use unet_gpu::gpu::{Shader, plan::plan};
 use unet_gpu::model::Model;
 
@@ -32,34 +32,22 @@ fn main() -> anyhow::Result<()> {
     let m = Model::load(std::path::Path::new(path))?;
     let p = m.prepare(&[vec![1, 3, h, w]])?;
     let mp = plan(&p, precision.bytes())?;
-    let opts = LowerOpts {
-        precision,
-        fast_conv: true,
-        max_shared: 49152,
-        coop: if precision == Precision::F16 { CoopMode::Native } else { CoopMode::Off },
-        force_tile: None,
-        split_k: true,
-        force_split: None,
-        im2col: false,
-        tap_major: true,
-        max_binding: 2047 << 20,
-    };
-    let low = lower(&p, &mp, 65535, opts, &[])?;
-    for (k, n) in p.graph.nodes.iter().enumerate() {
+    let low = lower(&p, &mp, 65535, LowerOpts::h200_class(precision), &[])?;
+    let chosen = unet_gpu::tune::choices_of(&low.dispatches, p.graph.nodes.len());
+    for (k, (n, ch)) in p.graph.nodes.iter().zip(&chosen).enumerate() {
+        let Some(ch) = ch else { continue };
         let names: Vec<String> = low
             .dispatches
             .iter()
             .filter(|d| d.node == k)
             .filter_map(|d| match d.shader {
-                Shader::FastConv(c) => Some(format!("{} slices {}", c.name(), if c.split { d.params[27] } else { 1 })),
-                Shader::CoopConv(c) => Some(format!("{} slices {}", c.name(), if c.split { d.params[27] } else { 1 })),
+                Shader::FastConv(c) => Some(c.name()),
+                Shader::CoopConv(c) => Some(c.name()),
                 _ => None,
             })
             .collect();
-        if !names.is_empty() {
-            let out = n.output(0).map(|v| unet_gpu::tensor::fmt_shape(p.shape(v))).unwrap_or_default();
-            println!("{:<24} {:<20} {}", n.name, out, names.join(" + "));
-        }
+        let out = n.output(0).map(|v| unet_gpu::tensor::fmt_shape(p.shape(v))).unwrap_or_default();
+        println!("{:<24} {:<20} {} slices {}", n.name, out, names.join(" + "), ch.slices);
     }
     Ok(())
 }

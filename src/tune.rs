@@ -20,7 +20,7 @@
 use crate::error::Result;
 use crate::gpu::convgen::{COOP_TILES, TILES};
 use crate::gpu::exec::{GpuModel, GpuOptions};
-use crate::gpu::lower::{CoopMode, TileChoice};
+use crate::gpu::lower::{CoopMode, Dispatch, TileChoice};
 use crate::gpu::{GpuContext, Precision, Shader};
 use crate::graph::prepare::Prepared;
 use crate::tensor::{Tensor, numel, pseudo_random};
@@ -146,8 +146,13 @@ fn min_into(acc: &mut Vec<f64>, t: &[f64]) {
 
 /// What the kernel of each node is in a built model: the fast conv's choice, by node index.
 pub fn choices(gm: &GpuModel) -> Vec<Option<TileChoice>> {
-    let mut v = vec![None; gm.prepared().graph.nodes.len()];
-    for d in gm.dispatches() {
+    choices_of(gm.dispatches(), gm.prepared().graph.nodes.len())
+}
+
+/// [`choices`] of lowered dispatches, for a graph of `nodes` nodes.
+pub fn choices_of(dispatches: &[Dispatch], nodes: usize) -> Vec<Option<TileChoice>> {
+    let mut v = vec![None; nodes];
+    for d in dispatches {
         let (coop, bm, bn, split, im2col) = match d.shader {
             Shader::FastConv(c) => (false, c.bm, c.bn, c.split, false),
             Shader::CoopConv(c) => (true, c.bm, c.bn, c.split, c.b == crate::gpu::convgen::BMode::Packed),

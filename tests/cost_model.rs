@@ -7,8 +7,8 @@
 mod common;
 use common::build::*;
 use unet_gpu::Model;
-use unet_gpu::gpu::lower::{CoopMode, LowerOpts, lower};
-use unet_gpu::gpu::{Precision, Shader, plan::plan};
+use unet_gpu::gpu::lower::{LowerOpts, lower};
+use unet_gpu::gpu::{Precision, plan::plan};
 
 /// (tensor cores, BM, BN, K slices) of the kernel picked for a 3x3 pad-1 conv `cin -> cout` on a
 /// `1 x cin x hw x hw` input.
@@ -25,29 +25,13 @@ fn pick(precision: Precision, cin: i64, cout: i64, hw: i64) -> (bool, u32, u32, 
     let m = Model::from_bytes(&bytes(&m), "conv").unwrap();
     let p = m.prepare(&[vec![1, cin as usize, hw as usize, hw as usize]]).unwrap();
     let mp = plan(&p, precision.bytes()).unwrap();
-    let opts = LowerOpts {
-        precision,
-        fast_conv: true,
-        max_shared: 49152,
-        coop: if precision == Precision::F16 { CoopMode::Native } else { CoopMode::Off },
-        force_tile: None,
-        split_k: true,
-        force_split: None,
-        im2col: false,
-        tap_major: true,
-        max_binding: 2047 << 20,
-    };
-    let low = lower(&p, &mp, 65535, opts, &[]).unwrap();
-    let d = low
-        .dispatches
-        .iter()
-        .find(|d| matches!(d.shader, Shader::FastConv(_) | Shader::CoopConv(_)))
-        .expect("a fast conv dispatch");
-    match d.shader {
-        Shader::FastConv(c) => (false, c.bm, c.bn, if c.split { d.params[27] } else { 1 }),
-        Shader::CoopConv(c) => (true, c.bm, c.bn, if c.split { d.params[27] } else { 1 }),
-        _ => unreachable!(),
-    }
+    let low = lower(&p, &mp, 65535, LowerOpts::h200_class(precision), &[]).unwrap();
+    let c = unet_gpu::tune::choices_of(&low.dispatches, p.graph.nodes.len())
+        .into_iter()
+        .flatten()
+        .next()
+        .expect("a fast conv");
+    (c.coop, c.bm, c.bn, c.slices as u32)
 }
 
 #[test]

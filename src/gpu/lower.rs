@@ -166,6 +166,26 @@ pub struct LowerOpts {
     pub max_binding: u64,
 }
 
+impl LowerOpts {
+    /// The GPU the cost model was fitted on, for planning without it: an H100/H200-class
+    /// profile (48 KiB of workgroup memory, 2 GiB bindings, 16x16x16 cooperative matrices in
+    /// f16), every other option at its default.
+    pub fn h200_class(precision: Precision) -> LowerOpts {
+        LowerOpts {
+            precision,
+            fast_conv: true,
+            max_shared: 49152,
+            coop: if precision == Precision::F16 { CoopMode::Native } else { CoopMode::Off },
+            force_tile: None,
+            split_k: true,
+            force_split: None,
+            im2col: false,
+            tap_major: true,
+            max_binding: 2047 << 20,
+        }
+    }
+}
+
 /// A fast conv's kernel fixed by measurement (autotuning) instead of the cost model: tensor
 /// cores or not, the (BM, BN) tile and the K slices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
