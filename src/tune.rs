@@ -237,7 +237,8 @@ pub fn measure(
             Tensor::f32(s, data)
         })
         .collect();
-    let mut candidates: Vec<GpuOptions> = vec![base];
+    // forced kernel shapes (the cost model's own model is the control below)
+    let mut candidates: Vec<GpuOptions> = Vec::new();
     let coop_mode = match base.coop {
         Some(m) => m,
         None if ctx.coop_ready() => CoopMode::Native,
@@ -291,7 +292,7 @@ pub fn measure(
     let control_choices = choices(&control);
     let mut control_first: Option<Vec<f64>> = None;
     let mut control_drift = Vec::new();
-    for group in candidates[1..].chunks(GROUP) {
+    for group in candidates.chunks(GROUP) {
         let mut models = Vec::new();
         for c in group {
             // a candidate that cannot be built here (workgroup memory...) is skipped
