@@ -80,6 +80,11 @@ fn variants() -> [GpuOptions; 4] {
     ]
 }
 
+/// The tensor-core kernels through their scalar emulation, on a forced tile and K split.
+fn emulated(tile: (u32, u32), split: Option<u32>) -> GpuOptions {
+    GpuOptions { force_tile: Some(tile), force_split: split, coop: Some(CoopMode::Emulate), ..GpuOptions::f16() }
+}
+
 /// Every case under every variant matches the CPU reference, in exactly its number of
 /// dispatches and without a concat copy (`why`: what a wrong count means).
 fn check_dispatches(cases: &[(Case, usize)], variants: &[GpuOptions], why: &str) {
@@ -363,7 +368,7 @@ fn every_conv_tile_shape() {
             if cc.shared_bytes() > gpu().limits.max_compute_workgroup_storage_size {
                 continue; // (lavapipe: 32 KiB) the engine falls back to the scalar f16 kernel there
             }
-            let o = GpuOptions { force_tile: Some((bm, bn)), coop: Some(CoopMode::Emulate), ..GpuOptions::f16() };
+            let o = emulated((bm, bn), None);
             if let Err(e) = run_case_with(c, o) {
                 failed.push(format!("{} coop {bm}x{bn}: {e}", c.name));
             }
@@ -637,12 +642,7 @@ fn tap_major_gather() {
             variants.push(GpuOptions { force_tile: Some((bm, bn)), force_split: split, ..GpuOptions::default() });
         }
         for tile in [(64, 64), (32, 128)] {
-            variants.push(GpuOptions {
-                force_tile: Some(tile),
-                force_split: split,
-                coop: Some(CoopMode::Emulate),
-                ..GpuOptions::f16()
-            });
+            variants.push(emulated(tile, split));
         }
     }
     check_kernels(&cases, &variants, &["_taps"]);
@@ -703,13 +703,7 @@ fn im2col_packed_tensor_core_convs() {
     let mut variants = Vec::new();
     for tile in [(64, 64), (32, 128), (64, 128)] {
         for split in [Some(1), Some(2)] {
-            variants.push(GpuOptions {
-                force_tile: Some(tile),
-                force_split: split,
-                coop: Some(CoopMode::Emulate),
-                im2col: true,
-                ..GpuOptions::f16()
-            });
+            variants.push(GpuOptions { im2col: true, ..emulated(tile, split) });
         }
     }
     check_kernels(&cases, &variants, &["_packed", "im2col.wgsl"]);

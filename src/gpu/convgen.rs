@@ -531,7 +531,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         }
         for q in 0..nq {
             if c.b == BMode::Packed {
-                let n = q * threads / (bk / 4);
+                let n = packed_pixel(q, threads);
                 let _ = writeln!(s, "        Bs[{bbase} + (pn + {n}u) * {b_row}u + pk] = pb{q};");
             } else {
                 let _ = writeln!(s, "        Bs[{bbase} + nb * {b_row}u + kb * {nq}u + {q}u] = pb{q};");
@@ -709,6 +709,12 @@ fn rload(i: u32) -> f32 {{
     }
 }
 
+/// The first pixel (relative to invocation row `pn`) of pass `q` over a packed operand tile:
+/// eight invocations load one pixel's K tile, so a pass covers `threads / 8` pixels.
+fn packed_pixel(q: u32, threads: u32) -> u32 {
+    q * threads / (COOP_BK / 4)
+}
+
 /// The tensor-core kernels' B loader: `pb{q}` (q < nq) get the K values `k0 + kb * kq + 4q ..+4`
 /// of column `p`, zero outside the input (and past K); for a packed operand, vec4 `pk` of the K
 /// tile of pixel `pn + q * threads / 8`.
@@ -747,7 +753,7 @@ fn coop_b_load(s: &mut String, k0: &str, b: BMode, kq: u32, nq: u32, threads: u3
             // param 3: K padded / 4 (the packed row length in vec4), xb: the image's first vec4;
             // invocation (pn, pk) loads vec4 pk of the K tile of pixels pn, pn + threads / 8, ...
             for q in 0..nq {
-                let n = q * threads / (COOP_BK / 4);
+                let n = packed_pixel(q, threads);
                 let _ = writeln!(
                     s,
                     "          {{ let n = n0 + pn + {n}u; pb{q} = vec4<f16>(0.0);\n            if (n < npix) {{ pb{q} = vec4<f16>(XP[xb + n * pu(3u) + {k0} / 4u + pk]); }} }}"
