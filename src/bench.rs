@@ -123,12 +123,13 @@ pub fn bench(ctx: Arc<GpuContext>, model: &Model, opts: &BenchOpts) -> Result<se
         "batch_chunks": chunks,
         "split_k": opts.gpu.split_k,
         "im2col": opts.gpu.im2col,
+        "halo": opts.gpu.halo,
         "tap_major": opts.gpu.tap_major,
         "split_k_convs": gm.dispatches().iter().filter(|d| d.shader == crate::gpu::Shader::SplitK).count(),
         "autotune": gm.tune_report().cloned(),
         "check_rel_l2_vs_generic": check,
         "check_ok": check.map(|e| e <= crate::tune::check_tolerance(opts.gpu.precision)),
-        "tensor_cores": gm.dispatches().iter().any(|d| matches!(d.shader, crate::gpu::Shader::CoopConv(_))),
+        "tensor_cores": gm.dispatches().iter().any(|d| d.shader.tensor_cores()),
         "peak_activation_bytes": first.peak_activation_bytes,
         "naive_activation_bytes": first.naive_activation_bytes,
     });
@@ -145,11 +146,7 @@ pub fn bench(ctx: Arc<GpuContext>, model: &Model, opts: &BenchOpts) -> Result<se
                 .dispatches()
                 .iter()
                 .filter(|d| d.node == k)
-                .map(|d| match d.shader {
-                    crate::gpu::Shader::FastConv(c) => c.name(),
-                    crate::gpu::Shader::CoopConv(c) => c.name(),
-                    s => s.file().trim_end_matches(".wgsl").to_string(),
-                })
+                .map(|d| d.shader.kernel_name().trim_end_matches(".wgsl").to_string())
                 .collect();
             let out = nodes[k].output(0).map(|v| fmt_shape(prepared.shape(v))).unwrap_or_default();
             layers.push(serde_json::json!({

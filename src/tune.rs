@@ -51,7 +51,7 @@ pub fn cache_key(ctx: &GpuContext, p: &Prepared, opts: &GpuOptions) -> String {
         }
     }
     format!(
-        "unet-gpu {} | {} | {} {} | {:?} coop {:?} split-K {} im2col {} tap-major {} | graph {h:016x}",
+        "unet-gpu {} | {} | {} {} | {:?} coop {:?} split-K {} im2col {} halo {} tap-major {} | graph {h:016x}",
         env!("CARGO_PKG_VERSION"),
         ctx.info.name,
         ctx.info.driver,
@@ -60,13 +60,14 @@ pub fn cache_key(ctx: &GpuContext, p: &Prepared, opts: &GpuOptions) -> String {
         opts.coop,
         opts.split_k,
         opts.im2col,
+        opts.halo,
         opts.tap_major
     )
 }
 
 fn choice_json(c: &Option<TileChoice>) -> serde_json::Value {
     match c {
-        Some(c) => serde_json::json!([c.coop, c.bm, c.bn, c.slices, c.im2col]),
+        Some(c) => serde_json::json!([c.coop, c.bm, c.bn, c.slices, c.im2col, c.halo]),
         None => serde_json::Value::Null,
     }
 }
@@ -79,6 +80,7 @@ fn choice_from_json(v: &serde_json::Value) -> Option<TileChoice> {
         bn: a.get(2)?.as_u64()? as u32,
         slices: a.get(3)?.as_u64()? as usize,
         im2col: a.get(4)?.as_bool()?,
+        halo: a.get(5)?.as_bool()?,
     })
 }
 
@@ -153,13 +155,14 @@ pub fn choices(gm: &GpuModel) -> Vec<Option<TileChoice>> {
 pub fn choices_of(dispatches: &[Dispatch], nodes: usize) -> Vec<Option<TileChoice>> {
     let mut v = vec![None; nodes];
     for d in dispatches {
-        let (coop, bm, bn, split, im2col) = match d.shader {
-            Shader::FastConv(c) => (false, c.bm, c.bn, c.split, false),
-            Shader::CoopConv(c) => (true, c.bm, c.bn, c.split, c.b == crate::gpu::convgen::BMode::Packed),
+        let (coop, bm, bn, split, im2col, halo) = match d.shader {
+            Shader::FastConv(c) => (false, c.bm, c.bn, c.split, false, false),
+            Shader::CoopConv(c) => (true, c.bm, c.bn, c.split, c.b == crate::gpu::convgen::BMode::Packed, false),
+            Shader::HaloConv(c) => (true, c.bm, c.bn, c.split, false, true),
             _ => continue,
         };
         let slices = if split { d.params[27] as usize } else { 1 };
-        v[d.node] = Some(TileChoice { coop, bm, bn, slices, im2col });
+        v[d.node] = Some(TileChoice { coop, bm, bn, slices, im2col, halo });
     }
     v
 }
@@ -171,7 +174,13 @@ fn describe(c: &GpuOptions) -> String {
         Some((bm, bn)) => format!(
             "{}{} {bm}x{bn} split {}",
             if c.coop == Some(CoopMode::Off) { "fma" } else { "coop" },
-            if c.im2col { " im2col" } else { "" },
+            if c.im2col {
+                " im2col"
+            } else if c.halo {
+                " halo"
+            } else {
+                ""
+            },
             c.force_split.unwrap_or(1)
         ),
     }
@@ -180,10 +189,11 @@ fn describe(c: &GpuOptions) -> String {
 /// A kernel choice as text: `fma 128x128`, `coop 64x64 split 4`.
 fn label(c: TileChoice) -> String {
     let split = if c.slices > 1 { format!(" split {}", c.slices) } else { String::new() };
-    let kind = match (c.coop, c.im2col) {
-        (false, _) => "fma",
-        (true, false) => "coop",
-        (true, true) => "coop im2col",
+    let kind = match (c.coop, c.im2col, c.halo) {
+        (false, ..) => "fma",
+        (true, true, _) => "coop im2col",
+        (true, false, true) => "coop halo",
+        (true, false, false) => "coop",
     };
     format!("{kind} {}x{}{split}", c.bm, c.bn)
 }
@@ -255,7 +265,8 @@ pub fn measure(
         }
     }
     if base.precision == Precision::F16 && coop_mode != CoopMode::Off {
-        for im2col in [false, true] {
+        // the gathered operand, the im2col-packed one, the halo tile
+        for (im2col, halo) in [(false, false), (true, false), (false, true)] {
             for &(bm, bn, ..) in &COOP_TILES {
                 for s in SLICES {
                     candidates.push(GpuOptions {
@@ -263,6 +274,7 @@ pub fn measure(
                         force_split: Some(s),
                         coop: Some(coop_mode),
                         im2col,
+                        halo,
                         ..base
                     });
                 }

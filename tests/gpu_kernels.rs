@@ -110,15 +110,16 @@ fn check_kernels(cases: &[Case], variants: &[GpuOptions], names: &[&str]) {
     let mut failed = Vec::new();
     for c in cases {
         for v in variants {
-            let ran = kernel_names(c, *v);
-            if let Some(missing) = names.iter().find(|want| !ran.iter().any(|n| n.contains(*want))) {
-                failed.push(format!(
-                    "{} ({:?} split {:?}): no {missing} kernel in {ran:?}",
-                    c.name, v.force_tile, v.force_split
-                ));
-            }
-            if let Err(e) = run_case_with(c, *v) {
-                failed.push(format!("{} ({:?} split {:?}): {e}", c.name, v.force_tile, v.force_split));
+            match run_case_kernels(c, *v) {
+                Ok((_, _, ran)) => {
+                    if let Some(missing) = names.iter().find(|want| !ran.iter().any(|n| n.contains(*want))) {
+                        failed.push(format!(
+                            "{} ({:?} split {:?}): no {missing} kernel in {ran:?}",
+                            c.name, v.force_tile, v.force_split
+                        ));
+                    }
+                }
+                Err(e) => failed.push(format!("{} ({:?} split {:?}): {e}", c.name, v.force_tile, v.force_split)),
             }
         }
     }
@@ -129,8 +130,6 @@ fn run_case(c: &Case) -> Result<(usize, unet_gpu::gpu::RunStats), String> {
     run_case_with(c, GpuOptions::default())
 }
 
-/// Run on the GPU with these options and compare with the CPU reference (rel-L2 <= 1e-4 in f32,
-/// <= 1e-2 with f16 storage).
 /// The case's model and its random inputs.
 fn case_model(c: &Case) -> Result<(Model, Vec<Tensor>), String> {
     let mut inputs = Vec::new();
@@ -167,17 +166,17 @@ fn kernel_names(c: &Case, opts: GpuOptions) -> Vec<String> {
     let shapes: Vec<Vec<usize>> = feeds.iter().map(|t| t.shape.clone()).collect();
     let p = model.prepare(&shapes).unwrap();
     let gm = GpuModel::with_options(gpu(), &p, opts).unwrap();
-    gm.dispatches()
-        .iter()
-        .map(|d| match d.shader {
-            unet_gpu::gpu::Shader::FastConv(c) => c.name(),
-            unet_gpu::gpu::Shader::CoopConv(c) => c.name(),
-            s => s.file().to_string(),
-        })
-        .collect()
+    gm.dispatches().iter().map(|d| d.shader.kernel_name()).collect()
 }
 
+/// Run on the GPU with these options and compare with the CPU reference (rel-L2 <= 1e-4 in f32,
+/// <= 1e-2 with f16 storage).
 fn run_case_with(c: &Case, opts: GpuOptions) -> Result<(usize, unet_gpu::gpu::RunStats), String> {
+    run_case_kernels(c, opts).map(|(n, st, _)| (n, st))
+}
+
+/// [`run_case_with`], and the names of the kernels the GPU model ran.
+fn run_case_kernels(c: &Case, opts: GpuOptions) -> Result<(usize, unet_gpu::gpu::RunStats, Vec<String>), String> {
     let (model, feeds) = case_model(c)?;
     let shapes: Vec<Vec<usize>> = feeds.iter().map(|t| t.shape.clone()).collect();
     let p = model.prepare(&shapes).map_err(|e| format!("prepare: {e}"))?;
@@ -210,7 +209,8 @@ fn run_case_with(c: &Case, opts: GpuOptions) -> Result<(usize, unet_gpu::gpu::Ru
             return Err(format!("output {k} ({opts:?}): rel-L2 {e:.3e}"));
         }
     }
-    Ok((p.graph.nodes.len(), stats))
+    let names = gm.dispatches().iter().map(|d| d.shader.kernel_name()).collect();
+    Ok((p.graph.nodes.len(), stats, names))
 }
 
 /// Every case in every variant of [`variants`].
@@ -707,6 +707,61 @@ fn im2col_packed_tensor_core_convs() {
         }
     }
     check_kernels(&cases, &variants, &["_packed", "im2col.wgsl"]);
+}
+
+#[test]
+fn halo_tile_tensor_core_convs() {
+    // stride-1 convs on the tensor-core kernel that stages one input patch per channel block for
+    // all taps (gpu/halo.rs), through its scalar emulation: output tiles cut at the image's
+    // right and bottom edges, channel blocks of 32 and 16, dilation, asymmetric padding, a 5x1
+    // kernel, a fused residual, input and output in one concat buffer; with and without split-K
+    let cases = vec![
+        graph(
+            "3x3 pad 1, 32 channels, batch 2, bias + relu",
+            vec![conv(vec!["x", "w", "b"], "c", pad1()), ("Relu", vec!["c"], vec!["y"], vec![])],
+            vec![Run("x", vec![2, 32, 19, 21]), init("w", &[20, 32, 3, 3], 110), init("b", &[20], 111)],
+        ),
+        graph(
+            "3x3 dilation 2, asymmetric pads, 48 channels",
+            vec![conv(vec!["x", "w"], "y", vec![attr_ints("pads", &[2, 1, 0, 3]), attr_ints("dilations", &[2, 2])])],
+            vec![Run("x", vec![1, 48, 11, 18]), init("w", &[17, 48, 3, 3], 112)],
+        ),
+        graph(
+            "5x1 + residual, 64 channels",
+            vec![
+                conv(vec!["x", "w", "b"], "c", vec![attr_ints("pads", &[2, 0, 2, 0])]),
+                ("Add", vec!["c", "r"], vec!["y"], vec![]),
+            ],
+            vec![
+                Run("x", vec![2, 64, 7, 33]),
+                Run("r", vec![2, 9, 7, 33]),
+                init("w", &[9, 64, 5, 1], 113),
+                init("b", &[9], 114),
+            ],
+        ),
+        graph(
+            "16 channels in the concat buffer, with a residual",
+            vec![
+                conv(vec!["x", "w1"], "a", pad1()),
+                conv(vec!["a", "w2", "b2"], "c", pad1()),
+                ("Add", vec!["c", "a"], vec!["s"], vec![]),
+                ("Concat", vec!["a", "s"], vec!["y"], vec![attr_i("axis", 1)]),
+            ],
+            vec![
+                Run("x", vec![2, 3, 13, 17]),
+                init("w1", &[16, 3, 3, 3], 115),
+                init("w2", &[16, 16, 3, 3], 116),
+                init("b2", &[16], 117),
+            ],
+        ),
+    ];
+    let mut variants = Vec::new();
+    // (two tiles: lavapipe takes 5-30 s to compile each emulated kernel; the others validate
+    // with naga in the unit tests)
+    for (tile, split) in [((64, 64), Some(2)), ((16, 128), Some(1))] {
+        variants.push(GpuOptions { halo: true, ..emulated(tile, split) });
+    }
+    check_kernels(&cases, &variants, &["halo_"]);
 }
 
 #[test]

@@ -341,7 +341,7 @@ pub struct CoopCfg {
 pub const COOP_BK: u32 = 32;
 /// Padding (in halves) of each staged row: rows 72 bytes apart hit distinct banks for the 16-byte
 /// stores and the 8-row fragment loads.
-const COOP_PAD: u32 = 4;
+pub(super) const COOP_PAD: u32 = 4;
 
 /// (BM, BN, WM, WN, efficiency), fitted with [`TILES`] and on the same scale (the 128x128
 /// register-blocked tile = 1).
@@ -431,29 +431,7 @@ var<workgroup> Cs: array<f32, {cs_len}>;
         cs_len = c.warps() * 256,
     );
     if emu {
-        let _ = write!(
-            s,
-            r#"
-// acc += A(16x16 at vec4 offset a, row stride {a_row} vec4) * B(16x16 at vec4 offset b, column stride {b_row} vec4),
-// the lane's 8 elements
-fn emu_mma(acc: array<f32, 8>, a: u32, b: u32, lane: u32) -> array<f32, 8> {{
-    var o = acc;
-    for (var e = 0u; e < 8u; e++) {{
-        let idx = lane * 8u + e;
-        let r = idx / 16u;
-        let cc = idx % 16u;
-        var sum = 0.0;
-        for (var k = 0u; k < 16u; k++) {{
-            let av = As[a + r * {a_row}u + k / 4u][k % 4u];
-            let bv = Bs[b + cc * {b_row}u + k / 4u][k % 4u];
-            sum += f32(av) * f32(bv);
-        }}
-        o[e] += sum;
-    }}
-    return o;
-}}
-"#
-        );
+        emu_mma(&mut s, a_row, b_row);
     }
     let _ = write!(
         s,
@@ -617,6 +595,35 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     s
 }
 
+/// The tensor-core kernels' scalar stand-in for a 16x16x16 multiply-add (`emulate`): each of a
+/// subgroup's 32 lanes owns 8 of the tile's 256 accumulators, A is read from `As` by rows
+/// `a_row` vec4 apart, B from `Bs` by columns `b_row` vec4 apart.
+pub(super) fn emu_mma(s: &mut String, a_row: u32, b_row: u32) {
+    let _ = write!(
+        s,
+        r#"
+// acc += A(16x16 at vec4 offset a, row stride {a_row} vec4) * B(16x16 at vec4 offset b, column stride {b_row} vec4),
+// the lane's 8 elements
+fn emu_mma(acc: array<f32, 8>, a: u32, b: u32, lane: u32) -> array<f32, 8> {{
+    var o = acc;
+    for (var e = 0u; e < 8u; e++) {{
+        let idx = lane * 8u + e;
+        let r = idx / 16u;
+        let cc = idx % 16u;
+        var sum = 0.0;
+        for (var k = 0u; k < 16u; k++) {{
+            let av = As[a + r * {a_row}u + k / 4u][k % 4u];
+            let bv = Bs[b + cc * {b_row}u + k / 4u][k % 4u];
+            sum += f32(av) * f32(bv);
+        }}
+        o[e] += sum;
+    }}
+    return o;
+}}
+"#
+    );
+}
+
 /// Shared by both generators: the batch (and tap, when scattering) of the workgroup, and the
 /// B loader's coordinates: each invocation loads one column `p` (an output pixel, or an input
 /// pixel for a direct GEMM) at rows `kb + j * rstep`.
@@ -663,7 +670,7 @@ fn b_load(s: &mut String, k0: &str, j: u32, row: u32, gather: bool, zero: &str) 
 /// Shared by both generators: the overrides, the bindings (the input, or the packed operand;
 /// weights, bias, tap table for a gather, output, residual, split-K partial sums), the K tile,
 /// and the input and residual loaders; `load` is the type `xload` returns.
-fn header(s: &mut String, name: &str, b: BMode, split: bool, bk: u32, load: &str) {
+pub(super) fn header(s: &mut String, name: &str, b: BMode, split: bool, bk: u32, load: &str) {
     let _ = write!(
         s,
         r#"

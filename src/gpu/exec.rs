@@ -101,6 +101,10 @@ pub struct GpuOptions {
     /// Tensor-core convs read their operand written out by an im2col pass instead of gathering
     /// it (default off until measured; autotuning tries both).
     pub im2col: bool,
+    /// Stride-1 tensor-core convs read a halo tile staged once per channel block and shared by
+    /// the kernel's taps instead of gathering per tap (default off until measured; autotuning
+    /// tries it).
+    pub halo: bool,
     /// Order a conv's K tap-major where whole K tiles share a tap (default on; off to compare).
     pub tap_major: bool,
 }
@@ -117,6 +121,7 @@ impl Default for GpuOptions {
             force_split: None,
             autotune: false,
             im2col: false,
+            halo: false,
             tap_major: true,
         }
     }
@@ -174,7 +179,8 @@ impl std::fmt::Debug for GpuModel {
 /// Kernels built without wgpu's runtime bounds checks (25-35 % faster): only the generated conv
 /// kernels, whose extents are proven on the host. `UNET_GPU_CHECKED=1` keeps the checks.
 fn unchecked(s: Shader) -> bool {
-    matches!(s, Shader::FastConv(_) | Shader::CoopConv(_)) && std::env::var_os("UNET_GPU_CHECKED").is_none()
+    matches!(s, Shader::FastConv(_) | Shader::CoopConv(_) | Shader::HaloConv(_))
+        && std::env::var_os("UNET_GPU_CHECKED").is_none()
 }
 
 /// The largest storage binding the model may use.
@@ -409,6 +415,7 @@ impl GpuModel {
             split_k: opts.split_k,
             force_split: opts.force_split,
             im2col: opts.im2col,
+            halo: opts.halo,
             tap_major: opts.tap_major,
             max_binding: binding_limit(&ctx, &opts),
         };

@@ -2,6 +2,7 @@
 //! buffers and grid. Shapes are fixed, so everything here is computed once at load.
 
 use super::convgen::{BMode, COOP_BK, COOP_TILES, ConvCfg, CoopCfg, TILES};
+use super::halo::{HALO_TC, HALO_TILES, HaloCfg};
 use super::plan::{BufRef, MemPlan, View, is_alias};
 use super::{Precision, Shader};
 use crate::error::{Error, Result};
@@ -160,6 +161,9 @@ pub struct LowerOpts {
     pub force_split: Option<u32>,
     /// Tensor-core gathers read an im2col-packed operand (see `shaders/im2col.wgsl`).
     pub im2col: bool,
+    /// Stride-1 tensor-core convs whose input channels are a multiple of 16 read a halo tile
+    /// staged once per channel block for all taps (see `gpu/halo.rs`).
+    pub halo: bool,
     /// Order K tap-major where whole K tiles can share a tap (off: always the tap table).
     pub tap_major: bool,
     /// The largest storage binding in bytes (bounds the split-K scratch buffer).
@@ -180,6 +184,7 @@ impl LowerOpts {
             split_k: true,
             force_split: None,
             im2col: false,
+            halo: false,
             tap_major: true,
             max_binding: 2047 << 20,
         }
@@ -196,6 +201,8 @@ pub struct TileChoice {
     pub slices: usize,
     /// Tensor cores on an im2col-packed operand.
     pub im2col: bool,
+    /// Tensor cores on a halo tile.
+    pub halo: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1356,6 +1363,7 @@ fn weight_matrix(prec: Precision, taps: usize, k: usize, m: usize, at: impl Fn(u
 enum FastTile {
     Fma(ConvCfg),
     Coop(CoopCfg),
+    Halo(HaloCfg),
 }
 
 impl FastTile {
@@ -1363,30 +1371,36 @@ impl FastTile {
         match self {
             FastTile::Fma(c) => c.bm,
             FastTile::Coop(c) => c.bm,
+            FastTile::Halo(c) => c.bm,
         }
     }
     fn bn(&self) -> u32 {
         match self {
             FastTile::Fma(c) => c.bn,
             FastTile::Coop(c) => c.bn,
+            FastTile::Halo(c) => c.bn,
         }
     }
     fn b(&self) -> BMode {
         match self {
             FastTile::Fma(c) => c.b,
             FastTile::Coop(c) => c.b,
+            // K is ordered tap-major, with no tap table
+            FastTile::Halo(_) => BMode::Taps,
         }
     }
     fn bk(&self) -> u32 {
         match self {
             FastTile::Fma(c) => c.bk,
             FastTile::Coop(_) => COOP_BK,
+            FastTile::Halo(c) => c.cb,
         }
     }
     fn shader(&self) -> Shader {
         match self {
             FastTile::Fma(c) => Shader::FastConv(*c),
             FastTile::Coop(c) => Shader::CoopConv(*c),
+            FastTile::Halo(c) => Shader::HaloConv(*c),
         }
     }
 }
@@ -1522,7 +1536,7 @@ fn fast_dispatch(lx: &mut Lx, k: usize, n: &Node, f: FastConv) -> Result<()> {
         return Err(err(n, format!("batch x taps = {} exceeds the device's workgroup grid limit", f.z)));
     }
     // the weight layout follows the kernel actually chosen
-    let coop = matches!(cfg, FastTile::Coop(_));
+    let coop = matches!(cfg, FastTile::Coop(_) | FastTile::Halo(_));
     let (wbytes, w_row4, w_vec4) = if coop {
         (weight_matrix_mk(taps, kk, m, f.weight), kk.div_ceil(4), m * kk.div_ceil(4))
     } else {
@@ -1538,10 +1552,20 @@ fn fast_dispatch(lx: &mut Lx, k: usize, n: &Node, f: FastConv) -> Result<()> {
     params[5] = f.x.batch_stride as u32;
     params[6] = f.y.offset as u32;
     params[7] = f.y.batch_stride as u32;
-    params[15] = f.cols.div_ceil(cfg.bn() as usize) as u32;
+    // pixel tiles: runs of BN pixels, or a halo kernel's tiles of BN / 16 rows x 16 columns
+    // (params 10 and 11: the output's width and height)
+    let pix_tiles = match cfg {
+        FastTile::Halo(h) => {
+            let tx = (params[10] as usize).div_ceil(HALO_TC as usize);
+            params[12] = tx as u32;
+            tx * (params[11] as usize).div_ceil(h.rows() as usize)
+        }
+        _ => f.cols.div_ceil(cfg.bn() as usize),
+    };
+    params[15] = pix_tiles as u32;
     params[16] = m.div_ceil(cfg.bm() as usize) as u32;
     params[23] = w_vec4 as u32;
-    let tiles = (m.div_ceil(cfg.bm() as usize) * f.cols.div_ceil(cfg.bn() as usize)) as u64;
+    let tiles = (m.div_ceil(cfg.bm() as usize) * pix_tiles) as u64;
     let [gx, gy, _] = lx.grid_groups(tiles);
     // the input may be another slice of the concat buffer this conv writes into
     let x_in_y = f.x.buf == f.y.buf;
@@ -1549,7 +1573,12 @@ fn fast_dispatch(lx: &mut Lx, k: usize, n: &Node, f: FastConv) -> Result<()> {
     params.resize(28, 0);
     params[24..26].copy_from_slice(&f.epi.res_params());
     if split {
-        params[26] = kk.div_ceil(cfg.bk() as usize).div_ceil(f.slices) as u32;
+        // K slices in K tiles, or in a halo kernel's channel blocks (param 18: channels)
+        let units = match cfg {
+            FastTile::Halo(h) => params[18] as usize / h.cb as usize,
+            _ => kk.div_ceil(cfg.bk() as usize),
+        };
+        params[26] = units.div_ceil(f.slices) as u32;
         params[27] = f.slices as u32;
     }
     let (mut ov, rbuf) = f.epi.bind(&f.y);
@@ -1656,6 +1685,26 @@ fn fast_dispatch(lx: &mut Lx, k: usize, n: &Node, f: FastConv) -> Result<()> {
     Ok(())
 }
 
+/// The halo-tile variant of a tensor-core tile, for a stride-1 conv of `cin` input channels
+/// (a multiple of 16), a `kh` x `kw` kernel and dilation `dil`, and its K slices (split-K
+/// slices whole channel blocks): None where it does not apply or fit.
+fn halo_tile(
+    lx: &Lx,
+    c: &CoopCfg,
+    cin: usize,
+    kh: usize,
+    kw: usize,
+    dil: usize,
+    slices: usize,
+) -> Option<(HaloCfg, usize)> {
+    let cb = [32u32, 16].into_iter().find(|&b| cin.is_multiple_of(b as usize))?;
+    let &(bm, bn, wm, wn) = HALO_TILES.iter().find(|t| (t.0, t.1) == (c.bm, c.bn))?;
+    let s = whole_slices(cin / cb as usize, slices);
+    let h =
+        HaloCfg { bm, bn, wm, wn, cb, kh: kh as u32, kw: kw as u32, dil: dil as u32, emulate: c.emulate, split: s > 1 };
+    (h.valid() && h.shared_bytes() <= lx.opts.max_shared).then_some((h, s))
+}
+
 /// Conv with constant weights and one group: the generated register-blocked kernel.
 fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::Conv) -> Result<bool> {
     if !lx.opts.fast_conv || c.group != 1 {
@@ -1698,6 +1747,22 @@ fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::Conv) -> Res
         && packed_bytes <= lx.opts.max_binding
     {
         cfg = FastTile::Coop(CoopCfg { b: BMode::Packed, ..c });
+    }
+    let want_halo = match lx.tuned.get(lx.node).copied().flatten() {
+        Some(t) => t.halo,
+        None => lx.opts.halo,
+    };
+    let mut slices = slices;
+    if let FastTile::Coop(c) = cfg
+        && want_halo
+        && c.b != BMode::Packed
+        && g.y.stride == 1
+        && g.x.stride == 1
+        && g.y.dilation == g.x.dilation
+        && let Some((h, s)) = halo_tile(lx, &c, g.c, kh, kw, g.y.dilation, slices)
+    {
+        cfg = FastTile::Halo(h);
+        slices = s;
     }
     if cfg.b() == BMode::Packed {
         let blocks = npix.div_ceil(64);
@@ -1790,6 +1855,10 @@ fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::Conv) -> Res
     params[13] = g.y.pad_begin as i32 as u32;
     params[14] = g.x.pad_begin as i32 as u32;
     params[17] = npix as u32;
+    if let FastTile::Halo(_) = cfg {
+        // stride 1: param 11 is the output height (12, the tiles along x, is set at dispatch)
+        params[11] = g.y.output as u32;
+    }
     let tap_major = cfg.b() == BMode::Taps;
     if tap_major {
         params[18] = g.c as u32;

@@ -10,6 +10,7 @@
 pub mod convgen;
 pub mod device;
 pub mod exec;
+pub mod halo;
 pub mod lower;
 pub mod plan;
 
@@ -96,6 +97,8 @@ pub enum Shader {
     FastConv(convgen::ConvCfg),
     /// A generated implicit-GEMM convolution on cooperative matrices (f16 only).
     CoopConv(convgen::CoopCfg),
+    /// A stride-1 convolution on cooperative matrices reading a halo tile (f16 only).
+    HaloConv(halo::HaloCfg),
 }
 
 pub const COMMON_WGSL: &str = include_str!("../../shaders/common.wgsl");
@@ -119,6 +122,7 @@ impl Shader {
         match self {
             Shader::FastConv(_) => "generated conv",
             Shader::CoopConv(_) => "generated coop conv",
+            Shader::HaloConv(_) => "generated halo conv",
             Shader::Conv => "conv.wgsl",
             Shader::Elementwise => "elementwise.wgsl",
             Shader::Copy => "copy.wgsl",
@@ -133,10 +137,26 @@ impl Shader {
         }
     }
 
+    /// A generated kernel's name (its tile and modes), or the WGSL file's.
+    pub fn kernel_name(self) -> String {
+        match self {
+            Shader::FastConv(c) => c.name(),
+            Shader::CoopConv(c) => c.name(),
+            Shader::HaloConv(c) => c.name(),
+            s => s.file().to_string(),
+        }
+    }
+
+    /// Whether the kernel runs on cooperative matrices (or their emulation).
+    pub fn tensor_cores(self) -> bool {
+        matches!(self, Shader::CoopConv(_) | Shader::HaloConv(_))
+    }
+
     fn body(self) -> std::borrow::Cow<'static, str> {
         std::borrow::Cow::Borrowed(match self {
             Shader::FastConv(c) => return std::borrow::Cow::Owned(convgen::generate(&c)),
             Shader::CoopConv(c) => return std::borrow::Cow::Owned(convgen::generate_coop(&c)),
+            Shader::HaloConv(c) => return std::borrow::Cow::Owned(halo::generate(&c)),
             Shader::Conv => include_str!("../../shaders/conv.wgsl"),
             Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
             Shader::Copy => include_str!("../../shaders/copy.wgsl"),
@@ -154,8 +174,11 @@ impl Shader {
     /// The full WGSL source of this kernel family for a storage precision.
     pub fn source(self, p: Precision) -> String {
         let prelude = match self {
-            Shader::CoopConv(c) if !c.emulate => "enable f16;\nenable wgpu_cooperative_matrix;\nalias ST = f16;\n",
-            Shader::CoopConv(_) => Precision::F16.prelude(),
+            Shader::CoopConv(convgen::CoopCfg { emulate: false, .. })
+            | Shader::HaloConv(halo::HaloCfg { emulate: false, .. }) => {
+                "enable f16;\nenable wgpu_cooperative_matrix;\nalias ST = f16;\n"
+            }
+            Shader::CoopConv(_) | Shader::HaloConv(_) => Precision::F16.prelude(),
             _ => p.prelude(),
         };
         format!("{prelude}{COMMON_WGSL}\n{}", self.body())
@@ -236,24 +259,41 @@ mod tests {
                     let m = validate_wgsl(&Shader::CoopConv(c).source(Precision::F16))
                         .unwrap_or_else(|e| panic!("{}: {e}", c.name()));
                     // and lower to SPIR-V as wgpu's Vulkan backend will
-                    let mut v = naga::valid::Validator::new(
-                        naga::valid::ValidationFlags::all(),
-                        naga::valid::Capabilities::all(),
-                    );
-                    let info = v.validate(&m).unwrap();
-                    let pc = naga::back::PipelineConstants::default();
-                    let (m, info) = naga::back::pipeline_constants::process_overrides(
-                        &m,
-                        &info,
-                        Some((naga::ShaderStage::Compute, "main")),
-                        &pc,
-                    )
-                    .unwrap();
-                    let opts = naga::back::spv::Options::default();
-                    naga::back::spv::write_vec(&m, &info, &opts, None)
-                        .unwrap_or_else(|e| panic!("{}: SPIR-V: {e}", c.name()));
+                    spirv(&m, &c.name());
                 }
             }
         }
+        for (bm, bn, wm, wn) in halo::HALO_TILES {
+            for cb in [16, 32] {
+                for (kh, kw, dil) in [(3, 3, 1), (1, 1, 1), (3, 3, 2), (5, 1, 1)] {
+                    for (emulate, split) in [(false, false), (false, true), (true, false), (true, true)] {
+                        let c = halo::HaloCfg { bm, bn, wm, wn, cb, kh, kw, dil, emulate, split };
+                        assert!(c.valid(), "{c:?}");
+                        if (kh, dil) == (3, 1) {
+                            assert!(c.shared_bytes() <= 49152, "{c:?} needs {} bytes", c.shared_bytes());
+                        }
+                        let m = validate_wgsl(&Shader::HaloConv(c).source(Precision::F16))
+                            .unwrap_or_else(|e| panic!("{}: {e}", c.name()));
+                        spirv(&m, &c.name());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Lower a validated module to SPIR-V as wgpu's Vulkan backend will.
+    fn spirv(m: &naga::Module, name: &str) {
+        let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all());
+        let info = v.validate(m).unwrap();
+        let pc = naga::back::PipelineConstants::default();
+        let (m, info) = naga::back::pipeline_constants::process_overrides(
+            m,
+            &info,
+            Some((naga::ShaderStage::Compute, "main")),
+            &pc,
+        )
+        .unwrap();
+        let opts = naga::back::spv::Options::default();
+        naga::back::spv::write_vec(&m, &info, &opts, None).unwrap_or_else(|e| panic!("{name}: SPIR-V: {e}"));
     }
 }
