@@ -2,7 +2,9 @@
 //! here: an H100/H200-class profile (48 KiB of workgroup memory, 2 GiB bindings, 16x16x16
 //! cooperative matrices). Needs no GPU: it runs the planner and lowering only.
 //!
-//!     cargo run --release --example kernel_choices -- MODEL.onnx [HxW] [f32|f16]
+//!     cargo run --release --example kernel_choices -- MODEL.onnx [HxW] [f32|f16] [halo]
+//!
+//! (`halo`: with f16, the tensor-core convs that can on halo tiles, as `--halo` does.)
 //!
 //! Compare its output with an autotune report (`unet-gpu bench --autotune`) from the device to
 //! see where the cost model and the measurements disagree.
@@ -15,7 +17,7 @@ use unet_gpu::model::Model;
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(path) = args.first() else {
-        anyhow::bail!("usage: kernel_choices MODEL.onnx [HxW] [f32|f16]");
+        anyhow::bail!("usage: kernel_choices MODEL.onnx [HxW] [f32|f16] [halo]");
     };
     let (h, w) = match args.get(1) {
         Some(s) => {
@@ -32,7 +34,13 @@ fn main() -> anyhow::Result<()> {
     let m = Model::load(std::path::Path::new(path))?;
     let p = m.prepare(&[vec![1, 3, h, w]])?;
     let mp = plan(&p, precision.bytes())?;
-    let low = lower(&p, &mp, 65535, LowerOpts::h200_class(precision), &[])?;
+    let low = lower(
+        &p,
+        &mp,
+        65535,
+        LowerOpts { halo: args.get(3).is_some_and(|a| a == "halo"), ..LowerOpts::h200_class(precision) },
+        &[],
+    )?;
     let chosen = unet_gpu::tune::choices_of(&low.dispatches, p.graph.nodes.len());
     for (k, (n, ch)) in p.graph.nodes.iter().zip(&chosen).enumerate() {
         let Some(ch) = ch else { continue };
@@ -40,11 +48,8 @@ fn main() -> anyhow::Result<()> {
             .dispatches
             .iter()
             .filter(|d| d.node == k)
-            .filter_map(|d| match d.shader {
-                Shader::FastConv(c) => Some(c.name()),
-                Shader::CoopConv(c) => Some(c.name()),
-                _ => None,
-            })
+            .filter(|d| matches!(d.shader, Shader::FastConv(_) | Shader::CoopConv(_) | Shader::HaloConv(_)))
+            .map(|d| d.shader.kernel_name())
             .collect();
         let out = n.output(0).map(|v| unet_gpu::tensor::fmt_shape(p.shape(v))).unwrap_or_default();
         println!("{:<24} {:<20} {} slices {}", n.name, out, names.join(" + "), ch.slices);

@@ -5,10 +5,10 @@
 #     exported by that script) at base 64 and 16, 512^2 and 1024^2, batch 1 and 8;
 #  4. one comparison table (scripts/bench_table.py).
 # Usage: scripts/device-bench.sh [OUTDIR]   (UNET_GPU_BIN overrides the binary; QUICK=1 runs only
-# the base 64 and 16 networks at 1x3x512x512 (cost model, split-K off, tap-major off, im2col,
-# autotuned), their check against the CPU reference, and then the fixtures and u2netp;
-# QUICK=targets: only the four target configurations with the cost model's kernels, the
-# baseline, and the checks; GRID=1 with QUICK adds batch 8 and 1024^2 for both, as the full run)
+# the base 64 and 16 networks at 1x3x512x512 (cost model, halo tiles, split-K off, tap-major off,
+# im2col, autotuned), their check against the CPU reference, and then the fixtures and u2netp;
+# QUICK=targets: only the four target configurations with the cost model's kernels (f16 also
+# with --halo), the baseline, and the checks; GRID=1 with QUICK adds batch 8 and 1024^2 for both, as the full run)
 set -u
 OUT=${1:-${OUT:-device-out}}
 mkdir -p "$OUT"
@@ -46,7 +46,9 @@ done
 stamp "unet-gpu bench: the target configurations"
 run_bench 64 512 1 f32 --iters 20
 run_bench 64 512 1 f16 --iters 20
+run_bench 64 512 1 f16 --iters 20 --halo
 run_bench 16 512 1 f16 --iters 30
+run_bench 16 512 1 f16 --iters 30 --halo
 run_bench 16 512 1 f32 --iters 30 --cpu-reference
 if [ "${QUICK:-}" != targets ]; then
   stamp "unet-gpu bench: split-K off, tap-major off, im2col, to compare in the same run"

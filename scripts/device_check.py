@@ -32,15 +32,18 @@ def rel(a, b):
 
 results = []
 tmp = tempfile.mkdtemp()
-# f16 runs twice: on the tensor cores where the adapter has them (coop auto), and on the scalar kernels
-for prec, coop, tol in [('f32', 'auto', 1e-4), ('f16', 'auto', 1e-2), ('f16', 'off', 1e-2)]:
+# f16 runs three times: on the tensor cores where the adapter has them (coop auto), the same with
+# the halo-tile kernels (--halo), and on the scalar kernels
+for prec, coop, tol, extra in [('f32', 'auto', 1e-4, []), ('f16', 'auto', 1e-2, []), ('f16', 'auto', 1e-2, ['--halo']),
+                               ('f16', 'off', 1e-2, [])]:
     for name, model, x, refs in cases:
-        od = os.path.join(tmp, f'{name}_{prec}_{coop}')
-        st = os.path.join(tmp, f'{name}_{prec}_{coop}.json')
+        tag = f'{name}_{prec}_{coop}' + ''.join(extra)
+        od = os.path.join(tmp, tag)
+        st = os.path.join(tmp, tag + '.json')
         t = time.time()
         p = subprocess.run([B, 'run', model, '--input', x, '--all-outputs', od, '--precision', prec, '--coop', coop,
-                            '--stats', st], capture_output=True, text=True, timeout=300)
-        r = dict(case=name, precision=prec, coop=coop, seconds=round(time.time() - t, 2))
+                            '--stats', st] + extra, capture_output=True, text=True, timeout=300)
+        r = dict(case=name, precision=prec, coop=coop, options=' '.join(extra), seconds=round(time.time() - t, 2))
         if p.returncode != 0:
             r.update(ok=False, error=p.stderr.strip()[-600:])
         else:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Check the benchmark network itself on this card: the classic U-Net exported by
 torch_unet_baseline.py, run by unet-gpu on the GPU in f32 and f16 (default tiles, tensor cores
-where present; f16 with the im2col-packed operand) and on the CPU reference, at 1x3xSxS.
+where present; f16 with the im2col-packed operand, f16 with the halo-tile kernels) and on the CPU reference, at 1x3xSxS.
 
     python3 scripts/device_check_bench_net.py path/to/unet-gpu model.onnx [S] >> check.jsonl
 """
@@ -16,7 +16,7 @@ np.save(os.path.join(tmp, 'x.npy'), x)
 outs = {}
 # (autotuned models are checked by `unet-gpu bench` itself, against the generic kernels)
 RUNS = [('cpu', ['--device', 'cpu']), ('f32', []), ('f16', ['--precision', 'f16']),
-        ('f16-im2col', ['--precision', 'f16', '--im2col'])]
+        ('f16-im2col', ['--precision', 'f16', '--im2col']), ('f16-halo', ['--precision', 'f16', '--halo'])]
 for name, args in RUNS:
     y = os.path.join(tmp, name + '.npy')
     p = subprocess.run([B, 'run', model, '--input', os.path.join(tmp, 'x.npy'), '--output', y] + args,
@@ -26,7 +26,7 @@ for name, args in RUNS:
         continue
     outs[name] = np.load(y).astype(np.float64)
 ref = outs.get('cpu')
-for name, tol in [('f32', 1e-4), ('f16', 1e-2), ('f16-im2col', 1e-2)]:
+for name, tol in [('f32', 1e-4), ('f16', 1e-2), ('f16-im2col', 1e-2), ('f16-halo', 1e-2)]:
     if ref is None or name not in outs:
         continue
     e = float(np.linalg.norm(outs[name] - ref) / np.linalg.norm(ref))

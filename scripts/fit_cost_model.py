@@ -54,8 +54,8 @@ def points(paths):
             for layer in a['layers']:
                 g = geometry(layer['node'], json.loads(layer['out']), base)
                 for label, ms in layer['all_ms'].items():
-                    m = re.match(r'(fma|coop|coop im2col) (\d+)x(\d+)(?: split (\d+))?$', label)
-                    if not m or m.group(1) == 'coop im2col' or ms <= 0:
+                    m = re.match(r'(fma|coop|coop im2col|coop halo) (\d+)x(\d+)(?: split (\d+))?$', label)
+                    if not m or m.group(1) in ('coop im2col', 'coop halo') or ms <= 0:
                         continue
                     pts.append(dict(key=(base, d['precision'], layer['node']), kind=m.group(1),
                                     bm=int(m.group(2)), bn=int(m.group(3)), s=int(m.group(4) or 1),

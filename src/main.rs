@@ -88,6 +88,10 @@ enum Cmd {
         /// as vectors, instead of gathering it in the GEMM
         #[arg(long)]
         im2col: bool,
+        /// With f16 on tensor cores: stride-1 convs whose input channels are a multiple of 16 stage
+        /// one input patch per channel block for all taps (halo tile) instead of gathering per tap
+        #[arg(long)]
+        halo: bool,
         /// Time every conv kernel shape on this GPU first and keep the fastest per conv
         #[arg(long)]
         autotune: bool,
@@ -131,6 +135,10 @@ enum Cmd {
         /// as vectors, instead of gathering it in the GEMM
         #[arg(long)]
         im2col: bool,
+        /// With f16 on tensor cores: stride-1 convs whose input channels are a multiple of 16 stage
+        /// one input patch per channel block for all taps (halo tile) instead of gathering per tap
+        #[arg(long)]
+        halo: bool,
         /// Order conv K tap-major where K tiles can share a tap (on), or always use the tap
         /// table (off: to compare)
         #[arg(long, value_enum, default_value_t = OnOff::On)]
@@ -212,6 +220,7 @@ fn real_main(cli: Cli) -> Result<()> {
             coop,
             split_k,
             im2col,
+            halo,
             tap_major,
             autotune,
             tune_cache,
@@ -238,6 +247,7 @@ fn real_main(cli: Cli) -> Result<()> {
                     coop: coop.mode(),
                     split_k: split_k == OnOff::On,
                     im2col,
+                    halo,
                     tap_major: tap_major == OnOff::On,
                     autotune,
                     ..Default::default()
@@ -263,6 +273,7 @@ fn real_main(cli: Cli) -> Result<()> {
             precision,
             coop,
             im2col,
+            halo,
             autotune,
             tune_cache,
         } => {
@@ -305,7 +316,7 @@ fn real_main(cli: Cli) -> Result<()> {
                         ctx.clone(),
                         &m,
                         &[x.shape.clone()],
-                        GpuOptions { precision, coop: coop.mode(), im2col, autotune, ..Default::default() },
+                        GpuOptions { precision, coop: coop.mode(), im2col, halo, autotune, ..Default::default() },
                     )?;
                     let (outs, s) = gm.run_with_stats(&[x], stats.is_some())?;
                     let mut j = s.to_json();
