@@ -345,6 +345,13 @@ fn every_conv_tile_shape() {
             vec![attr_ints("strides", &[2, 2])],
             vec![x(&[1, 6, 9, 7]), init("w", &[6, 35, 2, 2], 63), init("b", &[35], 64)],
         ),
+        case(
+            "conv transpose scatter, 3x2 kernel and stride, batch 2",
+            "ConvTranspose",
+            vec!["x", "w", "b"],
+            vec![attr_ints("strides", &[3, 2])],
+            vec![x(&[2, 7, 5, 6]), init("w", &[7, 13, 3, 2], 65), init("b", &[13], 66)],
+        ),
     ];
     let mut failed = Vec::new();
     for c in &cases {

@@ -2,16 +2,18 @@
 //! micro-kernel, written out in full (named vec4 accumulators, no private arrays) so the driver
 //! compiler keeps the tile in registers.
 //!
-//! C[m, n] = sum_k A[k, m] * B[k, n] for one image (or one tap of a transposed conv):
-//! - m: output channel; A is the weight matrix, pre-transposed at load to [K][M padded to 4];
+//! C[m, n] = sum_k A[k, m] * B[k, n] for one image:
+//! - m: output channel, or (tap, output channel) of a transposed conv; A is the weight matrix,
+//!   pre-transposed at load to [K][M padded to 4];
 //! - n: output pixel (`Gather`: B[k, n] is read from the input through a per-layer table that
 //!   turns k = (input channel, ky, kx) into an offset and a (dy, dx) for the bounds check;
 //!   `Taps`: k = (tap, input channel) with the channels a multiple of BK, so a K slice has one
-//!   tap, one bounds check and no table), or input pixel (`Direct`: 1x1 stride-1 convs and the
-//!   taps of a transposed conv whose stride equals its kernel, where B is the input itself);
+//!   tap, one bounds check and no table), or input pixel (`Direct`: 1x1 stride-1 convs and a
+//!   transposed conv whose stride equals its kernel, all of its taps in one GEMM, where B is the
+//!   input itself);
 //! - the epilogue adds the bias, applies the fused activation, adds a fused residual, applies
-//!   the activation after it and writes straight into the output view (`Scatter`: to the tap's
-//!   strided position of a transposed conv); with split-K each workgroup multiplies one K slice
+//!   the activation after it and writes straight into the output view (`Scatter`: row m's tap
+//!   picks the strided position of a transposed conv's output); with split-K each workgroup multiplies one K slice
 //!   and writes raw f32 partial sums, and shaders/splitk.wgsl runs the epilogue.
 //!
 //! A workgroup computes a BM x BN tile; BK-deep slices of A and B are staged through
@@ -122,7 +124,8 @@ pub const TILES: [(u32, u32, u32, u32, u32, f64); 8] = [
 // 4 x_off, 5 x_bs, 6 y_off, 7 y_bs, 8 IW, 9 IH, 10 OW (gather: output width for n -> (oy, ox)),
 // 11 SH, 12 SW, 13 PH (i32), 14 PW (i32), 15 column tiles, 16 row tiles, 17 output plane size,
 // 18 scatter stride y, 19 scatter stride x, 20 output width (scatter), 21 kernel width (scatter),
-// 22 taps (scatter), 23 weight elements (vec4) per tap, 24 residual offset, 25 residual batch stride,
+// 22 output channels (scatter: rows are tap * 22 + channel), 23 weight elements (vec4),
+// 24 residual offset, 25 residual batch stride,
 // 26 K tiles per slice (split-K), 27 slices (split-K)
 
 pub fn generate(c: &ConvCfg) -> String {
@@ -170,7 +173,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         bm = c.bm,
         bn = c.bn,
     );
-    b_setup(&mut s, c.scatter, c.split, gather, c.bn);
+    b_setup(&mut s, c.split, gather, c.bn);
     // A loader coordinates
     for j in 0..la {
         let _ = write!(
@@ -199,7 +202,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         for j in 0..la {
             let _ = write!(
                 s,
-                "        {{ let k = {k0} + ak{j}; let mq = m0 / 4u + am{j};\n          if ({a_guard} && k < K && mq < M4) {{ pa{j} = vec4<f32>(WT[wbase + k * M4 + mq]); }} else {{ pa{j} = vec4<f32>(0.0); }} }}\n"
+                "        {{ let k = {k0} + ak{j}; let mq = m0 / 4u + am{j};\n          if ({a_guard} && k < K && mq < M4) {{ pa{j} = vec4<f32>(WT[k * M4 + mq]); }} else {{ pa{j} = vec4<f32>(0.0); }} }}\n"
             );
         }
         if c.b == BMode::Taps {
@@ -284,15 +287,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
     s.push_str("    let yb = pu(6u) + batch * pu(7u);\n    let rb = batch * pu(25u);\n    let plane = pu(17u);\n");
     if c.scatter {
-        s.push_str("    let IWs = max(pu(8u), 1u);\n    let ky = tap / pu(21u);\n    let kx = tap % pu(21u);\n");
+        s.push_str("    let IWs = max(pu(8u), 1u);\n    let MC = pu(22u);\n");
     }
     for g in 0..c.tm / 4 {
         for i in 0..4 {
             let r = g * 4 + i;
             let _ = write!(
                 s,
-                "    {{ let m = m0 + ({}u + ty) * 4u + {i}u;\n      if (m < M) {{\n        var bias = 0.0;\n        if (HAS_BIAS) {{ bias = f32(Bias[m]); }}\n",
-                g * tyn
+                "    {{ let m = m0 + ({}u + ty) * 4u + {i}u;\n      if (m < M) {{\n{}        var bias = 0.0;\n        if (HAS_BIAS) {{ bias = f32(Bias[co]); }}\n",
+                g * tyn,
+                scatter_row(c.scatter, "        ")
             );
             for h in 0..c.tn / 4 {
                 for (cc, comp) in ["x", "y", "z", "w"].iter().enumerate() {
@@ -303,7 +307,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                     );
                     if c.scatter {
                         s.push_str("let oy = (n / IWs) * pu(18u) + ky; let ox = (n % IWs) * pu(19u) + kx; ");
-                        s.push_str("let o = m * plane + oy * pu(20u) + ox; ");
+                        s.push_str("let o = co * plane + oy * pu(20u) + ox; ");
                     } else {
                         s.push_str("let o = m * plane + n; ");
                     }
@@ -399,7 +403,7 @@ impl CoopCfg {
 }
 
 // Parameters: as for `generate`, except 3 = K padded / 4 (the weights are [taps][M][K padded to
-// 4] so that A tiles load as vec4 along k) and 23 = vec4 of weights per tap.
+// 4] so that A tiles load as vec4 along k) and 23 = vec4 of weights.
 
 pub fn generate_coop(c: &CoopCfg) -> String {
     assert!(c.valid(), "invalid coop tile {c:?}");
@@ -461,7 +465,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         wm = c.wm,
         wn = c.wn,
     );
-    b_setup(&mut s, c.scatter, c.split, gather, c.bn);
+    b_setup(&mut s, c.split, gather, c.bn);
     if c.b == BMode::Packed {
         // a packed operand row (one pixel's K tile) is 8 contiguous vec4: 8 invocations load one
         // row, so a subgroup reads 4 rows of 64 bytes instead of 32 rows 8 bytes at a time
@@ -498,7 +502,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         for j in 0..la {
             let _ = write!(
                 s,
-                "        {{ let m = m0 + am{j}; let kq = {k0} / 4u + ak{j};\n          if (m < M && kq < K4) {{ pa{j} = vec4<f16>(WT[wbase + m * K4 + kq]); }} else {{ pa{j} = vec4<f16>(0.0); }} }}\n"
+                "        {{ let m = m0 + am{j}; let kq = {k0} / 4u + ak{j};\n          if (m < M && kq < K4) {{ pa{j} = vec4<f16>(WT[m * K4 + kq]); }} else {{ pa{j} = vec4<f16>(0.0); }} }}\n"
             );
         }
         coop_b_load(s, k0, c.b, kq, nq, threads);
@@ -560,7 +564,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     // epilogue: each accumulator goes through the subgroup's 16x16 f32 scratch
     s.push_str("    let yb = pu(6u) + batch * pu(7u);\n    let rb = batch * pu(25u);\n    let plane = pu(17u);\n    let cs = warp * 256u;\n");
     if c.scatter {
-        s.push_str("    let IWs = max(pu(8u), 1u);\n    let ky = tap / pu(21u);\n    let kx = tap % pu(21u);\n");
+        s.push_str("    let IWs = max(pu(8u), 1u);\n    let MC = pu(22u);\n");
     }
     for i in 0..fm {
         for j in 0..fn_ {
@@ -577,12 +581,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                 j * 16
             );
             if !c.split {
-                s.push_str("            var bias = 0.0;\n            if (HAS_BIAS) { bias = f32(Bias[m]); }\n            let v = act(Cs[cs + idx] + bias);\n");
+                s.push_str(&scatter_row(c.scatter, "            "));
+                s.push_str("            var bias = 0.0;\n            if (HAS_BIAS) { bias = f32(Bias[co]); }\n            let v = act(Cs[cs + idx] + bias);\n");
             }
             if c.split {
                 s.push_str("            Part[(wg.z * M + m) * npix + n] = Cs[cs + idx];\n");
             } else if c.scatter {
-                s.push_str("            let oy = (n / IWs) * pu(18u) + ky;\n            let ox = (n % IWs) * pu(19u) + kx;\n            let o = m * plane + oy * pu(20u) + ox;\n            Y[yb + o] = ST(post_act(v + rload(rb + o)));\n");
+                s.push_str("            let oy = (n / IWs) * pu(18u) + ky;\n            let ox = (n % IWs) * pu(19u) + kx;\n            let o = co * plane + oy * pu(20u) + ox;\n            Y[yb + o] = ST(post_act(v + rload(rb + o)));\n");
             } else {
                 s.push_str(
                     "            let o = m * plane + n;\n            Y[yb + o] = ST(post_act(v + rload(rb + o)));\n",
@@ -624,16 +629,26 @@ fn emu_mma(acc: array<f32, 8>, a: u32, b: u32, lane: u32) -> array<f32, 8> {{
     );
 }
 
-/// Shared by both generators: the batch (and tap, when scattering) of the workgroup, and the
-/// B loader's coordinates: each invocation loads one column `p` (an output pixel, or an input
-/// pixel for a direct GEMM) at rows `kb + j * rstep`.
-fn b_setup(s: &mut String, scatter: bool, split: bool, gather: bool, bn: u32) {
+/// Shared by both generators' epilogues: the output channel `co` of GEMM row `m`, and for a
+/// transposed conv (whose rows are (tap, output channel), `MC` channels per tap) the tap's
+/// offset (ky, kx) in the output.
+fn scatter_row(scatter: bool, indent: &str) -> String {
     if scatter {
-        s.push_str("    let taps = pu(22u);\n    let batch = wg.z / taps;\n    let tap = wg.z % taps;\n    let wbase = tap * pu(23u);\n");
-    } else if split {
-        s.push_str("    let batch = wg.z / pu(27u);\n    let wbase = 0u;\n");
+        format!(
+            "{indent}let co = m % MC;\n{indent}let ky = (m / MC) / pu(21u);\n{indent}let kx = (m / MC) % pu(21u);\n"
+        )
     } else {
-        s.push_str("    let batch = wg.z;\n    let wbase = 0u;\n");
+        format!("{indent}let co = m;\n")
+    }
+}
+
+/// Shared by both generators: the batch of the workgroup, and the B loader's coordinates: each invocation loads one column `p` (an output pixel, or an input
+/// pixel for a direct GEMM) at rows `kb + j * rstep`.
+fn b_setup(s: &mut String, split: bool, gather: bool, bn: u32) {
+    if split {
+        s.push_str("    let batch = wg.z / pu(27u);\n");
+    } else {
+        s.push_str("    let batch = wg.z;\n");
     }
     // the K tiles this workgroup multiplies: all, or its slice
     if split {

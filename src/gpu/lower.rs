@@ -1344,15 +1344,13 @@ fn pick_tile(lx: &Lx, g: &Gemm) -> (ConvCfg, usize) {
     best.map(|b| (b.1, b.2)).unwrap_or((ConvCfg { bm: 32, bn: 64, bk: 16, tm: 4, tn: 4, b, scatter, split: false }, 1))
 }
 
-/// Weights as the fast kernels read them: [taps][K][M padded to 4], encoded for the precision.
-fn weight_matrix(prec: Precision, taps: usize, k: usize, m: usize, at: impl Fn(usize, usize, usize) -> f32) -> Vec<u8> {
+/// Weights as the fast kernels read them: [K][M padded to 4], encoded for the precision.
+fn weight_matrix(prec: Precision, k: usize, m: usize, at: impl Fn(usize, usize) -> f32) -> Vec<u8> {
     let m4 = m.div_ceil(4) * 4;
-    let mut v = vec![0f32; taps * k * m4];
-    for t in 0..taps {
-        for kk in 0..k {
-            for mm in 0..m {
-                v[(t * k + kk) * m4 + mm] = at(t, kk, mm);
-            }
+    let mut v = vec![0f32; k * m4];
+    for kk in 0..k {
+        for mm in 0..m {
+            v[kk * m4 + mm] = at(kk, mm);
         }
     }
     prec.encode(&v)
@@ -1486,15 +1484,13 @@ fn tile_eff(c: &ConvCfg) -> f64 {
     TILES.iter().find(|t| (t.0, t.1) == (c.bm, c.bn)).map(|t| t.5).unwrap_or(0.2)
 }
 
-/// Weights for the cooperative-matrix kernels: f16 [taps][M][K padded to 4] (row-major A).
-fn weight_matrix_mk(taps: usize, k: usize, m: usize, at: impl Fn(usize, usize, usize) -> f32) -> Vec<u8> {
+/// Weights for the cooperative-matrix kernels: f16 [M][K padded to 4] (row-major A).
+fn weight_matrix_mk(k: usize, m: usize, at: impl Fn(usize, usize) -> f32) -> Vec<u8> {
     let k4 = k.div_ceil(4) * 4;
-    let mut v = vec![0f32; taps * m * k4];
-    for t in 0..taps {
-        for mm in 0..m {
-            for kk in 0..k {
-                v[(t * m + mm) * k4 + kk] = at(t, kk, mm);
-            }
+    let mut v = vec![0f32; m * k4];
+    for mm in 0..m {
+        for kk in 0..k {
+            v[mm * k4 + kk] = at(kk, mm);
         }
     }
     Precision::F16.encode(&v)
@@ -1508,10 +1504,11 @@ struct FastConv<'a> {
     slices: usize,
     x: View,
     y: View,
+    /// Channels of the output (the GEMM's rows, or a transposed conv's rows over its taps).
+    y_channels: usize,
     bias: Option<View>,
     /// The k -> (offset, dy, dx) table of a gather, or Unbound.
     ktab: BufRef,
-    taps: usize,
     /// GEMM sizes: K (reduction), M (output channels), columns (pixels of one image and tap).
     k: usize,
     m: usize,
@@ -1522,8 +1519,8 @@ struct FastConv<'a> {
     flops: u64,
     /// Elements of the input one image spans.
     x_extent: u64,
-    /// Weight (tap, k, m).
-    weight: &'a dyn Fn(usize, usize, usize) -> f32,
+    /// Weight (k, m).
+    weight: &'a dyn Fn(usize, usize) -> f32,
     /// The geometry-specific parameters (8..=22 of convgen's table), already filled in.
     params: Vec<u32>,
 }
@@ -1531,16 +1528,16 @@ struct FastConv<'a> {
 /// Lay out the weights for the chosen kernel, fill in the shared parameters, prove the extents
 /// and push the dispatch of a fast conv.
 fn fast_dispatch(lx: &mut Lx, k: usize, n: &Node, f: FastConv) -> Result<()> {
-    let (cfg, m, kk, taps) = (f.cfg, f.m, f.k, f.taps);
+    let (cfg, m, kk) = (f.cfg, f.m, f.k);
     if f.z as u64 > lx.max_groups as u64 {
-        return Err(err(n, format!("batch x taps = {} exceeds the device's workgroup grid limit", f.z)));
+        return Err(err(n, format!("batch {} exceeds the device's workgroup grid limit", f.z)));
     }
     // the weight layout follows the kernel actually chosen
     let coop = matches!(cfg, FastTile::Coop(_) | FastTile::Halo(_));
     let (wbytes, w_row4, w_vec4) = if coop {
-        (weight_matrix_mk(taps, kk, m, f.weight), kk.div_ceil(4), m * kk.div_ceil(4))
+        (weight_matrix_mk(kk, m, f.weight), kk.div_ceil(4), m * kk.div_ceil(4))
     } else {
-        (weight_matrix(lx.opts.precision, taps, kk, m, f.weight), m.div_ceil(4), kk * m.div_ceil(4))
+        (weight_matrix(lx.opts.precision, kk, m, f.weight), m.div_ceil(4), kk * m.div_ceil(4))
     };
     let wbuf = lx.aux(wbytes);
     let mut params = f.params;
@@ -1607,16 +1604,16 @@ fn fast_dispatch(lx: &mut Lx, k: usize, n: &Node, f: FastConv) -> Result<()> {
     }
     // every index the kernel forms stays inside these extents (see convgen): prove it on the host
     let eb = lx.opts.precision.bytes();
-    let batches = (f.z / taps) as u64;
+    let batches = f.z as u64;
     let x_need = f.x.offset + (batches - 1) * f.x.batch_stride + f.x_extent;
-    let y_need = f.y.offset + (batches - 1) * f.y.batch_stride + m as u64 * params[17] as u64;
+    let y_need = f.y.offset + (batches - 1) * f.y.batch_stride + f.y_channels as u64 * params[17] as u64;
     let w_eb = if coop { 2 } else { eb };
     // a packed operand is counted in vec4
     let x_eb = if cfg.b() == BMode::Packed { 4 * eb } else { eb };
     let mut min_bytes = vec![
         x_need * x_eb,
-        (taps * w_vec4) as u64 * 4 * w_eb,
-        if f.bias.is_some() && !split { m as u64 * eb } else { 0 },
+        w_vec4 as u64 * 4 * w_eb,
+        if f.bias.is_some() && !split { f.y_channels as u64 * eb } else { 0 },
         kk as u64 * 16,
         y_need * eb,
         0,
@@ -1629,7 +1626,7 @@ fn fast_dispatch(lx: &mut Lx, k: usize, n: &Node, f: FastConv) -> Result<()> {
     }
     if let Some(r) = f.epi.residual.filter(|_| !split) {
         // the residual is read at the output's in-image offsets
-        let r_need = (r.offset + (batches - 1) * r.batch_stride + m as u64 * params[17] as u64) * eb;
+        let r_need = (r.offset + (batches - 1) * r.batch_stride + f.y_channels as u64 * params[17] as u64) * eb;
         if rbuf == BufRef::Dummy {
             min_bytes[4] = min_bytes[4].max(r_need);
         } else {
@@ -1815,7 +1812,7 @@ fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::Conv) -> Res
             y: yv,
             bias,
             ktab: BufRef::Unbound,
-            taps: 1,
+            y_channels: m,
             k: kp,
             m,
             cols: npix,
@@ -1824,7 +1821,7 @@ fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::Conv) -> Res
             flops: 2 * (g.n * m * npix * kk) as u64,
             x_extent: (npix * kp / 4) as u64,
             // rows past K are zero in the packed operand and in the weights
-            weight: &move |_: usize, kq: usize, mq: usize| if kq < kk { wd[mq * kk + kq] } else { 0.0 },
+            weight: &move |kq: usize, mq: usize| if kq < kk { wd[mq * kk + kq] } else { 0.0 },
             params: {
                 let mut p = vec![0u32; 24];
                 p[17] = npix as u32;
@@ -1868,7 +1865,7 @@ fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::Conv) -> Res
     }
     // W [M, C, KH, KW]: row k = (c, tap), or (tap, c) when tap-major
     let (cin, wd) = (g.c, &wd);
-    let weight = move |_: usize, kq: usize, mq: usize| {
+    let weight = move |kq: usize, mq: usize| {
         let k = if tap_major { (kq % cin) * khw + kq / cin } else { kq };
         wd[mq * kk + k]
     };
@@ -1880,7 +1877,7 @@ fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::Conv) -> Res
         y: yv,
         bias,
         ktab,
-        taps: 1,
+        y_channels: m,
         k: kk,
         m,
         cols: npix,
@@ -1918,7 +1915,8 @@ fn fast_conv_transpose(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv_tra
     let (cin, m) = (g.c, g.m);
     let wd = wt.as_f32().map_err(|e| err(n, e))?;
     let npix_in = g.y.input * g.x.input;
-    let gemm = Gemm { m, cols: npix_in, z: g.n * taps, k: cin, b: BMode::Direct, scatter: true, cin: None };
+    // one GEMM for all taps: row (tap, output channel), so that each input pixel is loaded once
+    let gemm = Gemm { m: taps * m, cols: npix_in, z: g.n, k: cin, b: BMode::Direct, scatter: true, cin: None };
     let (cfg, slices) = pick(lx, &gemm);
     let mut params = vec![0u32; 24];
     params[8] = g.x.input as u32;
@@ -1928,25 +1926,25 @@ fn fast_conv_transpose(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv_tra
     params[19] = g.x.stride as u32;
     params[20] = g.x.output as u32;
     params[21] = kw as u32;
-    params[22] = taps as u32;
+    params[22] = m as u32;
     let f = FastConv {
         kind: "ConvTranspose",
         cfg,
         slices,
         x: xv,
         y: yv,
+        y_channels: m,
         bias,
         ktab: BufRef::Unbound,
-        taps,
         k: cin,
-        m,
+        m: taps * m,
         cols: npix_in,
-        z: g.n * taps,
+        z: g.n,
         epi: Epilogue::of(lx, n, &n.op)?,
         flops: 2 * (g.n * cin * npix_in * m * taps) as u64,
         x_extent: (cin * npix_in) as u64,
-        // W [C, M, KH, KW]: tap t, row k = input channel, column m = output channel
-        weight: &|t, kq, mq| wd[(kq * m + mq) * taps + t],
+        // W [C, M, KH, KW]: row k = input channel, column (tap, output channel)
+        weight: &|kq, mq| wd[(kq * m + mq % m) * taps + mq / m],
         params,
     };
     fast_dispatch(lx, k, n, f)?;
