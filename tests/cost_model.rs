@@ -2,7 +2,9 @@
 //! like layers of the benchmark networks, the kernel the model picks for an H200-class profile
 //! (48 KiB of workgroup memory, 2 GiB bindings, 16x16x16 cooperative matrices) is the one that
 //! autotuning measured fastest, or within a few percent of it, in run 6
-//! (docs/device-runs/2026-11-27-h200-run6/engine.jsonl). Lowering needs no GPU.
+//! (docs/device-runs/2026-11-27-h200-run6/engine.jsonl). Also on that profile: the halo-tile
+//! kernels (`--halo`) replace the tensor-core gathers tile for tile, and a transposed conv is one
+//! GEMM over its taps. Lowering needs no GPU.
 
 mod common;
 use common::build::*;
@@ -61,4 +63,81 @@ fn f32_picks_match_the_h200_measurements() {
     assert_eq!(pick(Precision::F32, 512, 1024, 32), (false, 128, 128, 4));
     // 64 channels at 128^2 (base 16): 64x64, whole K (0.054 ms; 64x256 split 4 0.068)
     assert_eq!(pick(Precision::F32, 64, 64, 128), (false, 64, 64, 1));
+}
+
+/// The dispatches of one node `op` (weights `w` of shape `wshape`, bias of `cout`) on a
+/// `batch x cin x hw x hw` input, lowered for the H200 profile in f16 with `halo`.
+fn lowered(
+    op: &str,
+    attrs: Vec<unet_gpu::onnx::proto::AttributeProto>,
+    x: [i64; 4],
+    wshape: [i64; 4],
+    cout: i64,
+    halo: bool,
+) -> Vec<unet_gpu::gpu::lower::Dispatch> {
+    let n: i64 = wshape.iter().product();
+    let m = model(
+        vec![node(op, "n", &["x", "w", "b"], &["y"], attrs)],
+        vec![vi("x", &x)],
+        vec![vi("y", &[])],
+        vec![tensor("w", &wshape, &vec![0.01; n as usize]), tensor("b", &[cout], &vec![0.0; cout as usize])],
+    );
+    let m = Model::from_bytes(&bytes(&m), op).unwrap();
+    let p = m.prepare(&[x.iter().map(|&d| d as usize).collect()]).unwrap();
+    let mp = plan(&p, 2).unwrap();
+    let opts = LowerOpts { halo, ..LowerOpts::h200_class(Precision::F16) };
+    lower(&p, &mp, 65535, opts, &[]).unwrap().dispatches
+}
+
+#[test]
+fn halo_kernels_replace_the_tensor_core_gathers_on_an_h200_profile() {
+    use unet_gpu::gpu::Shader;
+    // the benchmark network's 3x3 convs that run on tensor cores: with --halo, each becomes the
+    // halo kernel of the same tile, within 48 KiB, its K slices whole channel blocks
+    for (cin, cout, hw) in
+        [(64, 64, 512), (128, 128, 256), (256, 256, 128), (512, 512, 64), (512, 1024, 32), (48, 64, 128)]
+    {
+        let plain =
+            lowered("Conv", vec![attr_ints("pads", &[1, 1, 1, 1])], [1, cin, hw, hw], [cout, cin, 3, 3], cout, false);
+        let halo =
+            lowered("Conv", vec![attr_ints("pads", &[1, 1, 1, 1])], [1, cin, hw, hw], [cout, cin, 3, 3], cout, true);
+        let (Shader::CoopConv(c), Shader::HaloConv(h)) = (plain[0].shader, halo[0].shader) else {
+            panic!("{cin}->{cout} at {hw}: {:?} / {:?}", plain[0].shader, halo[0].shader)
+        };
+        assert_eq!((h.bm, h.bn, h.kh, h.kw, h.dil), (c.bm, c.bn, 3, 3, 1), "{cin}->{cout} at {hw}");
+        assert_eq!(h.cb, if cin % 32 == 0 { 32 } else { 16 });
+        assert!(h.shared_bytes() <= 49152);
+        let d = &halo[0];
+        // pixel tiles of (BN / 16) x 16, channel tiles, image
+        let tiles = (hw as u32).div_ceil(16) * (hw as u32).div_ceil(h.bn / 16);
+        assert_eq!((d.params[15], d.params[12]), (tiles, (hw as u32).div_ceil(16)));
+        if h.split {
+            let (per, slices) = (d.params[26], d.params[27]);
+            let blocks = cin as u32 / h.cb;
+            assert!(per * (slices - 1) < blocks && per * slices >= blocks, "{cin}: {per} x {slices} of {blocks}");
+            assert_eq!(halo[1].shader, Shader::SplitK);
+        }
+    }
+    // stride 2 keeps the gather
+    let s2 = lowered(
+        "Conv",
+        vec![attr_ints("pads", &[1, 1, 1, 1]), attr_ints("strides", &[2, 2])],
+        [1, 64, 64, 64],
+        [64, 64, 3, 3],
+        64,
+        true,
+    );
+    assert!(!matches!(s2[0].shader, Shader::HaloConv(_)), "{:?}", s2[0].shader);
+}
+
+#[test]
+fn a_transposed_conv_is_one_gemm_over_its_taps() {
+    use unet_gpu::gpu::Shader;
+    // 2x2 stride 2, 128 -> 64 channels, batch 2: one dispatch, rows = 4 taps x 64 channels,
+    // grid z = the images
+    let d = lowered("ConvTranspose", vec![attr_ints("strides", &[2, 2])], [2, 128, 64, 64], [128, 64, 2, 2], 64, false);
+    assert_eq!(d.len(), 1);
+    assert!(matches!(d[0].shader, Shader::CoopConv(c) if c.scatter), "{:?}", d[0].shader);
+    assert_eq!((d[0].params[0], d[0].params[1], d[0].params[2], d[0].params[22]), (128, 256, 64 * 64, 64));
+    assert_eq!(d[0].groups[2], 2);
 }
