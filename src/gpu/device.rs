@@ -61,6 +61,8 @@ fn report(a: &wgpu::Adapter) -> AdapterReport {
         features: vec![
             ("SHADER_F16", f.contains(wgpu::Features::SHADER_F16)),
             ("SUBGROUP", f.contains(wgpu::Features::SUBGROUP)),
+            // not used yet: would let the tensor-core epilogue sync one subgroup instead of the workgroup
+            ("SUBGROUP_BARRIER", f.contains(wgpu::Features::SUBGROUP_BARRIER)),
             ("TIMESTAMP_QUERY", f.contains(wgpu::Features::TIMESTAMP_QUERY)),
             ("EXPERIMENTAL_COOPERATIVE_MATRIX", f.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)),
         ],
