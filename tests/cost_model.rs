@@ -133,11 +133,11 @@ fn halo_kernels_replace_the_tensor_core_gathers_on_an_h200_profile() {
 #[test]
 fn a_transposed_conv_is_one_gemm_over_its_taps() {
     use unet_gpu::gpu::Shader;
-    // 2x2 stride 2, 128 -> 64 channels, batch 2: one dispatch, rows = 4 taps x 64 channels,
+    // 2x2 stride 2, 128 -> 64 channels, batch 2: one dispatch, rows = 64 channels x 4 taps,
     // grid z = the images
     let d = lowered("ConvTranspose", vec![attr_ints("strides", &[2, 2])], [2, 128, 64, 64], [128, 64, 2, 2], 64, false);
     assert_eq!(d.len(), 1);
     assert!(matches!(d[0].shader, Shader::CoopConv(c) if c.scatter), "{:?}", d[0].shader);
-    assert_eq!((d[0].params[0], d[0].params[1], d[0].params[2], d[0].params[22]), (128, 256, 64 * 64, 64));
+    assert_eq!((d[0].params[0], d[0].params[1], d[0].params[2], d[0].params[22]), (128, 256, 64 * 64, 4));
     assert_eq!(d[0].groups[2], 2);
 }

@@ -3,7 +3,7 @@
 //! compiler keeps the tile in registers.
 //!
 //! C[m, n] = sum_k A[k, m] * B[k, n] for one image:
-//! - m: output channel, or (tap, output channel) of a transposed conv; A is the weight matrix,
+//! - m: output channel, or (output channel, tap) of a transposed conv; A is the weight matrix,
 //!   pre-transposed at load to [K][M padded to 4];
 //! - n: output pixel (`Gather`: B[k, n] is read from the input through a per-layer table that
 //!   turns k = (input channel, ky, kx) into an offset and a (dy, dx) for the bounds check;
@@ -124,7 +124,7 @@ pub const TILES: [(u32, u32, u32, u32, u32, f64); 8] = [
 // 4 x_off, 5 x_bs, 6 y_off, 7 y_bs, 8 IW, 9 IH, 10 OW (gather: output width for n -> (oy, ox)),
 // 11 SH, 12 SW, 13 PH (i32), 14 PW (i32), 15 column tiles, 16 row tiles, 17 output plane size,
 // 18 scatter stride y, 19 scatter stride x, 20 output width (scatter), 21 kernel width (scatter),
-// 22 output channels (scatter: rows are tap * 22 + channel), 23 weight elements (vec4),
+// 22 taps (scatter: rows are channel * 22 + tap), 23 weight elements (vec4),
 // 24 residual offset, 25 residual batch stride,
 // 26 K tiles per slice (split-K), 27 slices (split-K)
 
@@ -287,7 +287,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
     s.push_str("    let yb = pu(6u) + batch * pu(7u);\n    let rb = batch * pu(25u);\n    let plane = pu(17u);\n");
     if c.scatter {
-        s.push_str("    let IWs = max(pu(8u), 1u);\n    let MC = pu(22u);\n");
+        s.push_str("    let IWs = max(pu(8u), 1u);\n    let TAPS = pu(22u);\n");
     }
     for g in 0..c.tm / 4 {
         for i in 0..4 {
@@ -564,7 +564,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     // epilogue: each accumulator goes through the subgroup's 16x16 f32 scratch
     s.push_str("    let yb = pu(6u) + batch * pu(7u);\n    let rb = batch * pu(25u);\n    let plane = pu(17u);\n    let cs = warp * 256u;\n");
     if c.scatter {
-        s.push_str("    let IWs = max(pu(8u), 1u);\n    let MC = pu(22u);\n");
+        s.push_str("    let IWs = max(pu(8u), 1u);\n    let TAPS = pu(22u);\n");
     }
     for i in 0..fm {
         for j in 0..fn_ {
@@ -630,12 +630,14 @@ fn emu_mma(acc: array<f32, 8>, a: u32, b: u32, lane: u32) -> array<f32, 8> {{
 }
 
 /// Shared by both generators' epilogues: the output channel `co` of GEMM row `m`, and for a
-/// transposed conv (whose rows are (tap, output channel), `MC` channels per tap) the tap's
-/// offset (ky, kx) in the output.
+/// transposed conv (whose rows are (output channel, tap), `TAPS` taps per channel) the tap's
+/// offset (ky, kx) in the output. With the taps of a channel in consecutive rows, the two rows
+/// a tensor-core epilogue store covers (kx = 0 and 1 of a 2x2 kernel) fill one contiguous run
+/// of output pixels.
 fn scatter_row(scatter: bool, indent: &str) -> String {
     if scatter {
         format!(
-            "{indent}let co = m % MC;\n{indent}let ky = (m / MC) / pu(21u);\n{indent}let kx = (m / MC) % pu(21u);\n"
+            "{indent}let co = m / TAPS;\n{indent}let ky = (m % TAPS) / pu(21u);\n{indent}let kx = (m % TAPS) % pu(21u);\n"
         )
     } else {
         format!("{indent}let co = m;\n")

@@ -1915,7 +1915,7 @@ fn fast_conv_transpose(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv_tra
     let (cin, m) = (g.c, g.m);
     let wd = wt.as_f32().map_err(|e| err(n, e))?;
     let npix_in = g.y.input * g.x.input;
-    // one GEMM for all taps: row (tap, output channel), so that each input pixel is loaded once
+    // one GEMM for all taps: row (output channel, tap), so that each input pixel is loaded once
     let gemm = Gemm { m: taps * m, cols: npix_in, z: g.n, k: cin, b: BMode::Direct, scatter: true, cin: None };
     let (cfg, slices) = pick(lx, &gemm);
     let mut params = vec![0u32; 24];
@@ -1926,7 +1926,7 @@ fn fast_conv_transpose(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv_tra
     params[19] = g.x.stride as u32;
     params[20] = g.x.output as u32;
     params[21] = kw as u32;
-    params[22] = m as u32;
+    params[22] = taps as u32;
     let f = FastConv {
         kind: "ConvTranspose",
         cfg,
@@ -1943,8 +1943,8 @@ fn fast_conv_transpose(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv_tra
         epi: Epilogue::of(lx, n, &n.op)?,
         flops: 2 * (g.n * cin * npix_in * m * taps) as u64,
         x_extent: (cin * npix_in) as u64,
-        // W [C, M, KH, KW]: row k = input channel, column (tap, output channel)
-        weight: &|kq, mq| wd[(kq * m + mq % m) * taps + mq / m],
+        // W [C, M, KH, KW]: row k = input channel, column (output channel, tap)
+        weight: &|kq, mq| wd[kq * m * taps + mq],
         params,
     };
     fast_dispatch(lx, k, n, f)?;
