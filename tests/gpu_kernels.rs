@@ -708,7 +708,7 @@ fn im2col_packed_tensor_core_convs() {
         ),
     ];
     let mut variants = Vec::new();
-    for tile in [(64, 64), (32, 128), (64, 128)] {
+    for tile in [(64, 64), (32, 128), (16, 128)] {
         for split in [Some(1), Some(2)] {
             variants.push(GpuOptions { im2col: true, ..emulated(tile, split) });
         }

@@ -343,9 +343,12 @@ pub struct CoopCfg {
 }
 
 pub const COOP_BK: u32 = 32;
-/// Padding (in halves) of each staged row: rows 72 bytes apart hit distinct banks for the 16-byte
-/// stores and the 8-row fragment loads.
-pub(super) const COOP_PAD: u32 = 4;
+/// Padding (in halves) of each staged row: rows stay 16-byte aligned and 8 consecutive rows of
+/// 80 bytes start in distinct 16-byte bank groups. The GEMM probe's fastest tensor-core kernel
+/// (169 TFLOP/s on the H200, `../shared/reference`) staged scalar f16 arrays with this padding;
+/// the same kernel on vec4<f16> arrays reached 148. (These kernels used vec4 arrays with 4 halves
+/// of padding, 72-byte rows, until 2026-11-27's fourth session; not yet timed since.)
+pub(super) const COOP_PAD: u32 = 8;
 
 /// (BM, BN, WM, WN, efficiency), fitted with [`TILES`] and on the same scale (the 128x128
 /// register-blocked tile = 1).
@@ -409,8 +412,8 @@ pub fn generate_coop(c: &CoopCfg) -> String {
     assert!(c.valid(), "invalid coop tile {c:?}");
     let threads = c.threads();
     let bk = COOP_BK;
-    let a_row = (bk + COOP_PAD) / 4; // vec4<f16> per staged A row (m)
-    let b_row = (bk + COOP_PAD) / 4; // vec4<f16> per staged B column (n): B is staged k-contiguous
+    let a_row = bk + COOP_PAD; // halves per staged A row (m)
+    let b_row = bk + COOP_PAD; // halves per staged B column (n): B is staged k-contiguous
     let a_buf = c.bm * a_row;
     let b_buf = c.bn * b_row;
     let la = c.bm * bk / 4 / threads;
@@ -426,8 +429,8 @@ pub fn generate_coop(c: &CoopCfg) -> String {
     header(&mut s, &c.name(), c.b, c.split, bk, "f16");
     let _ = write!(
         s,
-        r#"var<workgroup> As: array<vec4<f16>, {as_len}>;
-var<workgroup> Bs: array<vec4<f16>, {bs_len}>;
+        r#"var<workgroup> As: array<f16, {as_len}>;
+var<workgroup> Bs: array<f16, {bs_len}>;
 var<workgroup> Cs: array<f32, {cs_len}>;
 "#,
         as_len = 2 * a_buf,
@@ -509,14 +512,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     };
     let store = |s: &mut String, abase: &str, bbase: &str| {
         for j in 0..la {
-            let _ = writeln!(s, "        As[{abase} + am{j} * {a_row}u + ak{j}] = pa{j};");
+            store4(s, "As", &format!("{abase} + am{j} * {a_row}u + ak{j} * 4u"), &format!("pa{j}"));
         }
         for q in 0..nq {
             if c.b == BMode::Packed {
                 let n = packed_pixel(q, threads);
-                let _ = writeln!(s, "        Bs[{bbase} + (pn + {n}u) * {b_row}u + pk] = pb{q};");
+                store4(s, "Bs", &format!("{bbase} + (pn + {n}u) * {b_row}u + pk * 4u"), &format!("pb{q}"));
             } else {
-                let _ = writeln!(s, "        Bs[{bbase} + nb * {b_row}u + kb * {nq}u + {q}u] = pb{q};");
+                store4(s, "Bs", &format!("{bbase} + nb * {b_row}u + (kb * {nq}u + {q}u) * 4u"), &format!("pb{q}"));
             }
         }
     };
@@ -532,7 +535,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     s.push_str("        }\n");
     for ks in 0..bk / 16 {
         for i in 0..fm {
-            let off = format!("abase + (wm0 + {}u) * {a_row}u + {}u", i * 16, ks * 4);
+            let off = format!("abase + (wm0 + {}u) * {a_row}u + {}u", i * 16, ks * 16);
             if emu {
                 let _ = writeln!(s, "        let fa{ks}_{i} = {off};");
             } else {
@@ -540,7 +543,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             }
         }
         for j in 0..fn_ {
-            let off = format!("bbase + (wn0 + {}u) * {b_row}u + {}u", j * 16, ks * 4);
+            let off = format!("bbase + (wn0 + {}u) * {b_row}u + {}u", j * 16, ks * 16);
             if emu {
                 let _ = writeln!(s, "        let fb{ks}_{j} = {off};");
             } else {
@@ -600,14 +603,23 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     s
 }
 
+/// A vec4<f16> register `v` into four consecutive halves of the workgroup array `arr` from
+/// index `at` (the staging arrays are scalar: see [`COOP_PAD`]).
+pub(super) fn store4(s: &mut String, arr: &str, at: &str, v: &str) {
+    let _ = writeln!(
+        s,
+        "        {{ let i = {at}; {arr}[i] = {v}.x; {arr}[i + 1u] = {v}.y; {arr}[i + 2u] = {v}.z; {arr}[i + 3u] = {v}.w; }}"
+    );
+}
+
 /// The tensor-core kernels' scalar stand-in for a 16x16x16 multiply-add (`emulate`): each of a
 /// subgroup's 32 lanes owns 8 of the tile's 256 accumulators, A is read from `As` by rows
-/// `a_row` vec4 apart, B from `Bs` by columns `b_row` vec4 apart.
+/// `a_row` halves apart, B from `Bs` by columns `b_row` halves apart.
 pub(super) fn emu_mma(s: &mut String, a_row: u32, b_row: u32) {
     let _ = write!(
         s,
         r#"
-// acc += A(16x16 at vec4 offset a, row stride {a_row} vec4) * B(16x16 at vec4 offset b, column stride {b_row} vec4),
+// acc += A(16x16 at offset a, row stride {a_row}) * B(16x16 at offset b, column stride {b_row}),
 // the lane's 8 elements
 fn emu_mma(acc: array<f32, 8>, a: u32, b: u32, lane: u32) -> array<f32, 8> {{
     var o = acc;
@@ -617,8 +629,8 @@ fn emu_mma(acc: array<f32, 8>, a: u32, b: u32, lane: u32) -> array<f32, 8> {{
         let cc = idx % 16u;
         var sum = 0.0;
         for (var k = 0u; k < 16u; k++) {{
-            let av = As[a + r * {a_row}u + k / 4u][k % 4u];
-            let bv = Bs[b + cc * {b_row}u + k / 4u][k % 4u];
+            let av = As[a + r * {a_row}u + k];
+            let bv = Bs[b + cc * {b_row}u + k];
             sum += f32(av) * f32(bv);
         }}
         o[e] += sum;

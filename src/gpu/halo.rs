@@ -18,7 +18,7 @@
 //! 0.6 vec4 of four f16 (the patch of 180 pixels x 32 channels over 256 invocations, once per
 //! 9 taps) instead of 16 single f16.
 
-use super::convgen::{COOP_PAD, header};
+use super::convgen::{COOP_PAD, header, store4};
 use std::fmt::Write as _;
 
 /// Output tile width (pixels); a subgroup's 16-pixel fragment is one run of a tile row.
@@ -63,14 +63,14 @@ impl HaloCfg {
     pub fn patch(&self) -> (u32, u32) {
         (self.rows() + (self.kh - 1) * self.dil, HALO_TC + (self.kw - 1) * self.dil)
     }
-    /// vec4<f16> per staged row (one output channel of A, one patch pixel of B).
+    /// Halves per staged row (one output channel of A, one patch pixel of B).
     fn row(&self) -> u32 {
-        (self.cb + COOP_PAD) / 4
+        self.cb + COOP_PAD
     }
     pub fn shared_bytes(&self) -> u32 {
         let (ph, pw) = self.patch();
-        let a = 2 * self.bm * self.row() * 8;
-        let b = ph * pw * self.row() * 8;
+        let a = 2 * self.bm * self.row() * 2;
+        let b = ph * pw * self.row() * 2;
         a + b + self.warps() * 256 * 4
     }
     pub fn valid(&self) -> bool {
@@ -132,7 +132,7 @@ pub fn generate(c: &HaloCfg) -> String {
     header(&mut s, &c.name(), super::convgen::BMode::Taps, c.split, c.cb, "f16");
     let _ = write!(
         s,
-        "var<workgroup> As: array<vec4<f16>, {}>;\nvar<workgroup> Bs: array<vec4<f16>, {}>;\nvar<workgroup> Cs: array<f32, {}>;\n",
+        "var<workgroup> As: array<f16, {}>;\nvar<workgroup> Bs: array<f16, {}>;\nvar<workgroup> Cs: array<f32, {}>;\n",
         2 * a_buf,
         pp * row,
         c.warps() * 256
@@ -189,7 +189,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     for j in 0..lp {
         let _ = write!(
             s,
-            "    var po{j} = -1;\n    var ps{j} = 0u;\n    let pq{j} = (li + {off}u) / {pp}u;\n    {{ let i = li + {off}u; let px = i % {pp}u; let q = i / {pp}u;\n      let iy = iy0 + i32(px / {pw}u); let ix = ix0 + i32(px % {pw}u);\n      ps{j} = select(0u, px * {row}u + q, i < {total}u);\n      if (i < {total}u && iy >= 0 && ix >= 0 && iy < IH && ix < IW) {{ po{j} = i32(xb) + iy * IW + ix; }} }}\n",
+            "    var po{j} = -1;\n    var ps{j} = 0u;\n    let pq{j} = (li + {off}u) / {pp}u;\n    {{ let i = li + {off}u; let px = i % {pp}u; let q = i / {pp}u;\n      let iy = iy0 + i32(px / {pw}u); let ix = ix0 + i32(px % {pw}u);\n      ps{j} = select(0u, px * {row}u + q * 4u, i < {total}u);\n      if (i < {total}u && iy >= 0 && ix >= 0 && iy < IH && ix < IW) {{ po{j} = i32(xb) + iy * IW + ix; }} }}\n",
             off = j * threads,
             total = pp * cq,
         );
@@ -233,7 +233,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     };
     let store_patch = |s: &mut String| {
         for j in 0..lp {
-            let _ = writeln!(s, "        if (li + {}u < {}u) {{ Bs[ps{j}] = pb{j}; }}", j * threads, pp * cq);
+            let _ = writeln!(s, "        if (li + {}u < {}u) {{", j * threads, pp * cq);
+            store4(s, "Bs", &format!("ps{j}"), &format!("pb{j}"));
+            s.push_str("        }\n");
         }
     };
     let load_a = |s: &mut String, st: &str| {
@@ -248,7 +250,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     };
     let store_a = |s: &mut String, base: &str| {
         for j in 0..la {
-            let _ = writeln!(s, "        if ({a_guard}) {{ As[{base} + am{j} * {row}u + ak{j}] = pa{j}; }}");
+            let _ = writeln!(s, "        if ({a_guard}) {{");
+            store4(s, "As", &format!("{base} + am{j} * {row}u + ak{j} * 4u"), &format!("pa{j}"));
+            s.push_str("        }\n");
         }
     };
     let _ = write!(s, "    let s0 = cb0 * {taps}u;\n    let s1 = cb1 * {taps}u;\n    {{\n");
@@ -273,7 +277,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     );
     for ks in 0..c.cb / 16 {
         for i in 0..fm {
-            let off = format!("abase + (wm0 + {}u) * {row}u + {}u", i * 16, ks * 4);
+            let off = format!("abase + (wm0 + {}u) * {row}u + {}u", i * 16, ks * 16);
             if emu {
                 let _ = writeln!(s, "        let fa{ks}_{i} = {off};");
             } else {
@@ -281,7 +285,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             }
         }
         for j in 0..fn_ {
-            let off = format!("(fp{j} + toff) * {row}u + {}u", ks * 4);
+            let off = format!("(fp{j} + toff) * {row}u + {}u", ks * 16);
             if emu {
                 let _ = writeln!(s, "        let fb{ks}_{j} = {off};");
             } else {
