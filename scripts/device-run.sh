@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# On a lent GPU machine with nothing installed (the development tool's `device` runs), from the
+# repository root: unpack the GL/EGL dispatch libraries carried in .gl/ (fetch them on the
+# development machine with `cd .gl && apt-get download libegl1 libgl1 libgles2 libglvnd0 libglx0
+# libopengl0`), point the Vulkan loader at the NVIDIA driver, and run scripts/device-bench.sh
+# with the release binary carried in .devbin/ (`cargo build --release && mkdir -p .devbin &&
+# cp target/release/unet-gpu .devbin/ && strip .devbin/unet-gpu`; carry [".gl", ".devbin"]).
+# Usage: QUICK=1 bash scripts/device-run.sh OUTDIR   (LIMIT: seconds for the whole bench, 450)
+set -u
+OUT=${1:?usage: device-run.sh OUTDIR}
+mkdir -p "$OUT"
+for f in .gl/*.deb; do dpkg -x "$f" /; done
+ldconfig
+N=/usr/local/nvidia/share
+if [ -f $N/vulkan/icd.d/nvidia_icd.json ]; then
+  export VK_DRIVER_FILES=$N/vulkan/icd.d/nvidia_icd.json
+  export __EGL_VENDOR_LIBRARY_FILENAMES=$N/glvnd/egl_vendor.d/10_nvidia.json
+fi
+export PYTHONUNBUFFERED=1 UNET_GPU_BIN=${UNET_GPU_BIN:-.devbin/unet-gpu}
+timeout "${LIMIT:-450}" bash scripts/device-bench.sh "$OUT" 2>&1 | tee "$OUT/log.txt"
