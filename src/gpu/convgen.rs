@@ -492,15 +492,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         // 18 input channels, 19 kernel width, 20 / 21 dilations
         s.push_str("    let CIN = pu(18u);\n    let KWT = pu(19u);\n    let HW = u32(IH * IW);\n");
     }
-    for i in 0..fm {
-        for j in 0..fn_ {
-            if emu {
-                let _ = writeln!(s, "    var acc{i}_{j}: array<f32, 8>;");
-            } else {
-                let _ = writeln!(s, "    var acc{i}_{j} = coop_mat16x16<f32, C>();");
-            }
-        }
-    }
+    coop_accumulators(&mut s, fm, fn_, emu);
     let load = |s: &mut String, k0: &str| {
         for j in 0..la {
             let _ = write!(
@@ -534,32 +526,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     load(&mut s, &format!("(t + 1u) * {bk}u"));
     s.push_str("        }\n");
     for ks in 0..bk / 16 {
-        for i in 0..fm {
-            let off = format!("abase + (wm0 + {}u) * {a_row}u + {}u", i * 16, ks * 16);
-            if emu {
-                let _ = writeln!(s, "        let fa{ks}_{i} = {off};");
-            } else {
-                let _ = writeln!(s, "        let fa{ks}_{i} = coopLoadT<coop_mat16x16<f16, A>>(&As[{off}], {a_row}u);");
-            }
-        }
-        for j in 0..fn_ {
-            let off = format!("bbase + (wn0 + {}u) * {b_row}u + {}u", j * 16, ks * 16);
-            if emu {
-                let _ = writeln!(s, "        let fb{ks}_{j} = {off};");
-            } else {
-                // column-major: B's columns (n) are k-contiguous
-                let _ = writeln!(s, "        let fb{ks}_{j} = coopLoad<coop_mat16x16<f16, B>>(&Bs[{off}], {b_row}u);");
-            }
-        }
-        for i in 0..fm {
-            for j in 0..fn_ {
-                if emu {
-                    let _ = writeln!(s, "        acc{i}_{j} = emu_mma(acc{i}_{j}, fa{ks}_{i}, fb{ks}_{j}, lane);");
-                } else {
-                    let _ = writeln!(s, "        acc{i}_{j} = coopMultiplyAdd(fa{ks}_{i}, fb{ks}_{j}, acc{i}_{j});");
-                }
-            }
-        }
+        // B is staged column-major: its columns (n) are k-contiguous
+        coop_k_step(
+            &mut s,
+            ks,
+            (fm, fn_),
+            emu,
+            (&|i| format!("abase + (wm0 + {}u) * {a_row}u + {}u", i * 16, ks * 16), a_row),
+            (&|j| format!("bbase + (wn0 + {}u) * {b_row}u + {}u", j * 16, ks * 16), b_row),
+        );
     }
     s.push_str("        if (more) {\n");
     store(&mut s, &format!("{a_buf}u - abase"), &format!("{b_buf}u - bbase"));
@@ -571,12 +546,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
     for i in 0..fm {
         for j in 0..fn_ {
-            if emu {
-                let _ = writeln!(s, "    for (var e = 0u; e < 8u; e++) {{ Cs[cs + lane * 8u + e] = acc{i}_{j}[e]; }}");
-            } else {
-                // the offset is bound to a `let` first (naga 30 coopStoreT lowering issue)
-                let _ = writeln!(s, "    {{ let co = cs; let cv = acc{i}_{j}; coopStoreT(cv, &Cs[co], 16u); }}");
-            }
+            coop_to_scratch(&mut s, i, j, emu);
             let _ = write!(
                 s,
                 "    workgroupBarrier();\n    for (var e = 0u; e < 8u; e++) {{\n        let idx = e * 32u + lane;\n        let m = m0 + wm0 + {}u + idx / 16u;\n        let n = n0 + wn0 + {}u + idx % 16u;\n        if (t_ok && m < M && n < npix) {{\n",
@@ -601,6 +571,64 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
     s.push_str("}\n");
     s
+}
+
+/// The tensor-core kernels' accumulators `acc{i}_{j}` (`fm` x `fn_` 16x16 tiles per subgroup),
+/// zero: cooperative matrices, or each lane's 8 elements in the emulation.
+pub(super) fn coop_accumulators(s: &mut String, fm: u32, fn_: u32, emu: bool) {
+    for i in 0..fm {
+        for j in 0..fn_ {
+            if emu {
+                let _ = writeln!(s, "    var acc{i}_{j}: array<f32, 8>;");
+            } else {
+                let _ = writeln!(s, "    var acc{i}_{j} = coop_mat16x16<f32, C>();");
+            }
+        }
+    }
+}
+
+/// Where fragment `i` (or `j`) of a staged operand starts (an index expression) and the
+/// operand's row (A) or column (B) stride in halves.
+pub(super) type FragAt<'a> = (&'a dyn Fn(u32) -> String, u32);
+
+/// One 16-deep step `ks` of a tensor-core K tile: load the subgroup's A fragments (row-major,
+/// from `As`) and B fragments (column-major, from `Bs`) and multiply-add them into `acc{i}_{j}`.
+pub(super) fn coop_k_step(s: &mut String, ks: u32, (fm, fn_): (u32, u32), emu: bool, a: FragAt, b: FragAt) {
+    for i in 0..fm {
+        let off = (a.0)(i);
+        if emu {
+            let _ = writeln!(s, "        let fa{ks}_{i} = {off};");
+        } else {
+            let _ = writeln!(s, "        let fa{ks}_{i} = coopLoadT<coop_mat16x16<f16, A>>(&As[{off}], {}u);", a.1);
+        }
+    }
+    for j in 0..fn_ {
+        let off = (b.0)(j);
+        if emu {
+            let _ = writeln!(s, "        let fb{ks}_{j} = {off};");
+        } else {
+            let _ = writeln!(s, "        let fb{ks}_{j} = coopLoad<coop_mat16x16<f16, B>>(&Bs[{off}], {}u);", b.1);
+        }
+    }
+    for i in 0..fm {
+        for j in 0..fn_ {
+            if emu {
+                let _ = writeln!(s, "        acc{i}_{j} = emu_mma(acc{i}_{j}, fa{ks}_{i}, fb{ks}_{j}, lane);");
+            } else {
+                let _ = writeln!(s, "        acc{i}_{j} = coopMultiplyAdd(fa{ks}_{i}, fb{ks}_{j}, acc{i}_{j});");
+            }
+        }
+    }
+}
+
+/// Accumulator `acc{i}_{j}` into the subgroup's 16x16 f32 scratch at `Cs[cs]`, row-major.
+pub(super) fn coop_to_scratch(s: &mut String, i: u32, j: u32, emu: bool) {
+    if emu {
+        let _ = writeln!(s, "    for (var e = 0u; e < 8u; e++) {{ Cs[cs + lane * 8u + e] = acc{i}_{j}[e]; }}");
+    } else {
+        // the offset is bound to a `let` first (naga 30 coopStoreT lowering issue)
+        let _ = writeln!(s, "    {{ let co = cs; let cv = acc{i}_{j}; coopStoreT(cv, &Cs[co], 16u); }}");
+    }
 }
 
 /// A vec4<f16> register `v` into four consecutive halves of the workgroup array `arr` from

@@ -18,7 +18,7 @@
 //! 0.6 vec4 of four f16 (the patch of 180 pixels x 32 channels over 256 invocations, once per
 //! 9 taps) instead of 16 single f16.
 
-use super::convgen::{COOP_PAD, header, store4};
+use super::convgen::{COOP_PAD, coop_accumulators, coop_k_step, coop_to_scratch, header, store4};
 use std::fmt::Write as _;
 
 /// Output tile width (pixels); a subgroup's 16-pixel fragment is one run of a tile row.
@@ -211,15 +211,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             tc = HALO_TC
         );
     }
-    for i in 0..fm {
-        for j in 0..fn_ {
-            if emu {
-                let _ = writeln!(s, "    var acc{i}_{j}: array<f32, 8>;");
-            } else {
-                let _ = writeln!(s, "    var acc{i}_{j} = coop_mat16x16<f32, C>();");
-            }
-        }
-    }
+    coop_accumulators(&mut s, fm, fn_, emu);
     // loaders: the patch of channel block `blk` into pb (four channel planes per vec4), A of
     // step `st` (tap st % TAPS of channel block st / TAPS) into pa
     let load_patch = |s: &mut String, blk: &str| {
@@ -276,31 +268,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         dx = c.dil
     );
     for ks in 0..c.cb / 16 {
-        for i in 0..fm {
-            let off = format!("abase + (wm0 + {}u) * {row}u + {}u", i * 16, ks * 16);
-            if emu {
-                let _ = writeln!(s, "        let fa{ks}_{i} = {off};");
-            } else {
-                let _ = writeln!(s, "        let fa{ks}_{i} = coopLoadT<coop_mat16x16<f16, A>>(&As[{off}], {row}u);");
-            }
-        }
-        for j in 0..fn_ {
-            let off = format!("(fp{j} + toff) * {row}u + {}u", ks * 16);
-            if emu {
-                let _ = writeln!(s, "        let fb{ks}_{j} = {off};");
-            } else {
-                let _ = writeln!(s, "        let fb{ks}_{j} = coopLoad<coop_mat16x16<f16, B>>(&Bs[{off}], {row}u);");
-            }
-        }
-        for i in 0..fm {
-            for j in 0..fn_ {
-                if emu {
-                    let _ = writeln!(s, "        acc{i}_{j} = emu_mma(acc{i}_{j}, fa{ks}_{i}, fb{ks}_{j}, lane);");
-                } else {
-                    let _ = writeln!(s, "        acc{i}_{j} = coopMultiplyAdd(fa{ks}_{i}, fb{ks}_{j}, acc{i}_{j});");
-                }
-            }
-        }
+        coop_k_step(
+            &mut s,
+            ks,
+            (fm, fn_),
+            emu,
+            (&|i| format!("abase + (wm0 + {}u) * {row}u + {}u", i * 16, ks * 16), row),
+            (&|j| format!("(fp{j} + toff) * {row}u + {}u", ks * 16), row),
+        );
     }
     s.push_str("        if (more) {\n");
     store_a(&mut s, &format!("{a_buf}u - abase"));
@@ -311,11 +286,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     s.push_str("    let yb = pu(6u) + batch * pu(7u);\n    let rb = batch * pu(25u);\n    let plane = pu(17u);\n    let cs = warp * 256u;\n");
     for i in 0..fm {
         for j in 0..fn_ {
-            if emu {
-                let _ = writeln!(s, "    for (var e = 0u; e < 8u; e++) {{ Cs[cs + lane * 8u + e] = acc{i}_{j}[e]; }}");
-            } else {
-                let _ = writeln!(s, "    {{ let co = cs; let cv = acc{i}_{j}; coopStoreT(cv, &Cs[co], 16u); }}");
-            }
+            coop_to_scratch(&mut s, i, j, emu);
             let _ = write!(
                 s,
                 "    workgroupBarrier();\n    for (var e = 0u; e < 8u; e++) {{\n        let idx = e * 32u + lane;\n        let m = m0 + wm0 + {}u + idx / 16u;\n        let nl = wn0 + {}u + idx % 16u;\n        let oy = oy0 + nl / {tc}u;\n        let ox = ox0 + nl % {tc}u;\n        if (t_ok && m < M && oy < OH && ox < OW) {{\n            let n = oy * OW + ox;\n",
