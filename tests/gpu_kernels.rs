@@ -66,6 +66,29 @@ fn graph(name: &'static str, nodes: Vec<NodeSpec>, operands: Vec<Operand>) -> Ca
     Case { name, nodes, operands, outputs: vec!["y"], opset: 17, lo: -1.0, hi: 1.0 }
 }
 
+/// A conv writing `ch` channels into the first slice of a concat buffer, a second conv reading
+/// that slice and adding it as a residual into the second slice: input, output and residual
+/// of the second conv are all views of one buffer. Input `x` (channels at index 1), weight
+/// seeds from `seed`.
+fn in_concat_buffer(name: &'static str, x: Vec<usize>, ch: i64, seed: u64) -> Case {
+    let cin = x[1] as i64;
+    graph(
+        name,
+        vec![
+            conv(vec!["x", "w1"], "a", pad1()),
+            conv(vec!["a", "w2", "b2"], "c", pad1()),
+            ("Add", vec!["c", "a"], vec!["s"], vec![]),
+            ("Concat", vec!["a", "s"], vec!["y"], vec![attr_i("axis", 1)]),
+        ],
+        vec![
+            Run("x", x),
+            init("w1", &[ch, cin, 3, 3], seed),
+            init("w2", &[ch, ch, 3, 3], seed + 1),
+            init("b2", &[ch], seed + 2),
+        ],
+    )
+}
+
 /// The kernel variants every case runs in: f32 (cost-model tiles and split-K), the generic conv
 /// kernel, f16 without split-K, and the tensor-core kernels' tiling through their emulation.
 fn variants() -> [GpuOptions; 4] {
@@ -578,24 +601,7 @@ fn split_k_convs() {
             2,
         ),
         // input and residual are slices of the concat buffer the conv writes
-        (
-            graph(
-                "in the concat buffer",
-                vec![
-                    conv(vec!["x", "w1"], "a", pad1()),
-                    conv(vec!["a", "w2", "b2"], "c", pad1()),
-                    ("Add", vec!["c", "a"], vec!["s"], vec![]),
-                    ("Concat", vec!["a", "s"], vec!["y"], vec![attr_i("axis", 1)]),
-                ],
-                vec![
-                    Run("x", vec![2, 5, 7, 9]),
-                    init("w1", &[12, 5, 3, 3], 84),
-                    init("w2", &[12, 12, 3, 3], 85),
-                    init("b2", &[12], 86),
-                ],
-            ),
-            4,
-        ),
+        (in_concat_buffer("in the concat buffer", vec![2, 5, 7, 9], 12, 84), 4),
     ];
     let variants = [
         GpuOptions { force_split: Some(3), ..GpuOptions::default() },
@@ -691,21 +697,7 @@ fn im2col_packed_tensor_core_convs() {
             )],
             vec![Run("x", vec![1, 40, 11, 10]), init("w", &[17, 40, 3, 3], 97)],
         ),
-        graph(
-            "in the concat buffer, with a residual",
-            vec![
-                conv(vec!["x", "w1"], "a", vec![attr_ints("pads", &[1, 1, 1, 1])]),
-                conv(vec!["a", "w2", "b2"], "c", vec![attr_ints("pads", &[1, 1, 1, 1])]),
-                ("Add", vec!["c", "a"], vec!["s"], vec![]),
-                ("Concat", vec!["a", "s"], vec!["y"], vec![attr_i("axis", 1)]),
-            ],
-            vec![
-                Run("x", vec![2, 3, 7, 9]),
-                init("w1", &[12, 3, 3, 3], 98),
-                init("w2", &[12, 12, 3, 3], 99),
-                init("b2", &[12], 100),
-            ],
-        ),
+        in_concat_buffer("in the concat buffer, with a residual", vec![2, 3, 7, 9], 12, 98),
     ];
     let mut variants = Vec::new();
     for tile in [(64, 64), (32, 128), (16, 128)] {
@@ -746,21 +738,7 @@ fn halo_tile_tensor_core_convs() {
                 init("b", &[9], 114),
             ],
         ),
-        graph(
-            "16 channels in the concat buffer, with a residual",
-            vec![
-                conv(vec!["x", "w1"], "a", pad1()),
-                conv(vec!["a", "w2", "b2"], "c", pad1()),
-                ("Add", vec!["c", "a"], vec!["s"], vec![]),
-                ("Concat", vec!["a", "s"], vec!["y"], vec![attr_i("axis", 1)]),
-            ],
-            vec![
-                Run("x", vec![2, 3, 13, 17]),
-                init("w1", &[16, 3, 3, 3], 115),
-                init("w2", &[16, 16, 3, 3], 116),
-                init("b2", &[16], 117),
-            ],
-        ),
+        in_concat_buffer("16 channels in the concat buffer, with a residual", vec![2, 3, 13, 17], 16, 115),
     ];
     let mut variants = Vec::new();
     // (two tiles: lavapipe takes 5-30 s to compile each emulated kernel; the others validate
