@@ -1729,15 +1729,17 @@ fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::Conv) -> Res
     // K can be ordered tap-major when whole K tiles share a tap
     let taps_cin = (!direct && lx.opts.tap_major).then_some(g.c);
     let gemm = Gemm { m, cols: npix, z: g.n, k: kk, b: mode, scatter: false, cin: taps_cin };
-    let (mut cfg, slices) = pick(lx, &gemm);
+    let (mut cfg, mut slices) = pick(lx, &gemm);
     let khw = kh * kw;
+    // the operand a measured choice names, or the options'
+    let tuned = lx.tuned.get(lx.node).copied().flatten();
+    let (want_packed, want_halo) = match tuned {
+        Some(t) => (t.im2col, t.halo),
+        None => (lx.opts.im2col, lx.opts.halo),
+    };
     // a tensor-core gather may read its operand packed by an im2col pass instead
     let kp = kk.next_multiple_of(COOP_BK as usize);
     let packed_bytes = (g.n * npix * kp * 2) as u64;
-    let want_packed = match lx.tuned.get(lx.node).copied().flatten() {
-        Some(t) => t.im2col,
-        None => lx.opts.im2col,
-    };
     if let FastTile::Coop(c) = cfg
         && matches!(c.b, BMode::Gather | BMode::Taps)
         && want_packed
@@ -1745,11 +1747,6 @@ fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::Conv) -> Res
     {
         cfg = FastTile::Coop(CoopCfg { b: BMode::Packed, ..c });
     }
-    let want_halo = match lx.tuned.get(lx.node).copied().flatten() {
-        Some(t) => t.halo,
-        None => lx.opts.halo,
-    };
-    let mut slices = slices;
     if let FastTile::Coop(c) = cfg
         && want_halo
         && c.b != BMode::Packed
