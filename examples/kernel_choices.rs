@@ -48,7 +48,12 @@ fn main() -> anyhow::Result<()> {
             .dispatches
             .iter()
             .filter(|d| d.node == k)
-            .filter(|d| matches!(d.shader, Shader::FastConv(_) | Shader::CoopConv(_) | Shader::HaloConv(_)))
+            .filter(|d| {
+                matches!(
+                    d.shader,
+                    Shader::FastConv(_) | Shader::CoopConv(_) | Shader::HaloConv(_) | Shader::ThinConv(_)
+                )
+            })
             .map(|d| d.shader.kernel_name())
             .collect();
         let out = n.output(0).map(|v| unet_gpu::tensor::fmt_shape(p.shape(v))).unwrap_or_default();

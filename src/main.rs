@@ -143,6 +143,14 @@ enum Cmd {
         /// table (off: to compare)
         #[arg(long, value_enum, default_value_t = OnOff::On)]
         tap_major: OnOff,
+        /// With f16 on tensor cores: the conv epilogue stages as many accumulator fragments per
+        /// barrier as workgroup memory allows (on), or one per two barriers (off: to compare)
+        #[arg(long, value_enum, default_value_t = OnOff::On)]
+        wide_epilogue: OnOff,
+        /// Convs with at most 4 output channels or 32 K rows (the 1x1 head, the first conv) on the
+        /// thin direct kernel (on), or on GEMM tiles (off: to compare)
+        #[arg(long, value_enum, default_value_t = OnOff::On)]
+        thin: OnOff,
         /// Time every conv kernel shape on this GPU first and keep the fastest per conv
         #[arg(long)]
         autotune: bool,
@@ -222,6 +230,8 @@ fn real_main(cli: Cli) -> Result<()> {
             im2col,
             halo,
             tap_major,
+            wide_epilogue,
+            thin,
             autotune,
             tune_cache,
             adapter,
@@ -249,6 +259,8 @@ fn real_main(cli: Cli) -> Result<()> {
                     im2col,
                     halo,
                     tap_major: tap_major == OnOff::On,
+                    wide_epilogue: wide_epilogue == OnOff::On,
+                    thin: thin == OnOff::On,
                     autotune,
                     ..Default::default()
                 },

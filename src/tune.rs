@@ -51,7 +51,7 @@ pub fn cache_key(ctx: &GpuContext, p: &Prepared, opts: &GpuOptions) -> String {
         }
     }
     format!(
-        "unet-gpu {} | {} | {} {} | {:?} coop {:?} split-K {} im2col {} halo {} tap-major {} | graph {h:016x}",
+        "unet-gpu {} | {} | {} {} | {:?} coop {:?} split-K {} im2col {} halo {} tap-major {} wide-epilogue {} thin {} | graph {h:016x}",
         env!("CARGO_PKG_VERSION"),
         ctx.info.name,
         ctx.info.driver,
@@ -61,13 +61,15 @@ pub fn cache_key(ctx: &GpuContext, p: &Prepared, opts: &GpuOptions) -> String {
         opts.split_k,
         opts.im2col,
         opts.halo,
-        opts.tap_major
+        opts.tap_major,
+        opts.wide_epilogue,
+        opts.thin
     )
 }
 
 fn choice_json(c: &Option<TileChoice>) -> serde_json::Value {
     match c {
-        Some(c) => serde_json::json!([c.coop, c.bm, c.bn, c.slices, c.im2col, c.halo]),
+        Some(c) => serde_json::json!([c.coop, c.bm, c.bn, c.slices, c.im2col, c.halo, c.thin]),
         None => serde_json::Value::Null,
     }
 }
@@ -81,6 +83,8 @@ fn choice_from_json(v: &serde_json::Value) -> Option<TileChoice> {
         slices: a.get(3)?.as_u64()? as usize,
         im2col: a.get(4)?.as_bool()?,
         halo: a.get(5)?.as_bool()?,
+        // (absent in caches written before the thin kernel)
+        thin: a.get(6).and_then(|t| t.as_bool()).unwrap_or(false),
     })
 }
 
@@ -155,14 +159,15 @@ pub fn choices(gm: &GpuModel) -> Vec<Option<TileChoice>> {
 pub fn choices_of(dispatches: &[Dispatch], nodes: usize) -> Vec<Option<TileChoice>> {
     let mut v = vec![None; nodes];
     for d in dispatches {
-        let (coop, bm, bn, split, im2col, halo) = match d.shader {
-            Shader::FastConv(c) => (false, c.bm, c.bn, c.split, false, false),
-            Shader::CoopConv(c) => (true, c.bm, c.bn, c.split, c.b == crate::gpu::convgen::BMode::Packed, false),
-            Shader::HaloConv(c) => (true, c.bm, c.bn, c.split, false, true),
+        let (coop, bm, bn, split, im2col, halo, thin) = match d.shader {
+            Shader::FastConv(c) => (false, c.bm, c.bn, c.split, false, false, false),
+            Shader::CoopConv(c) => (true, c.bm, c.bn, c.split, c.b == crate::gpu::convgen::BMode::Packed, false, false),
+            Shader::HaloConv(c) => (true, c.bm, c.bn, c.split, false, true, false),
+            Shader::ThinConv(c) => (false, c.co, c.bn(), false, false, false, true),
             _ => continue,
         };
         let slices = if split { d.params[27] as usize } else { 1 };
-        v[d.node] = Some(TileChoice { coop, bm, bn, slices, im2col, halo });
+        v[d.node] = Some(TileChoice { coop, bm, bn, slices, im2col, halo, thin });
     }
     v
 }
@@ -189,6 +194,9 @@ fn describe(c: &GpuOptions) -> String {
 /// A kernel choice as text: `fma 128x128`, `coop 64x64 split 4`.
 fn label(c: TileChoice) -> String {
     let split = if c.slices > 1 { format!(" split {}", c.slices) } else { String::new() };
+    if c.thin {
+        return format!("thin {}", c.bm);
+    }
     let kind = match (c.coop, c.im2col, c.halo) {
         (false, ..) => "fma",
         (true, true, _) => "coop im2col",

@@ -3,8 +3,9 @@
 //! (48 KiB of workgroup memory, 2 GiB bindings, 16x16x16 cooperative matrices) is the one that
 //! autotuning measured fastest, or within a few percent of it, in run 6
 //! (docs/device-runs/2026-11-27-h200-run6/engine.jsonl). Also on that profile: the halo-tile
-//! kernels (`--halo`) replace the tensor-core gathers tile for tile, and a transposed conv is one
-//! GEMM over its taps. Lowering needs no GPU.
+//! kernels (`--halo`) replace the tensor-core gathers tile for tile (and take the 16-channel
+//! convs the cost model keeps on FMA tiles), a transposed conv is one GEMM over its taps, and
+//! the first conv and the 1x1 head run on the thin direct kernel. Lowering needs no GPU.
 
 mod common;
 use common::build::*;
@@ -128,6 +129,22 @@ fn halo_kernels_replace_the_tensor_core_gathers_on_an_h200_profile() {
         true,
     );
     assert!(!matches!(s2[0].shader, Shader::HaloConv(_)), "{:?}", s2[0].shader);
+    // base 16's 16-channel convs, on FMA tiles by the cost model, take halo tiles (cb 16) when
+    // asked for; the 1x1 head stays on the thin kernel
+    for (cin, cout, hw) in [(16, 16, 512), (32, 16, 512), (16, 32, 256)] {
+        let k3 = |halo| {
+            lowered("Conv", vec![attr_ints("pads", &[1, 1, 1, 1])], [1, cin, hw, hw], [cout, cin, 3, 3], cout, halo)
+        };
+        assert!(matches!(k3(false)[0].shader, Shader::FastConv(_)), "{cin}->{cout}: {:?}", k3(false)[0].shader);
+        let h = k3(true);
+        assert!(
+            matches!(h[0].shader, Shader::HaloConv(c) if c.cb == if cin % 32 == 0 { 32 } else { 16 }),
+            "{cin}->{cout}: {:?}",
+            h[0].shader
+        );
+    }
+    let head = lowered("Conv", vec![], [1, 16, 512, 512], [3, 16, 1, 1], 3, true);
+    assert!(matches!(head[0].shader, Shader::ThinConv(_)), "{:?}", head[0].shader);
 }
 
 #[test]
@@ -140,4 +157,22 @@ fn a_transposed_conv_is_one_gemm_over_its_taps() {
     assert!(matches!(d[0].shader, Shader::CoopConv(c) if c.scatter), "{:?}", d[0].shader);
     assert_eq!((d[0].params[0], d[0].params[1], d[0].params[2], d[0].params[22]), (128, 256, 64 * 64, 4));
     assert_eq!(d[0].groups[2], 2);
+}
+
+#[test]
+fn the_thin_kernel_takes_the_first_conv_and_the_head() {
+    use unet_gpu::gpu::Shader;
+    // the first conv of an RGB U-Net (K 27) and its 1x1 head (3 outputs): the thin direct
+    // kernel, 16 (or all 3) output channels per invocation, 256 pixels per workgroup
+    let pad = || vec![attr_ints("pads", &[1, 1, 1, 1])];
+    let first = lowered("Conv", pad(), [1, 3, 512, 512], [64, 3, 3, 3], 64, false);
+    assert!(matches!(first[0].shader, Shader::ThinConv(c) if c.co == 16), "{:?}", first[0].shader);
+    assert_eq!((first[0].params[15], first[0].params[16]), (512 * 512 / 256, 4));
+    let head = lowered("Conv", vec![], [1, 64, 512, 512], [3, 64, 1, 1], 3, false);
+    assert!(matches!(head[0].shader, Shader::ThinConv(c) if c.co == 4), "{:?}", head[0].shader);
+    // a conv with both more channels and a longer K, and a short-K conv with many outputs, do not
+    let deep = lowered("Conv", pad(), [1, 16, 512, 512], [16, 16, 3, 3], 16, false);
+    assert!(!matches!(deep[0].shader, Shader::ThinConv(_)), "{:?}", deep[0].shader);
+    let wide = lowered("Conv", vec![], [1, 32, 64, 64], [256, 32, 1, 1], 256, false);
+    assert!(!matches!(wide[0].shader, Shader::ThinConv(_)), "{:?}", wide[0].shader);
 }

@@ -89,17 +89,20 @@ fn in_concat_buffer(name: &'static str, x: Vec<usize>, ch: i64, seed: u64) -> Ca
     )
 }
 
-/// The kernel variants every case runs in: f32 (cost-model tiles and split-K), the generic conv
-/// kernel, f16 without split-K, and the tensor-core kernels' tiling through their emulation.
-fn variants() -> [GpuOptions; 4] {
+/// The kernel variants every case runs in: f32 (cost-model tiles and split-K, or the thin
+/// kernel where it applies: small test convs often have few channels), the same on GEMM tiles
+/// only, the generic conv kernel, f16 without split-K, and the tensor-core kernels' tiling
+/// through their emulation.
+fn variants() -> [GpuOptions; 5] {
     let f32 = GpuOptions::default();
     [
         // the cost model's choice of tile and split-K (small tests often split)
         f32,
+        GpuOptions { thin: false, ..f32 },
         GpuOptions { fast_conv: false, ..f32 },
         // never split: the fast kernels' own epilogue
         GpuOptions { coop: Some(CoopMode::Off), split_k: false, ..GpuOptions::f16() },
-        GpuOptions { coop: Some(CoopMode::Emulate), ..GpuOptions::f16() },
+        GpuOptions { coop: Some(CoopMode::Emulate), thin: false, ..GpuOptions::f16() },
     ]
 }
 
@@ -135,9 +138,14 @@ fn check_kernels(cases: &[Case], variants: &[GpuOptions], names: &[&str]) {
         for v in variants {
             match run_case_kernels(c, *v) {
                 Ok((_, _, ran)) => {
-                    if let Some(missing) = names.iter().find(|want| !ran.iter().any(|n| n.contains(*want))) {
+                    // "!x": no kernel's name contains x; "x|y": some kernel's name contains x or y
+                    let wrong = names.iter().find(|want| match want.strip_prefix('!') {
+                        Some(absent) => ran.iter().any(|n| n.contains(absent)),
+                        None => !ran.iter().any(|n| want.split('|').any(|w| n.contains(w))),
+                    });
+                    if let Some(wrong) = wrong {
                         failed.push(format!(
-                            "{} ({:?} split {:?}): no {missing} kernel in {ran:?}",
+                            "{} ({:?} split {:?}): kernels {ran:?}, expected {wrong}",
                             c.name, v.force_tile, v.force_split
                         ));
                     }
@@ -394,6 +402,7 @@ fn every_conv_tile_shape() {
                 scatter: false,
                 emulate: true,
                 split: false,
+                epi: 1,
             };
             if cc.shared_bytes() > gpu().limits.max_compute_workgroup_storage_size {
                 continue; // (lavapipe: 32 KiB) the engine falls back to the scalar f16 kernel there
@@ -650,15 +659,18 @@ fn tap_major_gather() {
         ),
     ];
     let mut variants = Vec::new();
+    let mut coop_64 = Vec::new();
     for split in [Some(1), Some(2)] {
         for &(bm, bn, ..) in &unet_gpu::gpu::convgen::TILES {
             variants.push(GpuOptions { force_tile: Some((bm, bn)), force_split: split, ..GpuOptions::default() });
         }
-        for tile in [(64, 64), (32, 128)] {
-            variants.push(emulated(tile, split));
-        }
+        variants.push(emulated((32, 128), split));
+        coop_64.push(emulated((64, 64), split));
     }
     check_kernels(&cases, &variants, &["_taps"]);
+    // in lavapipe's 32 KiB the 64x64 tile's epilogue takes two of its four fragments per round
+    // (32x128 above: one)
+    check_kernels(&cases, &coop_64, &["_taps", "_e2"]);
     // and switched off, the tap table
     let mut failed = Vec::new();
     for c in &cases {
@@ -740,13 +752,66 @@ fn halo_tile_tensor_core_convs() {
         ),
         in_concat_buffer("16 channels in the concat buffer, with a residual", vec![2, 3, 13, 17], 16, 115),
     ];
-    let mut variants = Vec::new();
     // (two tiles: lavapipe takes 5-30 s to compile each emulated kernel; the others validate
-    // with naga in the unit tests)
-    for (tile, split) in [((64, 64), Some(2)), ((16, 128), Some(1))] {
-        variants.push(GpuOptions { halo: true, ..emulated(tile, split) });
-    }
-    check_kernels(&cases, &variants, &["halo_"]);
+    // with naga in the unit tests). The 64x64 tile's epilogue takes two or all four fragments
+    // per round in lavapipe's 32 KiB of workgroup memory (four with 16-channel blocks); the
+    // other runs with one (wide epilogue off).
+    let wide = GpuOptions { halo: true, ..emulated((64, 64), Some(2)) };
+    check_kernels(&cases, &[wide], &["halo_64x64", "_e2_|_e4_"]);
+    let narrow = GpuOptions { halo: true, wide_epilogue: false, ..emulated((16, 128), Some(1)) };
+    check_kernels(&cases, &[narrow], &["halo_16x128", "!_e2_", "!_e4_"]);
+}
+
+#[test]
+fn thin_direct_convs() {
+    // convs with few output channels or a short K on the thin direct kernel (gpu/thin.rs), in f32
+    // and f16: pixel counts not a multiple of its 4 per invocation, channel blocks of 16 with a
+    // partial last one, strides, dilation, asymmetric pads, a residual, the concat buffer
+    let cases = vec![
+        graph(
+            "first conv: 3 channels 3x3 pad 1 -> 21, batch 2, bias + relu",
+            vec![conv(vec!["x", "w", "b"], "c", pad1()), ("Relu", vec!["c"], vec!["y"], vec![])],
+            vec![Run("x", vec![2, 3, 13, 11]), init("w", &[21, 3, 3, 3], 120), init("b", &[21], 121)],
+        ),
+        graph(
+            "head: 1x1, 19 -> 3, bias + sigmoid",
+            vec![conv(vec!["x", "w", "b"], "c", vec![]), ("Sigmoid", vec!["c"], vec!["y"], vec![])],
+            vec![Run("x", vec![1, 19, 9, 7]), init("w", &[3, 19, 1, 1], 122), init("b", &[3], 123)],
+        ),
+        graph(
+            "3x3 to one channel, stride 2, dilation 2, asymmetric pads",
+            vec![conv(
+                vec!["x", "w"],
+                "y",
+                vec![attr_ints("pads", &[2, 1, 0, 3]), attr_ints("strides", &[2, 2]), attr_ints("dilations", &[2, 2])],
+            )],
+            vec![Run("x", vec![2, 7, 15, 12]), init("w", &[1, 7, 3, 3], 124)],
+        ),
+        graph(
+            "5x1 + residual, 2 channels -> 6",
+            vec![
+                conv(vec!["x", "w", "b"], "c", vec![attr_ints("pads", &[2, 0, 2, 0])]),
+                ("Add", vec!["c", "r"], vec!["y"], vec![]),
+            ],
+            vec![
+                Run("x", vec![2, 2, 7, 6]),
+                Run("r", vec![2, 6, 7, 6]),
+                init("w", &[6, 2, 5, 1], 125),
+                init("b", &[6], 126),
+            ],
+        ),
+        // the second conv (3 -> 3 channels) reads and writes slices of one buffer
+        in_concat_buffer("3 channels in the concat buffer, with a residual", vec![2, 3, 7, 9], 3, 127),
+    ];
+    let variants = [
+        GpuOptions::default(),
+        GpuOptions { coop: Some(CoopMode::Off), ..GpuOptions::f16() },
+        // (on the tensor cores too: these convs never reach them)
+        GpuOptions { coop: Some(CoopMode::Emulate), ..GpuOptions::f16() },
+    ];
+    check_kernels(&cases, &variants, &["thin_", "!conv_", "!coop_"]);
+    // and switched off, GEMM tiles
+    check_kernels(&cases, &[GpuOptions { thin: false, ..GpuOptions::default() }], &["conv_", "!thin_"]);
 }
 
 #[test]

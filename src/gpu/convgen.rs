@@ -340,6 +340,8 @@ pub struct CoopCfg {
     pub emulate: bool,
     /// Split-K, as for [`ConvCfg::split`].
     pub split: bool,
+    /// Accumulator fragments each subgroup stages per epilogue round (see [`coop_epilogue`]).
+    pub epi: u32,
 }
 
 pub const COOP_BK: u32 = 32;
@@ -370,8 +372,12 @@ impl CoopCfg {
     pub fn shared_bytes(&self) -> u32 {
         let a = 2 * self.bm * (COOP_BK + COOP_PAD) * 2;
         let b = 2 * self.bn * (COOP_BK + COOP_PAD) * 2;
-        let c = self.warps() * 256 * 4;
+        let c = self.warps() * self.epi * 256 * 4;
         a + b + c
+    }
+    /// Accumulator fragments per subgroup.
+    pub fn frags(&self) -> u32 {
+        (self.wm / 16) * (self.wn / 16)
     }
     pub fn valid(&self) -> bool {
         let t = self.threads();
@@ -381,6 +387,8 @@ impl CoopCfg {
             && self.wn.is_multiple_of(16)
             && self.bm.is_multiple_of(self.wm)
             && self.bn.is_multiple_of(self.wn)
+            && self.epi >= 1
+            && self.frags().is_multiple_of(self.epi)
             && t <= 256
             && t.is_multiple_of(self.bn)
             && (self.bm * COOP_BK / 4).is_multiple_of(t)
@@ -392,7 +400,7 @@ impl CoopCfg {
     }
     pub fn name(&self) -> String {
         format!(
-            "coop_{}x{}_w{}x{}_{}{}{}{}",
+            "coop_{}x{}_w{}x{}_{}{}{}{}{}",
             self.bm,
             self.bn,
             self.wm,
@@ -400,6 +408,7 @@ impl CoopCfg {
             self.b.label(),
             if self.scatter { "_scatter" } else { "" },
             if self.split { "_splitk" } else { "" },
+            epi_label(self.epi),
             if self.emulate { "_emulated" } else { "" }
         )
     }
@@ -435,7 +444,7 @@ var<workgroup> Cs: array<f32, {cs_len}>;
 "#,
         as_len = 2 * a_buf,
         bs_len = 2 * b_buf,
-        cs_len = c.warps() * 256,
+        cs_len = c.warps() * c.epi * 256,
     );
     if emu {
         emu_mma(&mut s, a_row, b_row);
@@ -539,36 +548,37 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     s.push_str("        if (more) {\n");
     store(&mut s, &format!("{a_buf}u - abase"), &format!("{b_buf}u - bbase"));
     s.push_str("        }\n        workgroupBarrier();\n    }\n");
-    // epilogue: each accumulator goes through the subgroup's 16x16 f32 scratch
-    s.push_str("    let yb = pu(6u) + batch * pu(7u);\n    let rb = batch * pu(25u);\n    let plane = pu(17u);\n    let cs = warp * 256u;\n");
+    // epilogue: the accumulators go through the subgroup's 16x16 f32 scratch, `epi` at a time
+    let _ = writeln!(
+        s,
+        "    let yb = pu(6u) + batch * pu(7u);\n    let rb = batch * pu(25u);\n    let plane = pu(17u);\n    let cs = warp * {}u;",
+        256 * c.epi
+    );
     if c.scatter {
         s.push_str("    let IWs = max(pu(8u), 1u);\n    let TAPS = pu(22u);\n");
     }
-    for i in 0..fm {
-        for j in 0..fn_ {
-            coop_to_scratch(&mut s, i, j, emu);
-            let _ = write!(
-                s,
-                "    workgroupBarrier();\n    for (var e = 0u; e < 8u; e++) {{\n        let idx = e * 32u + lane;\n        let m = m0 + wm0 + {}u + idx / 16u;\n        let n = n0 + wn0 + {}u + idx % 16u;\n        if (t_ok && m < M && n < npix) {{\n",
-                i * 16,
-                j * 16
-            );
-            if !c.split {
-                s.push_str(&scatter_row(c.scatter, "            "));
-                s.push_str("            var bias = 0.0;\n            if (HAS_BIAS) { bias = f32(Bias[co]); }\n            let v = act(Cs[cs + idx] + bias);\n");
-            }
-            if c.split {
-                s.push_str("            Part[(wg.z * M + m) * npix + n] = Cs[cs + idx];\n");
-            } else if c.scatter {
-                s.push_str("            let oy = (n / IWs) * pu(18u) + ky;\n            let ox = (n % IWs) * pu(19u) + kx;\n            let o = co * plane + oy * pu(20u) + ox;\n            Y[yb + o] = ST(post_act(v + rload(rb + o)));\n");
-            } else {
-                s.push_str(
-                    "            let o = m * plane + n;\n            Y[yb + o] = ST(post_act(v + rload(rb + o)));\n",
-                );
-            }
-            s.push_str("        }\n    }\n    workgroupBarrier();\n");
+    coop_epilogue(&mut s, (fm, fn_), c.epi, emu, &|s, i, j| {
+        let _ = write!(
+            s,
+            "    for (var e = 0u; e < 8u; e++) {{\n        let idx = e * 32u + lane;\n        let m = m0 + wm0 + {}u + idx / 16u;\n        let n = n0 + wn0 + {}u + idx % 16u;\n        if (t_ok && m < M && n < npix) {{\n",
+            i * 16,
+            j * 16
+        );
+        if !c.split {
+            s.push_str(&scatter_row(c.scatter, "            "));
+            s.push_str("            var bias = 0.0;\n            if (HAS_BIAS) { bias = f32(Bias[co]); }\n            let v = act(Cs[cso + idx] + bias);\n");
         }
-    }
+        if c.split {
+            s.push_str("            Part[(wg.z * M + m) * npix + n] = Cs[cso + idx];\n");
+        } else if c.scatter {
+            s.push_str("            let oy = (n / IWs) * pu(18u) + ky;\n            let ox = (n % IWs) * pu(19u) + kx;\n            let o = co * plane + oy * pu(20u) + ox;\n            Y[yb + o] = ST(post_act(v + rload(rb + o)));\n");
+        } else {
+            s.push_str(
+                "            let o = m * plane + n;\n            Y[yb + o] = ST(post_act(v + rload(rb + o)));\n",
+            );
+        }
+        s.push_str("        }\n    }\n");
+    });
     s.push_str("}\n");
     s
 }
@@ -621,14 +631,51 @@ pub(super) fn coop_k_step(s: &mut String, ks: u32, (fm, fn_): (u32, u32), emu: b
     }
 }
 
-/// Accumulator `acc{i}_{j}` into the subgroup's 16x16 f32 scratch at `Cs[cs]`, row-major.
-pub(super) fn coop_to_scratch(s: &mut String, i: u32, j: u32, emu: bool) {
+/// Accumulator `acc{i}_{j}` into slot `slot` of the subgroup's f32 scratch (16x16 each, from
+/// `Cs[cs]`), row-major.
+fn coop_to_scratch(s: &mut String, i: u32, j: u32, slot: u32, emu: bool) {
+    let at = slot * 256;
     if emu {
-        let _ = writeln!(s, "    for (var e = 0u; e < 8u; e++) {{ Cs[cs + lane * 8u + e] = acc{i}_{j}[e]; }}");
+        let _ = writeln!(s, "    for (var e = 0u; e < 8u; e++) {{ Cs[cs + {at}u + lane * 8u + e] = acc{i}_{j}[e]; }}");
     } else {
         // the offset is bound to a `let` first (naga 30 coopStoreT lowering issue)
-        let _ = writeln!(s, "    {{ let co = cs; let cv = acc{i}_{j}; coopStoreT(cv, &Cs[co], 16u); }}");
+        let _ = writeln!(s, "    {{ let co = cs + {at}u; let cv = acc{i}_{j}; coopStoreT(cv, &Cs[co], 16u); }}");
     }
+}
+
+/// The tensor-core kernels' epilogue: the subgroup's `fm` x `fn_` accumulators leave through its
+/// scratch `Cs[cs..]` of `epi` 16x16 slots, `epi` fragments per round: store them, one barrier
+/// (the lanes then read elements other lanes stored), then `body(i, j)` for each, which reads
+/// fragment (i, j) as `Cs[cso + idx]` (idx = row * 16 + column). A barrier before each later
+/// round keeps its stores behind the previous round's reads; none after the last round. With
+/// one slot that is two barriers per fragment; with all of them in the scratch, one in all.
+pub(super) fn coop_epilogue(
+    s: &mut String,
+    (fm, fn_): (u32, u32),
+    epi: u32,
+    emu: bool,
+    body: &dyn Fn(&mut String, u32, u32),
+) {
+    let frags: Vec<(u32, u32)> = (0..fm).flat_map(|i| (0..fn_).map(move |j| (i, j))).collect();
+    for (round, group) in frags.chunks(epi as usize).enumerate() {
+        if round > 0 {
+            s.push_str("    workgroupBarrier();\n");
+        }
+        for (slot, &(i, j)) in group.iter().enumerate() {
+            coop_to_scratch(s, i, j, slot as u32, emu);
+        }
+        s.push_str("    workgroupBarrier();\n");
+        for (slot, &(i, j)) in group.iter().enumerate() {
+            let _ = writeln!(s, "    {{ let cso = cs + {}u;", slot * 256);
+            body(s, i, j);
+            s.push_str("    }\n");
+        }
+    }
+}
+
+/// Kernel-name suffix for an epilogue of `epi` fragments per round (none for one).
+pub(super) fn epi_label(epi: u32) -> String {
+    if epi > 1 { format!("_e{epi}") } else { String::new() }
 }
 
 /// A vec4<f16> register `v` into four consecutive halves of the workgroup array `arr` from

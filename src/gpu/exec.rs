@@ -107,6 +107,12 @@ pub struct GpuOptions {
     pub halo: bool,
     /// Order a conv's K tap-major where whole K tiles share a tap (default on; off to compare).
     pub tap_major: bool,
+    /// Tensor-core epilogues stage as many accumulator fragments per barrier as the workgroup
+    /// memory allows (default on; off: one fragment per round, to compare).
+    pub wide_epilogue: bool,
+    /// Convs with few output channels or a short K run on the thin direct kernel
+    /// (`gpu/thin.rs`; default on; off: on GEMM tiles, to compare).
+    pub thin: bool,
 }
 
 impl Default for GpuOptions {
@@ -123,6 +129,8 @@ impl Default for GpuOptions {
             im2col: false,
             halo: false,
             tap_major: true,
+            wide_epilogue: true,
+            thin: true,
         }
     }
 }
@@ -179,7 +187,7 @@ impl std::fmt::Debug for GpuModel {
 /// Kernels built without wgpu's runtime bounds checks (25-35 % faster): only the generated conv
 /// kernels, whose extents are proven on the host. `UNET_GPU_CHECKED=1` keeps the checks.
 fn unchecked(s: Shader) -> bool {
-    matches!(s, Shader::FastConv(_) | Shader::CoopConv(_) | Shader::HaloConv(_))
+    matches!(s, Shader::FastConv(_) | Shader::CoopConv(_) | Shader::HaloConv(_) | Shader::ThinConv(_))
         && std::env::var_os("UNET_GPU_CHECKED").is_none()
 }
 
@@ -417,6 +425,8 @@ impl GpuModel {
             im2col: opts.im2col,
             halo: opts.halo,
             tap_major: opts.tap_major,
+            wide_epilogue: opts.wide_epilogue,
+            thin: opts.thin,
             max_binding: binding_limit(&ctx, &opts),
         };
         let Lowered { dispatches, aux, consts, scratch_bytes, im2col_bytes } =

@@ -18,7 +18,7 @@
 //! 0.6 vec4 of four f16 (the patch of 180 pixels x 32 channels over 256 invocations, once per
 //! 9 taps) instead of 16 single f16.
 
-use super::convgen::{COOP_PAD, coop_accumulators, coop_k_step, coop_to_scratch, header, store4};
+use super::convgen::{COOP_PAD, coop_accumulators, coop_epilogue, coop_k_step, epi_label, header, store4};
 use std::fmt::Write as _;
 
 /// Output tile width (pixels); a subgroup's 16-pixel fragment is one run of a tile row.
@@ -42,6 +42,8 @@ pub struct HaloCfg {
     pub emulate: bool,
     /// Split-K over channel blocks, as for `ConvCfg::split`.
     pub split: bool,
+    /// Accumulator fragments each subgroup stages per epilogue round, as for `CoopCfg::epi`.
+    pub epi: u32,
 }
 
 /// (BM, BN, WM, WN): the tensor-core tiles of convgen's `COOP_TILES`, each with a halo variant
@@ -71,7 +73,11 @@ impl HaloCfg {
         let (ph, pw) = self.patch();
         let a = 2 * self.bm * self.row() * 2;
         let b = ph * pw * self.row() * 2;
-        a + b + self.warps() * 256 * 4
+        a + b + self.warps() * self.epi * 256 * 4
+    }
+    /// Accumulator fragments per subgroup.
+    pub fn frags(&self) -> u32 {
+        (self.wm / 16) * (self.wn / 16)
     }
     pub fn valid(&self) -> bool {
         let t = self.threads();
@@ -82,6 +88,8 @@ impl HaloCfg {
             && self.bm.is_multiple_of(self.wm)
             && self.bn.is_multiple_of(self.wn)
             && self.bn.is_multiple_of(HALO_TC)
+            && self.epi >= 1
+            && self.frags().is_multiple_of(self.epi)
             && t <= 256
             && (a_vec4.is_multiple_of(t) || t.is_multiple_of(a_vec4))
             && self.kh >= 1
@@ -90,7 +98,7 @@ impl HaloCfg {
     }
     pub fn name(&self) -> String {
         format!(
-            "halo_{}x{}_w{}x{}_c{}_k{}x{}{}{}{}",
+            "halo_{}x{}_w{}x{}_c{}_k{}x{}{}{}{}{}",
             self.bm,
             self.bn,
             self.wm,
@@ -100,6 +108,7 @@ impl HaloCfg {
             self.kw,
             if self.dil > 1 { format!("_d{}", self.dil) } else { String::new() },
             if self.split { "_splitk" } else { "" },
+            epi_label(self.epi),
             if self.emulate { "_emulated" } else { "" }
         )
     }
@@ -135,7 +144,7 @@ pub fn generate(c: &HaloCfg) -> String {
         "var<workgroup> As: array<f16, {}>;\nvar<workgroup> Bs: array<f16, {}>;\nvar<workgroup> Cs: array<f32, {}>;\n",
         2 * a_buf,
         pp * row,
-        c.warps() * 256
+        c.warps() * c.epi * 256
     );
     if emu {
         super::convgen::emu_mma(&mut s, row, row);
@@ -283,27 +292,28 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     store_patch(&mut s);
     s.push_str("        }\n        workgroupBarrier();\n    }\n");
     // epilogue, as in convgen's tensor-core kernels, with the tile's pixels 16 to a row
-    s.push_str("    let yb = pu(6u) + batch * pu(7u);\n    let rb = batch * pu(25u);\n    let plane = pu(17u);\n    let cs = warp * 256u;\n");
-    for i in 0..fm {
-        for j in 0..fn_ {
-            coop_to_scratch(&mut s, i, j, emu);
-            let _ = write!(
-                s,
-                "    workgroupBarrier();\n    for (var e = 0u; e < 8u; e++) {{\n        let idx = e * 32u + lane;\n        let m = m0 + wm0 + {}u + idx / 16u;\n        let nl = wn0 + {}u + idx % 16u;\n        let oy = oy0 + nl / {tc}u;\n        let ox = ox0 + nl % {tc}u;\n        if (t_ok && m < M && oy < OH && ox < OW) {{\n            let n = oy * OW + ox;\n",
-                i * 16,
-                j * 16,
-                tc = HALO_TC
+    let _ = writeln!(
+        s,
+        "    let yb = pu(6u) + batch * pu(7u);\n    let rb = batch * pu(25u);\n    let plane = pu(17u);\n    let cs = warp * {}u;",
+        256 * c.epi
+    );
+    coop_epilogue(&mut s, (fm, fn_), c.epi, emu, &|s, i, j| {
+        let _ = write!(
+            s,
+            "    for (var e = 0u; e < 8u; e++) {{\n        let idx = e * 32u + lane;\n        let m = m0 + wm0 + {}u + idx / 16u;\n        let nl = wn0 + {}u + idx % 16u;\n        let oy = oy0 + nl / {tc}u;\n        let ox = ox0 + nl % {tc}u;\n        if (t_ok && m < M && oy < OH && ox < OW) {{\n            let n = oy * OW + ox;\n",
+            i * 16,
+            j * 16,
+            tc = HALO_TC
+        );
+        if c.split {
+            s.push_str("            Part[(wg.z * M + m) * npix + n] = Cs[cso + idx];\n");
+        } else {
+            s.push_str(
+                "            var bias = 0.0;\n            if (HAS_BIAS) { bias = f32(Bias[m]); }\n            let v = act(Cs[cso + idx] + bias);\n            let o = m * plane + n;\n            Y[yb + o] = ST(post_act(v + rload(rb + o)));\n",
             );
-            if c.split {
-                s.push_str("            Part[(wg.z * M + m) * npix + n] = Cs[cs + idx];\n");
-            } else {
-                s.push_str(
-                    "            var bias = 0.0;\n            if (HAS_BIAS) { bias = f32(Bias[m]); }\n            let v = act(Cs[cs + idx] + bias);\n            let o = m * plane + n;\n            Y[yb + o] = ST(post_act(v + rload(rb + o)));\n",
-                );
-            }
-            s.push_str("        }\n    }\n    workgroupBarrier();\n");
         }
-    }
+        s.push_str("        }\n    }\n");
+    });
     s.push_str("}\n");
     s
 }

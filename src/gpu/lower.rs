@@ -4,6 +4,7 @@
 use super::convgen::{BMode, COOP_BK, COOP_TILES, ConvCfg, CoopCfg, TILES};
 use super::halo::{HALO_TC, HALO_TILES, HaloCfg};
 use super::plan::{BufRef, MemPlan, View, is_alias};
+use super::thin::ThinCfg;
 use super::{Precision, Shader};
 use crate::error::{Error, Result};
 use crate::graph::prepare::Prepared;
@@ -166,6 +167,13 @@ pub struct LowerOpts {
     pub halo: bool,
     /// Order K tap-major where whole K tiles can share a tap (off: always the tap table).
     pub tap_major: bool,
+    /// Tensor-core epilogues stage as many accumulator fragments per round as the workgroup
+    /// memory left by the tile allows (off: one per round, two barriers per fragment).
+    pub wide_epilogue: bool,
+    /// Convs of at most [`THIN_MAX_M`] output channels, or of at most [`THIN_MAX_K`] K rows and
+    /// [`THIN_SHORT_K_MAX_M`] output channels, run on the thin direct kernel (`gpu/thin.rs`) instead of a GEMM tile (unless a measured choice or a
+    /// forced tile says otherwise).
+    pub thin: bool,
     /// The largest storage binding in bytes (bounds the split-K scratch buffer).
     pub max_binding: u64,
 }
@@ -186,6 +194,8 @@ impl LowerOpts {
             im2col: false,
             halo: false,
             tap_major: true,
+            wide_epilogue: true,
+            thin: true,
             max_binding: 2047 << 20,
         }
     }
@@ -203,6 +213,8 @@ pub struct TileChoice {
     pub im2col: bool,
     /// Tensor cores on a halo tile.
     pub halo: bool,
+    /// The thin direct kernel (`bm`: its output channels per invocation).
+    pub thin: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1362,6 +1374,7 @@ enum FastTile {
     Fma(ConvCfg),
     Coop(CoopCfg),
     Halo(HaloCfg),
+    Thin(ThinCfg),
 }
 
 impl FastTile {
@@ -1370,6 +1383,7 @@ impl FastTile {
             FastTile::Fma(c) => c.bm,
             FastTile::Coop(c) => c.bm,
             FastTile::Halo(c) => c.bm,
+            FastTile::Thin(c) => c.co,
         }
     }
     fn bn(&self) -> u32 {
@@ -1377,6 +1391,7 @@ impl FastTile {
             FastTile::Fma(c) => c.bn,
             FastTile::Coop(c) => c.bn,
             FastTile::Halo(c) => c.bn,
+            FastTile::Thin(c) => c.bn(),
         }
     }
     fn b(&self) -> BMode {
@@ -1385,6 +1400,8 @@ impl FastTile {
             FastTile::Coop(c) => c.b,
             // K is ordered tap-major, with no tap table
             FastTile::Halo(_) => BMode::Taps,
+            // read per pixel straight from the input, with no table
+            FastTile::Thin(_) => BMode::Direct,
         }
     }
     fn bk(&self) -> u32 {
@@ -1392,6 +1409,7 @@ impl FastTile {
             FastTile::Fma(c) => c.bk,
             FastTile::Coop(_) => COOP_BK,
             FastTile::Halo(c) => c.cb,
+            FastTile::Thin(_) => 1,
         }
     }
     fn shader(&self) -> Shader {
@@ -1399,6 +1417,7 @@ impl FastTile {
             FastTile::Fma(c) => Shader::FastConv(*c),
             FastTile::Coop(c) => Shader::CoopConv(*c),
             FastTile::Halo(c) => Shader::HaloConv(*c),
+            FastTile::Thin(c) => Shader::ThinConv(*c),
         }
     }
 }
@@ -1410,6 +1429,9 @@ fn use_coop(lx: &Lx) -> bool {
 /// The kernel a measured choice names, if it is valid here (else the cost model decides).
 fn tuned_tile(lx: &Lx, t: TileChoice, g: &Gemm) -> Option<(FastTile, usize)> {
     let Gemm { b, scatter, cin, .. } = *g;
+    if t.thin {
+        return None; // (taken before the GEMM tiles, in fast_conv)
+    }
     let split = t.slices > 1;
     let ok_slices = |bk: u32| {
         t.slices == 1
@@ -1425,7 +1447,7 @@ fn tuned_tile(lx: &Lx, t: TileChoice, g: &Gemm) -> Option<(FastTile, usize)> {
         let (bm, bn) = (t.bm, t.bn);
         let &(_, _, wm, wn, _) = COOP_TILES.iter().find(|c| (c.0, c.1) == (bm, bn))?;
         let emulate = lx.opts.coop == CoopMode::Emulate;
-        let c = CoopCfg { bm, bn, wm, wn, b: cb, scatter, emulate, split };
+        let c = CoopCfg { bm, bn, wm, wn, b: cb, scatter, emulate, split, epi: 1 };
         (c.valid() && c.shared_bytes() <= lx.opts.max_shared).then_some((FastTile::Coop(c), t.slices))
     } else {
         let &(bm, bn, bk, tm, tn, _) = TILES.iter().find(|c| (c.0, c.1) == (t.bm, t.bn))?;
@@ -1437,8 +1459,10 @@ fn tuned_tile(lx: &Lx, t: TileChoice, g: &Gemm) -> Option<(FastTile, usize)> {
     }
 }
 
-/// The fast kernel for a GEMM, and its number of K slices.
-fn pick(lx: &Lx, g: &Gemm) -> (FastTile, usize) {
+/// The fast kernel for a GEMM, and its number of K slices. `tensor_cores`: with cooperative
+/// matrices, take the cheapest tensor-core tile even where the cost model would put the GEMM on
+/// an FMA tile (a halo-tile conv, whose cost the model has not been fitted to, see `fast_conv`).
+fn pick(lx: &Lx, g: &Gemm, tensor_cores: bool) -> (FastTile, usize) {
     if let Some(t) = lx.tuned.get(lx.node).copied().flatten()
         && let Some(choice) = tuned_tile(lx, t, g)
     {
@@ -1453,7 +1477,7 @@ fn pick(lx: &Lx, g: &Gemm) -> (FastTile, usize) {
     let cb = tap_major(b, cin, COOP_BK);
     let mut best: Option<(f64, CoopCfg, usize)> = None;
     for &(bm, bn, wm, wn, eff) in &COOP_TILES {
-        let c = CoopCfg { bm, bn, wm, wn, b: cb, scatter, emulate, split: false };
+        let c = CoopCfg { bm, bn, wm, wn, b: cb, scatter, emulate, split: false, epi: 1 };
         if c.shared_bytes() > lx.opts.max_shared || lx.opts.force_tile.is_some_and(|t| t != (bm, bn)) {
             continue;
         }
@@ -1471,7 +1495,7 @@ fn pick(lx: &Lx, g: &Gemm) -> (FastTile, usize) {
         // the tensor cores. The emulation (tests) and forced tiles always take the tensor-core
         // kernel.
         Some((cc, c, s)) => {
-            let ft = lx.opts.coop == CoopMode::Native && lx.opts.force_tile.is_none();
+            let ft = lx.opts.coop == CoopMode::Native && lx.opts.force_tile.is_none() && !tensor_cores;
             let fma_cost = tile_time(Family::Fma, g, (fc.bm, fc.bn, fc.bk), tile_eff(&fc), fs);
             if ft && fma_cost < cc { (FastTile::Fma(fc), fs) } else { (FastTile::Coop(c), s) }
         }
@@ -1528,7 +1552,8 @@ struct FastConv<'a> {
 /// Lay out the weights for the chosen kernel, fill in the shared parameters, prove the extents
 /// and push the dispatch of a fast conv.
 fn fast_dispatch(lx: &mut Lx, k: usize, n: &Node, f: FastConv) -> Result<()> {
-    let (cfg, m, kk) = (f.cfg, f.m, f.k);
+    let (m, kk) = (f.m, f.k);
+    let cfg = widen_epilogue(&lx.opts, f.cfg);
     if f.z as u64 > lx.max_groups as u64 {
         return Err(err(n, format!("batch {} exceeds the device's workgroup grid limit", f.z)));
     }
@@ -1682,6 +1707,40 @@ fn fast_dispatch(lx: &mut Lx, k: usize, n: &Node, f: FastConv) -> Result<()> {
     Ok(())
 }
 
+/// Convs with at most this many output channels run on the thin direct kernel (a U-Net's head:
+/// 1 to 4 classes or colours; on a GEMM tile it fills 3 of 16 or more rows).
+pub const THIN_MAX_M: usize = 4;
+/// Convs with at most this many K rows (input channels x taps) and at most
+/// [`THIN_SHORT_K_MAX_M`] output channels run on the thin direct kernel (the first conv of an
+/// RGB network: 27; a GEMM tile's staging costs more than its arithmetic there; with more
+/// output channels each input value would be read once per 16 of them, a GEMM tile reads it
+/// once per 64 or 128).
+pub const THIN_MAX_K: usize = 32;
+pub const THIN_SHORT_K_MAX_M: usize = 64;
+
+/// A tensor-core tile with the widest epilogue the workgroup memory allows (the most fragments
+/// per round that divide the subgroup's fragments and fit `max_shared`: fewer barriers, more
+/// stores in flight); other tiles, and every tile with the option off, as they are.
+fn widen_epilogue(o: &LowerOpts, t: FastTile) -> FastTile {
+    if !o.wide_epilogue {
+        return t;
+    }
+    let widest = |frags: u32, fits: &dyn Fn(u32) -> bool| {
+        (1..=frags).rev().find(|&e| frags.is_multiple_of(e) && fits(e)).unwrap_or(1)
+    };
+    match t {
+        FastTile::Coop(c) => {
+            let epi = widest(c.frags(), &|epi| CoopCfg { epi, ..c }.shared_bytes() <= o.max_shared);
+            FastTile::Coop(CoopCfg { epi, ..c })
+        }
+        FastTile::Halo(h) => {
+            let epi = widest(h.frags(), &|epi| HaloCfg { epi, ..h }.shared_bytes() <= o.max_shared);
+            FastTile::Halo(HaloCfg { epi, ..h })
+        }
+        FastTile::Fma(_) | FastTile::Thin(_) => t,
+    }
+}
+
 /// The halo-tile variant of a tensor-core tile, for a stride-1 conv of `cin` input channels
 /// (a multiple of 16), a `kh` x `kw` kernel and dilation `dil`, and its K slices (split-K
 /// slices whole channel blocks): None where it does not apply or fit.
@@ -1697,8 +1756,19 @@ fn halo_tile(
     let cb = [32u32, 16].into_iter().find(|&b| cin.is_multiple_of(b as usize))?;
     let &(bm, bn, wm, wn) = HALO_TILES.iter().find(|t| (t.0, t.1) == (c.bm, c.bn))?;
     let s = whole_slices(cin / cb as usize, slices);
-    let h =
-        HaloCfg { bm, bn, wm, wn, cb, kh: kh as u32, kw: kw as u32, dil: dil as u32, emulate: c.emulate, split: s > 1 };
+    let h = HaloCfg {
+        bm,
+        bn,
+        wm,
+        wn,
+        cb,
+        kh: kh as u32,
+        kw: kw as u32,
+        dil: dil as u32,
+        emulate: c.emulate,
+        split: s > 1,
+        epi: 1,
+    };
     (h.valid() && h.shared_bytes() <= lx.opts.max_shared).then_some((h, s))
 }
 
@@ -1729,14 +1799,69 @@ fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::Conv) -> Res
     // K can be ordered tap-major when whole K tiles share a tap
     let taps_cin = (!direct && lx.opts.tap_major).then_some(g.c);
     let gemm = Gemm { m, cols: npix, z: g.n, k: kk, b: mode, scatter: false, cin: taps_cin };
-    let (mut cfg, mut slices) = pick(lx, &gemm);
-    let khw = kh * kw;
     // the operand a measured choice names, or the options'
     let tuned = lx.tuned.get(lx.node).copied().flatten();
     let (want_packed, want_halo) = match tuned {
         Some(t) => (t.im2col, t.halo),
         None => (lx.opts.im2col, lx.opts.halo),
     };
+    // few output channels or a short K: the thin direct kernel, where no measured choice or forced
+    // tile says otherwise
+    let thin = match tuned {
+        Some(t) => t.thin,
+        None => {
+            lx.opts.thin
+                && lx.opts.force_tile.is_none()
+                && lx.opts.force_split.is_none()
+                && (m <= THIN_MAX_M || (kk <= THIN_MAX_K && m <= THIN_SHORT_K_MAX_M))
+        }
+    };
+    if thin {
+        let mut params = vec![0u32; 24];
+        params[8] = g.x.input as u32;
+        params[9] = g.y.input as u32;
+        params[10] = g.x.output as u32;
+        params[11] = g.y.stride as u32;
+        params[12] = g.x.stride as u32;
+        params[13] = g.y.pad_begin as i32 as u32;
+        params[14] = g.x.pad_begin as i32 as u32;
+        params[17] = npix as u32;
+        params[18] = g.c as u32;
+        params[19] = kw as u32;
+        params[20] = g.y.dilation as u32;
+        params[21] = g.x.dilation as u32;
+        params[22] = kh as u32;
+        let wd = &wd;
+        let f = FastConv {
+            kind: "Conv",
+            cfg: FastTile::Thin(ThinCfg::for_channels(m)),
+            slices: 1,
+            x: xv,
+            y: yv,
+            bias,
+            ktab: BufRef::Unbound,
+            y_channels: m,
+            k: kk,
+            m,
+            cols: npix,
+            z: g.n,
+            epi: Epilogue::of(lx, n, &n.op)?,
+            flops: 2 * (g.n * m * npix * kk) as u64,
+            x_extent: (g.c * g.y.input * g.x.input) as u64,
+            // K in the ONNX order (input channel, ky, kx)
+            weight: &move |kq: usize, mq: usize| wd[mq * kk + kq],
+            params,
+        };
+        fast_dispatch(lx, k, n, f)?;
+        return Ok(true);
+    }
+    let halo_conv = g.y.stride == 1 && g.x.stride == 1 && g.y.dilation == g.x.dilation;
+    // with halo tiles asked for, a conv with taps that can have them gets them, whatever the cost
+    // model (fitted without halo tiles) says of the tensor cores for it: base 16's 16-channel
+    // 512x512 convs would otherwise stay on FMA tiles (autotuning measures both)
+    let halo_first = want_halo && halo_conv && kh * kw > 1 && g.c.is_multiple_of(16);
+    let (mut cfg, mut slices) = pick(lx, &gemm, halo_first);
+    let khw = kh * kw;
     // a tensor-core gather may read its operand packed by an im2col pass instead
     let kp = kk.next_multiple_of(COOP_BK as usize);
     let packed_bytes = (g.n * npix * kp * 2) as u64;
@@ -1750,9 +1875,7 @@ fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::Conv) -> Res
     if let FastTile::Coop(c) = cfg
         && want_halo
         && c.b != BMode::Packed
-        && g.y.stride == 1
-        && g.x.stride == 1
-        && g.y.dilation == g.x.dilation
+        && halo_conv
         && let Some((h, s)) = halo_tile(lx, &c, g.c, kh, kw, g.y.dilation, slices)
     {
         cfg = FastTile::Halo(h);
@@ -1914,7 +2037,7 @@ fn fast_conv_transpose(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv_tra
     let npix_in = g.y.input * g.x.input;
     // one GEMM for all taps: row (output channel, tap), so that each input pixel is loaded once
     let gemm = Gemm { m: taps * m, cols: npix_in, z: g.n, k: cin, b: BMode::Direct, scatter: true, cin: None };
-    let (cfg, slices) = pick(lx, &gemm);
+    let (cfg, slices) = pick(lx, &gemm, false);
     let mut params = vec![0u32; 24];
     params[8] = g.x.input as u32;
     params[9] = g.y.input as u32;

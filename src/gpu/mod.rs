@@ -13,6 +13,7 @@ pub mod exec;
 pub mod halo;
 pub mod lower;
 pub mod plan;
+pub mod thin;
 
 pub use device::{GpuContext, list_adapters};
 pub use exec::{GpuModel, RunStats};
@@ -99,6 +100,8 @@ pub enum Shader {
     CoopConv(convgen::CoopCfg),
     /// A stride-1 convolution on cooperative matrices reading a halo tile (f16 only).
     HaloConv(halo::HaloCfg),
+    /// A generated direct convolution for few output channels or a short K.
+    ThinConv(thin::ThinCfg),
 }
 
 pub const COMMON_WGSL: &str = include_str!("../../shaders/common.wgsl");
@@ -123,6 +126,7 @@ impl Shader {
             Shader::FastConv(_) => "generated conv",
             Shader::CoopConv(_) => "generated coop conv",
             Shader::HaloConv(_) => "generated halo conv",
+            Shader::ThinConv(_) => "generated thin conv",
             Shader::Conv => "conv.wgsl",
             Shader::Elementwise => "elementwise.wgsl",
             Shader::Copy => "copy.wgsl",
@@ -143,6 +147,7 @@ impl Shader {
             Shader::FastConv(c) => c.name(),
             Shader::CoopConv(c) => c.name(),
             Shader::HaloConv(c) => c.name(),
+            Shader::ThinConv(c) => c.name(),
             s => s.file().to_string(),
         }
     }
@@ -157,6 +162,7 @@ impl Shader {
             Shader::FastConv(c) => return std::borrow::Cow::Owned(convgen::generate(&c)),
             Shader::CoopConv(c) => return std::borrow::Cow::Owned(convgen::generate_coop(&c)),
             Shader::HaloConv(c) => return std::borrow::Cow::Owned(halo::generate(&c)),
+            Shader::ThinConv(c) => return std::borrow::Cow::Owned(thin::generate(&c)),
             Shader::Conv => include_str!("../../shaders/conv.wgsl"),
             Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
             Shader::Copy => include_str!("../../shaders/copy.wgsl"),
@@ -253,23 +259,36 @@ mod tests {
                 (BMode::Packed, false, true),
             ] {
                 for emulate in [false, true] {
-                    let c = convgen::CoopCfg { bm, bn, wm, wn, b, scatter, emulate, split };
-                    assert!(c.valid(), "{c:?}");
-                    assert!(c.shared_bytes() <= 49152, "{c:?} needs {} bytes", c.shared_bytes());
-                    let m = validate_wgsl(&Shader::CoopConv(c).source(Precision::F16))
-                        .unwrap_or_else(|e| panic!("{}: {e}", c.name()));
-                    // and lower to SPIR-V as wgpu's Vulkan backend will
-                    spirv(&m, &c.name());
+                    // every epilogue width: one fragment per round up to all of a subgroup's
+                    let frags = (wm / 16) * (wn / 16);
+                    for epi in (1..=frags).filter(|e| frags.is_multiple_of(*e)) {
+                        let c = convgen::CoopCfg { bm, bn, wm, wn, b, scatter, emulate, split, epi };
+                        assert!(c.valid(), "{c:?}");
+                        if epi == 1 {
+                            assert!(c.shared_bytes() <= 49152, "{c:?} needs {} bytes", c.shared_bytes());
+                        }
+                        let m = validate_wgsl(&Shader::CoopConv(c).source(Precision::F16))
+                            .unwrap_or_else(|e| panic!("{}: {e}", c.name()));
+                        // and lower to SPIR-V as wgpu's Vulkan backend will
+                        spirv(&m, &c.name());
+                    }
                 }
             }
         }
         for (bm, bn, wm, wn) in halo::HALO_TILES {
             for cb in [16, 32] {
                 for (kh, kw, dil) in [(3, 3, 1), (1, 1, 1), (3, 3, 2), (5, 1, 1)] {
-                    for (emulate, split) in [(false, false), (false, true), (true, false), (true, true)] {
-                        let c = halo::HaloCfg { bm, bn, wm, wn, cb, kh, kw, dil, emulate, split };
+                    for (emulate, split, epi) in [
+                        (false, false, 1),
+                        (false, true, 1),
+                        (true, false, 1),
+                        (true, true, 1),
+                        (false, false, 2),
+                        (true, true, 2),
+                    ] {
+                        let c = halo::HaloCfg { bm, bn, wm, wn, cb, kh, kw, dil, emulate, split, epi };
                         assert!(c.valid(), "{c:?}");
-                        if (kh, dil) == (3, 1) {
+                        if (kh, dil, epi) == (3, 1, 1) {
                             assert!(c.shared_bytes() <= 49152, "{c:?} needs {} bytes", c.shared_bytes());
                         }
                         let m = validate_wgsl(&Shader::HaloConv(c).source(Precision::F16))
@@ -279,6 +298,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn every_thin_conv_validates_with_naga() {
+        for p in [Precision::F32, Precision::F16] {
+            for co in [4, 8, 12, 16] {
+                let c = thin::ThinCfg { co };
+                assert!(c.valid());
+                let m =
+                    validate_wgsl(&Shader::ThinConv(c).source(p)).unwrap_or_else(|e| panic!("{} {p:?}: {e}", c.name()));
+                spirv(&m, &c.name());
+            }
+        }
+        assert_eq!([1, 3, 4, 5, 9, 16, 64].map(|m| thin::ThinCfg::for_channels(m).co), [4, 4, 4, 8, 12, 16, 16]);
     }
 
     /// Lower a validated module to SPIR-V as wgpu's Vulkan backend will.
