@@ -6,7 +6,7 @@
 #  4. one comparison table (scripts/bench_table.py).
 # Usage: scripts/device-bench.sh [OUTDIR]   (UNET_GPU_BIN overrides the binary; QUICK=1 runs only
 # the base 64 and 16 networks at 1x3x512x512 (cost model, halo tiles, split-K off, tap-major off,
-# im2col, autotuned), their check against the CPU reference, and then the fixtures and u2netp;
+# im2col, narrow tensor-core epilogue, thin kernel off, autotuned), their check against the CPU reference, and then the fixtures and u2netp;
 # QUICK=targets: only the four target configurations with the cost model's kernels (f16 also
 # with --halo), the baseline, and the checks; GRID=1 with QUICK adds batch 8 and 1024^2 for both, as the full run)
 set -u
@@ -59,6 +59,13 @@ if [ "${QUICK:-}" != targets ]; then
   run_bench 64 512 1 f16 --iters 20 --im2col
   run_bench 16 512 1 f16 --iters 20 --no-layers --split-k off
   run_bench 16 512 1 f16 --iters 20 --no-layers --im2col
+  # the tensor-core epilogue one fragment per round, as up to run 7 (default: as many as fit)
+  run_bench 64 512 1 f16 --iters 20 --no-layers --wide-epilogue off
+  run_bench 64 512 1 f16 --iters 20 --no-layers --wide-epilogue off --halo
+  run_bench 16 512 1 f16 --iters 30 --no-layers --wide-epilogue off
+  # the first conv and the head on GEMM tiles, as up to run 7 (default: the thin kernel)
+  run_bench 64 512 1 f16 --iters 20 --no-layers --thin off
+  run_bench 16 512 1 f16 --iters 30 --no-layers --thin off
 fi
 
 stamp "PyTorch / cuDNN"
