@@ -1772,6 +1772,21 @@ fn halo_tile(
     (h.valid() && h.shared_bytes() <= lx.opts.max_shared).then_some((h, s))
 }
 
+/// The geometry parameters of a conv that reads its input pixel by pixel (convgen's 8 to 14
+/// and 17: input width and height, output width, strides, pads, output plane), the others 0.
+fn gather_params(g: &crate::ops::conv::ConvGeom) -> Vec<u32> {
+    let mut p = vec![0u32; 24];
+    p[8] = g.x.input as u32;
+    p[9] = g.y.input as u32;
+    p[10] = g.x.output as u32;
+    p[11] = g.y.stride as u32;
+    p[12] = g.x.stride as u32;
+    p[13] = g.y.pad_begin as i32 as u32;
+    p[14] = g.x.pad_begin as i32 as u32;
+    p[17] = (g.y.output * g.x.output) as u32;
+    p
+}
+
 /// Conv with constant weights and one group: the generated register-blocked kernel.
 fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::Conv) -> Result<bool> {
     if !lx.opts.fast_conv || c.group != 1 {
@@ -1817,15 +1832,7 @@ fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::Conv) -> Res
         }
     };
     if thin {
-        let mut params = vec![0u32; 24];
-        params[8] = g.x.input as u32;
-        params[9] = g.y.input as u32;
-        params[10] = g.x.output as u32;
-        params[11] = g.y.stride as u32;
-        params[12] = g.x.stride as u32;
-        params[13] = g.y.pad_begin as i32 as u32;
-        params[14] = g.x.pad_begin as i32 as u32;
-        params[17] = npix as u32;
+        let mut params = gather_params(&g);
         params[18] = g.c as u32;
         params[19] = kw as u32;
         params[20] = g.y.dilation as u32;
@@ -1963,15 +1970,7 @@ fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::Conv) -> Res
     } else {
         BufRef::Unbound
     };
-    let mut params = vec![0u32; 24];
-    params[8] = g.x.input as u32;
-    params[9] = g.y.input as u32;
-    params[10] = g.x.output as u32;
-    params[11] = g.y.stride as u32;
-    params[12] = g.x.stride as u32;
-    params[13] = g.y.pad_begin as i32 as u32;
-    params[14] = g.x.pad_begin as i32 as u32;
-    params[17] = npix as u32;
+    let mut params = gather_params(&g);
     if let FastTile::Halo(_) = cfg {
         // stride 1: param 11 is the output height (12, the tiles along x, is set at dispatch)
         params[11] = g.y.output as u32;
