@@ -151,6 +151,10 @@ enum Cmd {
         /// thin direct kernel (on), or on GEMM tiles (off: to compare)
         #[arg(long, value_enum, default_value_t = OnOff::On)]
         thin: OnOff,
+        /// With --halo: stage the weights of all taps of a channel block at once where they fit
+        /// (on), or one tap at a time (off: to compare)
+        #[arg(long, value_enum, default_value_t = OnOff::On)]
+        halo_resident: OnOff,
         /// Time every conv kernel shape on this GPU first and keep the fastest per conv
         #[arg(long)]
         autotune: bool,
@@ -232,6 +236,7 @@ fn real_main(cli: Cli) -> Result<()> {
             tap_major,
             wide_epilogue,
             thin,
+            halo_resident,
             autotune,
             tune_cache,
             adapter,
@@ -261,6 +266,7 @@ fn real_main(cli: Cli) -> Result<()> {
                     tap_major: tap_major == OnOff::On,
                     wide_epilogue: wide_epilogue == OnOff::On,
                     thin: thin == OnOff::On,
+                    halo_resident: halo_resident == OnOff::On,
                     autotune,
                     ..Default::default()
                 },

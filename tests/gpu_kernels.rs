@@ -752,14 +752,20 @@ fn halo_tile_tensor_core_convs() {
         ),
         in_concat_buffer("16 channels in the concat buffer, with a residual", vec![2, 3, 13, 17], 16, 115),
     ];
-    // (two tiles: lavapipe takes 5-30 s to compile each emulated kernel; the others validate
-    // with naga in the unit tests). The 64x64 tile's epilogue takes two or all four fragments
-    // per round in lavapipe's 32 KiB of workgroup memory (four with 16-channel blocks); the
-    // other runs with one (wide epilogue off).
-    let wide = GpuOptions { halo: true, ..emulated((64, 64), Some(2)) };
-    check_kernels(&cases, &[wide], &["halo_64x64", "_e2_|_e4_"]);
+    // (three tiles: lavapipe takes 5-30 s to compile each emulated kernel; the others validate
+    // with naga in the unit tests). The 64x64 tile streams A tap by tap (resident A off), and
+    // its epilogue takes two or all four fragments per round in lavapipe's 32 KiB of
+    // workgroup memory (four with 16-channel blocks); the 16x128 and 32x128 tiles keep A for
+    // all taps of a block resident, the first with a one-fragment epilogue (wide epilogue
+    // off), the second with split-K.
+    let streamed = GpuOptions { halo: true, halo_resident: false, ..emulated((64, 64), Some(2)) };
+    check_kernels(&cases, &[streamed], &["halo_64x64", "!_res", "_e2_|_e4_"]);
     let narrow = GpuOptions { halo: true, wide_epilogue: false, ..emulated((16, 128), Some(1)) };
-    check_kernels(&cases, &[narrow], &["halo_16x128", "!_e2_", "!_e4_"]);
+    check_kernels(&cases, &[narrow], &["halo_16x128", "_res", "!_e2_", "!_e4_"]);
+    let resident_split = GpuOptions { halo: true, ..emulated((32, 128), Some(2)) };
+    // (the 16-channel case has one channel block: nothing to split)
+    check_kernels(&cases[..3], &[resident_split], &["halo_32x128", "_res_splitk"]);
+    check_kernels(&cases[3..], &[resident_split], &["halo_32x128", "_res"]);
 }
 
 #[test]

@@ -113,6 +113,9 @@ pub struct GpuOptions {
     /// Convs with few output channels or a short K run on the thin direct kernel
     /// (`gpu/thin.rs`; default on; off: on GEMM tiles, to compare).
     pub thin: bool,
+    /// Halo tiles stage the weights of all taps of a channel block at once where workgroup
+    /// memory allows (default on; off: one tap at a time, to compare).
+    pub halo_resident: bool,
 }
 
 impl Default for GpuOptions {
@@ -131,6 +134,7 @@ impl Default for GpuOptions {
             tap_major: true,
             wide_epilogue: true,
             thin: true,
+            halo_resident: true,
         }
     }
 }
@@ -427,6 +431,7 @@ impl GpuModel {
             tap_major: opts.tap_major,
             wide_epilogue: opts.wide_epilogue,
             thin: opts.thin,
+            halo_resident: opts.halo_resident,
             max_binding: binding_limit(&ctx, &opts),
         };
         let Lowered { dispatches, aux, consts, scratch_bytes, im2col_bytes } =

@@ -17,6 +17,14 @@
 //! Global loads per step for a 128x128 tile: A 4 vec4 per invocation as before; B on average
 //! 0.6 vec4 of four f16 (the patch of 180 pixels x 32 channels over 256 invocations, once per
 //! 9 taps) instead of 16 single f16.
+//!
+//! With `resident`, A for all taps of a channel block is staged beside the patch (the tiles of
+//! up to 64 output channels have room for it), both loaded into registers during the previous
+//! block and stored between two barriers: a block's taps then run back to back, with no
+//! barrier and no global load between them (two barriers per block instead of one per tap).
+//! On layers whose workgroups are too few to hide a K step's load latency behind other
+//! workgroups (the deep, small layers; base 16 throughout) that latency is paid once per
+//! block instead of once per tap.
 
 use super::convgen::{COOP_PAD, coop_accumulators, coop_epilogue, coop_k_step, epi_label, header, store4};
 use std::fmt::Write as _;
@@ -44,6 +52,10 @@ pub struct HaloCfg {
     pub split: bool,
     /// Accumulator fragments each subgroup stages per epilogue round, as for `CoopCfg::epi`.
     pub epi: u32,
+    /// A (the weights) for all taps of a channel block is staged with its patch, once per
+    /// block: the block's taps then run with no barrier or global load between them. Otherwise
+    /// A streams one tap at a time, double-buffered, with a barrier per tap.
+    pub resident: bool,
 }
 
 /// (BM, BN, WM, WN): the tensor-core tiles of convgen's `COOP_TILES`, each with a halo variant
@@ -71,13 +83,17 @@ impl HaloCfg {
     }
     pub fn shared_bytes(&self) -> u32 {
         let (ph, pw) = self.patch();
-        let a = 2 * self.bm * self.row() * 2;
+        let a = self.a_rows() * self.row() * 2;
         let b = ph * pw * self.row() * 2;
         a + b + self.warps() * self.epi * 256 * 4
     }
     /// Accumulator fragments per subgroup.
     pub fn frags(&self) -> u32 {
         (self.wm / 16) * (self.wn / 16)
+    }
+    /// Staged rows of A: every tap's BM rows (resident), or two buffers of one tap's.
+    fn a_rows(&self) -> u32 {
+        if self.resident { self.kh * self.kw * self.bm } else { 2 * self.bm }
     }
     pub fn valid(&self) -> bool {
         let t = self.threads();
@@ -98,7 +114,7 @@ impl HaloCfg {
     }
     pub fn name(&self) -> String {
         format!(
-            "halo_{}x{}_w{}x{}_c{}_k{}x{}{}{}{}{}",
+            "halo_{}x{}_w{}x{}_c{}_k{}x{}{}{}{}{}{}",
             self.bm,
             self.bn,
             self.wm,
@@ -107,6 +123,7 @@ impl HaloCfg {
             self.kh,
             self.kw,
             if self.dil > 1 { format!("_d{}", self.dil) } else { String::new() },
+            if self.resident { "_res" } else { "" },
             if self.split { "_splitk" } else { "" },
             epi_label(self.epi),
             if self.emulate { "_emulated" } else { "" }
@@ -142,7 +159,7 @@ pub fn generate(c: &HaloCfg) -> String {
     let _ = write!(
         s,
         "var<workgroup> As: array<f16, {}>;\nvar<workgroup> Bs: array<f16, {}>;\nvar<workgroup> Cs: array<f32, {}>;\n",
-        2 * a_buf,
+        c.a_rows() * row,
         pp * row,
         c.warps() * c.epi * 256
     );
@@ -204,7 +221,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         );
         let _ = writeln!(s, "    var pb{j} = vec4<f16>(0.0);");
     }
-    for j in 0..la {
+    for j in (0..la).filter(|_| !c.resident) {
         let _ = write!(
             s,
             "    let ae{j} = li + {off}u;\n    let am{j} = ae{j} / {cq}u;\n    let ak{j} = ae{j} % {cq}u;\n    var pa{j} = vec4<f16>(0.0);\n",
@@ -256,41 +273,111 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             s.push_str("        }\n");
         }
     };
-    let _ = write!(s, "    let s0 = cb0 * {taps}u;\n    let s1 = cb1 * {taps}u;\n    {{\n");
-    load_patch(&mut s, "cb0");
-    store_patch(&mut s);
-    load_a(&mut s, "s0");
-    store_a(&mut s, "0u");
-    s.push_str("    }\n    workgroupBarrier();\n");
-    let _ = write!(
-        s,
-        "    for (var st = s0; st < s1; st++) {{\n        let tap = st % {taps}u;\n        let blk = st / {taps}u;\n        let abase = ((st - s0) & 1u) * {a_buf}u;\n        let more = st + 1u < s1;\n        if (more) {{\n"
-    );
-    load_a(&mut s, "st + 1u");
-    s.push_str("        }\n        if (tap == 0u && blk + 1u < cb1) {\n");
-    load_patch(&mut s, "(blk + 1u)");
-    let _ = writeln!(
-        s,
-        "        }}\n        let toff = (tap / {kw}u) * {dy}u + (tap % {kw}u) * {dx}u;",
-        kw = c.kw,
-        dy = c.dil * pw,
-        dx = c.dil
-    );
-    for ks in 0..c.cb / 16 {
-        coop_k_step(
-            &mut s,
-            ks,
-            (fm, fn_),
-            emu,
-            (&|i| format!("abase + (wm0 + {}u) * {row}u + {}u", i * 16, ks * 16), row),
-            (&|j| format!("(fp{j} + toff) * {row}u + {}u", ks * 16), row),
+    if c.resident {
+        // A of all taps of channel block `blk`: item e = (tap, row, vec4), staged at
+        // As[(tap * BM + row) * ROW + 4 * vec4]
+        let ra = c.bm * taps * cq;
+        let lr = ra.div_ceil(threads);
+        for j in 0..lr {
+            let _ = write!(
+                s,
+                "    let re{j} = li + {off}u;\n    let rt{j} = re{j} / {bq}u;\n    let rm{j} = (re{j} % {bq}u) / {cq}u;\n    let rk{j} = re{j} % {cq}u;\n    var ra{j} = vec4<f16>(0.0);\n",
+                off = j * threads,
+                bq = c.bm * cq,
+            );
+        }
+        let load_res = |s: &mut String, blk: &str| {
+            for j in 0..lr {
+                let _ = writeln!(
+                    s,
+                    "        {{ let m = m0 + rm{j}; if (re{j} < {ra}u && m < M) {{ ra{j} = vec4<f16>(WT[m * K4 + (rt{j} * CIN + {blk} * {cb}u) / 4u + rk{j}]); }} else {{ ra{j} = vec4<f16>(0.0); }} }}",
+                    cb = c.cb
+                );
+            }
+        };
+        let store_res = |s: &mut String| {
+            for j in 0..lr {
+                let _ = writeln!(s, "        if (re{j} < {ra}u) {{");
+                store4(
+                    s,
+                    "As",
+                    &format!("(rt{j} * {bm}u + rm{j}) * {row}u + rk{j} * 4u", bm = c.bm),
+                    &format!("ra{j}"),
+                );
+                s.push_str("        }\n");
+            }
+        };
+        s.push_str("    {\n");
+        load_patch(&mut s, "cb0");
+        store_patch(&mut s);
+        load_res(&mut s, "cb0");
+        store_res(&mut s);
+        s.push_str("    }\n    workgroupBarrier();\n");
+        s.push_str(
+            "    for (var blk = cb0; blk < cb1; blk++) {\n        let more = blk + 1u < cb1;\n        if (more) {\n",
         );
+        load_patch(&mut s, "(blk + 1u)");
+        load_res(&mut s, "(blk + 1u)");
+        let _ = writeln!(
+            s,
+            "        }}\n        for (var tap = 0u; tap < {taps}u; tap++) {{\n        let toff = (tap / {kw}u) * {dy}u + (tap % {kw}u) * {dx}u;\n        let abase = tap * {bm}u * {row}u;",
+            kw = c.kw,
+            dy = c.dil * pw,
+            dx = c.dil,
+            bm = c.bm,
+        );
+        for ks in 0..c.cb / 16 {
+            coop_k_step(
+                &mut s,
+                ks,
+                (fm, fn_),
+                emu,
+                (&|i| format!("abase + (wm0 + {}u) * {row}u + {}u", i * 16, ks * 16), row),
+                (&|j| format!("(fp{j} + toff) * {row}u + {}u", ks * 16), row),
+            );
+        }
+        // the next block replaces this one's patch and A once every subgroup is done with them
+        s.push_str("        }\n        if (more) {\n        workgroupBarrier();\n");
+        store_patch(&mut s);
+        store_res(&mut s);
+        s.push_str("        workgroupBarrier();\n        }\n    }\n");
+    } else {
+        let _ = write!(s, "    let s0 = cb0 * {taps}u;\n    let s1 = cb1 * {taps}u;\n    {{\n");
+        load_patch(&mut s, "cb0");
+        store_patch(&mut s);
+        load_a(&mut s, "s0");
+        store_a(&mut s, "0u");
+        s.push_str("    }\n    workgroupBarrier();\n");
+        let _ = write!(
+            s,
+            "    for (var st = s0; st < s1; st++) {{\n        let tap = st % {taps}u;\n        let blk = st / {taps}u;\n        let abase = ((st - s0) & 1u) * {a_buf}u;\n        let more = st + 1u < s1;\n        if (more) {{\n"
+        );
+        load_a(&mut s, "st + 1u");
+        s.push_str("        }\n        if (tap == 0u && blk + 1u < cb1) {\n");
+        load_patch(&mut s, "(blk + 1u)");
+        let _ = writeln!(
+            s,
+            "        }}\n        let toff = (tap / {kw}u) * {dy}u + (tap % {kw}u) * {dx}u;",
+            kw = c.kw,
+            dy = c.dil * pw,
+            dx = c.dil
+        );
+        for ks in 0..c.cb / 16 {
+            coop_k_step(
+                &mut s,
+                ks,
+                (fm, fn_),
+                emu,
+                (&|i| format!("abase + (wm0 + {}u) * {row}u + {}u", i * 16, ks * 16), row),
+                (&|j| format!("(fp{j} + toff) * {row}u + {}u", ks * 16), row),
+            );
+        }
+        s.push_str("        if (more) {\n");
+        store_a(&mut s, &format!("{a_buf}u - abase"));
+        let _ = writeln!(s, "        }}\n        if (tap == {}u && more) {{\n        workgroupBarrier();", taps - 1);
+        store_patch(&mut s);
+        s.push_str("        }\n        workgroupBarrier();\n    }\n");
     }
-    s.push_str("        if (more) {\n");
-    store_a(&mut s, &format!("{a_buf}u - abase"));
-    let _ = writeln!(s, "        }}\n        if (tap == {}u && more) {{\n        workgroupBarrier();", taps - 1);
-    store_patch(&mut s);
-    s.push_str("        }\n        workgroupBarrier();\n    }\n");
     // epilogue, as in convgen's tensor-core kernels, with the tile's pixels 16 to a row
     let _ = writeln!(
         s,

@@ -174,6 +174,9 @@ pub struct LowerOpts {
     /// [`THIN_SHORT_K_MAX_M`] output channels, run on the thin direct kernel (`gpu/thin.rs`) instead of a GEMM tile (unless a measured choice or a
     /// forced tile says otherwise).
     pub thin: bool,
+    /// Halo tiles stage A for all taps of a channel block at once where it fits (see
+    /// [`HaloCfg::resident`]); off: A streams one tap at a time.
+    pub halo_resident: bool,
     /// The largest storage binding in bytes (bounds the split-K scratch buffer).
     pub max_binding: u64,
 }
@@ -196,6 +199,7 @@ impl LowerOpts {
             tap_major: true,
             wide_epilogue: true,
             thin: true,
+            halo_resident: true,
             max_binding: 2047 << 20,
         }
     }
@@ -1743,7 +1747,9 @@ fn widen_epilogue(o: &LowerOpts, t: FastTile) -> FastTile {
 
 /// The halo-tile variant of a tensor-core tile, for a stride-1 conv of `cin` input channels
 /// (a multiple of 16), a `kh` x `kw` kernel and dilation `dil`, and its K slices (split-K
-/// slices whole channel blocks): None where it does not apply or fit.
+/// slices whole channel blocks): None where it does not apply or fit. With
+/// `LowerOpts::halo_resident`, the first that fits of A resident for all taps with channel
+/// blocks of 32, then of 16 (a smaller A); else A streamed per tap, blocks of 32, then 16.
 fn halo_tile(
     lx: &Lx,
     c: &CoopCfg,
@@ -1753,23 +1759,29 @@ fn halo_tile(
     dil: usize,
     slices: usize,
 ) -> Option<(HaloCfg, usize)> {
-    let cb = [32u32, 16].into_iter().find(|&b| cin.is_multiple_of(b as usize))?;
     let &(bm, bn, wm, wn) = HALO_TILES.iter().find(|t| (t.0, t.1) == (c.bm, c.bn))?;
-    let s = whole_slices(cin / cb as usize, slices);
-    let h = HaloCfg {
-        bm,
-        bn,
-        wm,
-        wn,
-        cb,
-        kh: kh as u32,
-        kw: kw as u32,
-        dil: dil as u32,
-        emulate: c.emulate,
-        split: s > 1,
-        epi: 1,
-    };
-    (h.valid() && h.shared_bytes() <= lx.opts.max_shared).then_some((h, s))
+    let resident: &[bool] = if lx.opts.halo_resident { &[true, false] } else { &[false] };
+    resident.iter().flat_map(|&r| [(r, 32u32), (r, 16)]).find_map(|(resident, cb)| {
+        if !cin.is_multiple_of(cb as usize) {
+            return None;
+        }
+        let s = whole_slices(cin / cb as usize, slices);
+        let h = HaloCfg {
+            bm,
+            bn,
+            wm,
+            wn,
+            cb,
+            kh: kh as u32,
+            kw: kw as u32,
+            dil: dil as u32,
+            emulate: c.emulate,
+            split: s > 1,
+            epi: 1,
+            resident,
+        };
+        (h.valid() && h.shared_bytes() <= lx.opts.max_shared).then_some((h, s))
+    })
 }
 
 /// The geometry parameters of a conv that reads its input pixel by pixel (convgen's 8 to 14

@@ -278,17 +278,20 @@ mod tests {
         for (bm, bn, wm, wn) in halo::HALO_TILES {
             for cb in [16, 32] {
                 for (kh, kw, dil) in [(3, 3, 1), (1, 1, 1), (3, 3, 2), (5, 1, 1)] {
-                    for (emulate, split, epi) in [
-                        (false, false, 1),
-                        (false, true, 1),
-                        (true, false, 1),
-                        (true, true, 1),
-                        (false, false, 2),
-                        (true, true, 2),
+                    for (emulate, split, epi, resident) in [
+                        (false, false, 1, false),
+                        (false, true, 1, false),
+                        (true, false, 1, false),
+                        (true, true, 1, false),
+                        (false, false, 2, false),
+                        (true, true, 2, false),
+                        (false, false, 1, true),
+                        (false, true, 2, true),
+                        (true, true, 1, true),
                     ] {
-                        let c = halo::HaloCfg { bm, bn, wm, wn, cb, kh, kw, dil, emulate, split, epi };
+                        let c = halo::HaloCfg { bm, bn, wm, wn, cb, kh, kw, dil, emulate, split, epi, resident };
                         assert!(c.valid(), "{c:?}");
-                        if (kh, dil, epi) == (3, 1, 1) {
+                        if (kh, dil, epi, resident) == (3, 1, 1, false) {
                             assert!(c.shared_bytes() <= 49152, "{c:?} needs {} bytes", c.shared_bytes());
                         }
                         let m = validate_wgsl(&Shader::HaloConv(c).source(Precision::F16))
