@@ -21,7 +21,7 @@ def key(e):
 print(f"card: {info.get('device', '?')}; torch {info.get('torch', '?')}\n")
 print('| net | input | precision | unet-gpu GPU ms (median / min) | TFLOP/s | cuDNN ms (same precision) | ratio (ours / cuDNN) | cuDNN FP16 channels-last ms |')
 print('|---|---|---|---|---|---|---|---|')
-for e in sorted(eng, key=lambda e: (key(e), e.get('precision', ''), e.get('split_k') is False, e.get('tap_major') is False, bool(e.get('im2col')), bool(e.get('halo')), e.get('wide_epilogue') is False, e.get('thin') is False, bool(e.get('autotune')))):
+for e in sorted(eng, key=lambda e: (key(e), e.get('precision', ''), e.get('split_k') is False, e.get('tap_major') is False, bool(e.get('im2col')), bool(e.get('halo')), e.get('wide_epilogue') is False, e.get('thin') is False, e.get('halo_resident') is False, bool(e.get('autotune')))):
     base, h, b = key(e)
     t = rows.get((base, h, b), {})
     prec = e.get('precision')
@@ -33,7 +33,7 @@ for e in sorted(eng, key=lambda e: (key(e), e.get('precision', ''), e.get('split
     if e.get('im2col'):
         prec += ', im2col'
     if e.get('halo'):
-        prec += ', halo tiles'
+        prec += ', halo tiles' + (' (A streamed)' if e.get('halo_resident') is False else '')
     if e.get('wide_epilogue') is False:
         prec += ', epilogue 1 fragment/round'
     if e.get('thin') is False:

@@ -6,7 +6,7 @@
 #  4. one comparison table (scripts/bench_table.py).
 # Usage: scripts/device-bench.sh [OUTDIR]   (UNET_GPU_BIN overrides the binary; QUICK=1 runs only
 # the base 64 and 16 networks at 1x3x512x512 (cost model, halo tiles, split-K off, tap-major off,
-# im2col, narrow tensor-core epilogue, thin kernel off, autotuned), their check against the CPU reference, and then the fixtures and u2netp;
+# im2col, narrow tensor-core epilogue, halo with A streamed, thin kernel off, autotuned), their check against the CPU reference, and then the fixtures and u2netp;
 # QUICK=targets: only the four target configurations with the cost model's kernels (f16 also
 # with --halo), the baseline, and the checks; GRID=1 with QUICK adds batch 8 and 1024^2 for both, as the full run)
 set -u
@@ -63,6 +63,9 @@ if [ "${QUICK:-}" != targets ]; then
   run_bench 64 512 1 f16 --iters 20 --no-layers --wide-epilogue off
   run_bench 64 512 1 f16 --iters 20 --no-layers --wide-epilogue off --halo
   run_bench 16 512 1 f16 --iters 30 --no-layers --wide-epilogue off
+  # halo tiles streaming A tap by tap (default with --halo: all taps resident where they fit)
+  run_bench 64 512 1 f16 --iters 20 --no-layers --halo --halo-resident off
+  run_bench 16 512 1 f16 --iters 30 --no-layers --halo --halo-resident off
   # the first conv and the head on GEMM tiles, as up to run 7 (default: the thin kernel)
   run_bench 64 512 1 f16 --iters 20 --no-layers --thin off
   run_bench 16 512 1 f16 --iters 30 --no-layers --thin off
@@ -74,7 +77,11 @@ if [ -n "${QUICK:-}" ] && [ -z "${GRID:-}" ]; then SIZES="512"; BATCHES="1"; els
 timeout 150 python3 scripts/torch_unet_baseline.py --base 64 --size $SIZES --batch $BATCHES --iters 20 2>&1 | grep '^{' | tee -a "$OUT/torch.jsonl" | cut -c1-300
 timeout 60 python3 scripts/torch_unet_baseline.py --base 16 --size $SIZES --batch $BATCHES --iters 20 2>&1 | grep '^{' | tee -a "$OUT/torch.jsonl" | cut -c1-300
 
-# after the baseline, so that a run cut short still has its comparison
+stamp "correctness of the fixtures and u2netp on this card"
+timeout 150 python3 scripts/device_check.py "$B" "$OUT" 2>&1 | grep -v '"ok": true' | tail -40
+
+# after the baseline and the checks, so that a run cut short still has its comparison and
+# its correctness
 if [ "${QUICK:-}" != targets ]; then
   stamp "autotuned (every kernel shape timed per conv first, each checked against the generic kernels)"
   run_bench 64 512 1 f32 --iters 20 --autotune --tune-cache "$OUT/tune-cache.json"
@@ -83,8 +90,6 @@ if [ "${QUICK:-}" != targets ]; then
   run_bench 16 512 1 f32 --iters 30 --autotune --tune-cache "$OUT/tune-cache.json" --no-layers
 fi
 
-stamp "correctness of the fixtures and u2netp on this card"
-timeout 150 python3 scripts/device_check.py "$B" "$OUT" 2>&1 | grep -v '"ok": true' | tail -40
 
 if [ -n "${QUICK:-}" ] && [ -z "${GRID:-}" ]; then
   stamp "table"

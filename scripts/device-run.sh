@@ -5,7 +5,7 @@
 # libopengl0`), point the Vulkan loader at the NVIDIA driver, and run scripts/device-bench.sh
 # with the release binary carried in .devbin/ (`cargo build --release && mkdir -p .devbin &&
 # cp target/release/unet-gpu .devbin/ && strip .devbin/unet-gpu`; carry [".gl", ".devbin"]).
-# Usage: QUICK=1 bash scripts/device-run.sh OUTDIR   (LIMIT: seconds for the whole bench, 450)
+# Usage: QUICK=1 bash scripts/device-run.sh OUTDIR   (LIMIT: seconds for the whole bench, 500)
 set -u
 OUT=${1:?usage: device-run.sh OUTDIR}
 mkdir -p "$OUT"
@@ -17,4 +17,8 @@ if [ -f $N/vulkan/icd.d/nvidia_icd.json ]; then
   export __EGL_VENDOR_LIBRARY_FILENAMES=$N/glvnd/egl_vendor.d/10_nvidia.json
 fi
 export PYTHONUNBUFFERED=1 UNET_GPU_BIN=${UNET_GPU_BIN:-.devbin/unet-gpu}
-timeout "${LIMIT:-450}" bash scripts/device-bench.sh "$OUT" 2>&1 | tee "$OUT/log.txt"
+timeout "${LIMIT:-500}" bash scripts/device-bench.sh "$OUT" 2>&1 | tee "$OUT/log.txt"
+# a run cut short at LIMIT still gets its table from what it measured
+if [ -s "$OUT/engine.jsonl" ] && [ -s "$OUT/torch.jsonl" ]; then
+  python3 scripts/bench_table.py "$OUT/engine.jsonl" "$OUT/torch.jsonl" > "$OUT/table.md" 2>/dev/null || true
+fi
