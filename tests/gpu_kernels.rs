@@ -929,6 +929,46 @@ fn elementwise_kernels() {
 }
 
 #[test]
+fn max_pool_2x2_kernel() {
+    // a U-Net's 2x2 stride-2 max-pool on its loop-free kernel: odd sizes in floor mode (the last
+    // row and column dropped) and in ceil mode (windows cut at the edge), and reading a slice
+    // of a concat buffer (an encoder's skip tensor), with batch 2
+    let x = |s: &[usize]| Run("x", s.to_vec());
+    let k2 = || vec![attr_ints("kernel_shape", &[2, 2]), attr_ints("strides", &[2, 2])];
+    let mut ceil = k2();
+    ceil.push(attr_i("ceil_mode", 1));
+    let cases = vec![
+        case("maxpool 2x2 floor, odd sizes", "MaxPool", vec!["x"], k2(), vec![x(&[2, 3, 9, 11])]),
+        case("maxpool 2x2 ceil, odd sizes", "MaxPool", vec!["x"], ceil, vec![x(&[1, 4, 7, 13])]),
+        Case {
+            name: "maxpool 2x2 of the second slice of a concat buffer",
+            nodes: vec![
+                conv(vec!["x", "w1"], "a", pad1()),
+                conv(vec!["a", "w2"], "b", pad1()),
+                ("Concat", vec!["a", "b"], vec!["y"], vec![attr_i("axis", 1)]),
+                ("MaxPool", vec!["b"], vec!["p"], k2()),
+            ],
+            operands: vec![x(&[2, 3, 10, 9]), init("w1", &[5, 3, 3, 3], 130), init("w2", &[6, 5, 3, 3], 131)],
+            outputs: vec!["y", "p"],
+            opset: 17,
+            lo: -1.0,
+            hi: 1.0,
+        },
+    ];
+    let f16 = GpuOptions { coop: Some(CoopMode::Off), ..GpuOptions::f16() };
+    check_kernels(&cases, &[GpuOptions::default(), f16], &["pool2x2.wgsl", "!pool.wgsl"]);
+    // any other pool keeps the general kernel
+    let k3 = case(
+        "maxpool 3x3 s2",
+        "MaxPool",
+        vec!["x"],
+        vec![attr_ints("kernel_shape", &[3, 3]), attr_ints("strides", &[2, 2])],
+        vec![x(&[1, 2, 9, 9])],
+    );
+    check_kernels(&[k3], &[GpuOptions::default()], &["pool.wgsl", "!pool2x2"]);
+}
+
+#[test]
 fn pool_reduce_norm_softmax_kernels() {
     let x = |s: &[usize]| Run("x", s.to_vec());
     let mut cases = vec![

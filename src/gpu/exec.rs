@@ -191,7 +191,7 @@ impl std::fmt::Debug for GpuModel {
 /// Kernels built without wgpu's runtime bounds checks (25-35 % faster): only the generated conv
 /// kernels, whose extents are proven on the host. `UNET_GPU_CHECKED=1` keeps the checks.
 fn unchecked(s: Shader) -> bool {
-    matches!(s, Shader::FastConv(_) | Shader::CoopConv(_) | Shader::HaloConv(_) | Shader::ThinConv(_))
+    matches!(s, Shader::FastConv(_) | Shader::CoopConv(_) | Shader::HaloConv(_) | Shader::ThinConv(_) | Shader::Pool2x2)
         && std::env::var_os("UNET_GPU_CHECKED").is_none()
 }
 

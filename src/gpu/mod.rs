@@ -86,6 +86,8 @@ pub enum Shader {
     Copy,
     Pad,
     Pool,
+    /// MaxPool 2x2 stride 2 without padding: one output per invocation, unchecked.
+    Pool2x2,
     Reduce,
     Norm,
     Softmax,
@@ -107,12 +109,13 @@ pub enum Shader {
 pub const COMMON_WGSL: &str = include_str!("../../shaders/common.wgsl");
 
 impl Shader {
-    pub const ALL: [Shader; 11] = [
+    pub const ALL: [Shader; 12] = [
         Shader::Conv,
         Shader::Elementwise,
         Shader::Copy,
         Shader::Pad,
         Shader::Pool,
+        Shader::Pool2x2,
         Shader::Reduce,
         Shader::Norm,
         Shader::Softmax,
@@ -132,6 +135,7 @@ impl Shader {
             Shader::Copy => "copy.wgsl",
             Shader::Pad => "pad.wgsl",
             Shader::Pool => "pool.wgsl",
+            Shader::Pool2x2 => "pool2x2.wgsl",
             Shader::Reduce => "reduce.wgsl",
             Shader::Norm => "norm.wgsl",
             Shader::Softmax => "softmax.wgsl",
@@ -168,6 +172,7 @@ impl Shader {
             Shader::Copy => include_str!("../../shaders/copy.wgsl"),
             Shader::Pad => include_str!("../../shaders/pad.wgsl"),
             Shader::Pool => include_str!("../../shaders/pool.wgsl"),
+            Shader::Pool2x2 => include_str!("../../shaders/pool2x2.wgsl"),
             Shader::Reduce => include_str!("../../shaders/reduce.wgsl"),
             Shader::Norm => include_str!("../../shaders/norm.wgsl"),
             Shader::Softmax => include_str!("../../shaders/softmax.wgsl"),
