@@ -89,6 +89,20 @@ fn in_concat_buffer(name: &'static str, x: Vec<usize>, ch: i64, seed: u64) -> Ca
     )
 }
 
+/// A 5x1 conv (pads 2 above and below) with bias, `cout` outputs, plus a fused residual Add
+/// of the output's shape. Input `x` (channels at index 1), seeds from `seed`.
+fn conv5x1_residual(name: &'static str, x: Vec<usize>, cout: usize, seed: u64) -> Case {
+    let (cin, r) = (x[1] as i64, vec![x[0], cout, x[2], x[3]]);
+    graph(
+        name,
+        vec![
+            conv(vec!["x", "w", "b"], "c", vec![attr_ints("pads", &[2, 0, 2, 0])]),
+            ("Add", vec!["c", "r"], vec!["y"], vec![]),
+        ],
+        vec![Run("x", x), Run("r", r), init("w", &[cout as i64, cin, 5, 1], seed), init("b", &[cout as i64], seed + 1)],
+    )
+}
+
 /// The kernel variants every case runs in: f32 (cost-model tiles and split-K, or the thin
 /// kernel where it applies: small test convs often have few channels), the same on GEMM tiles
 /// only, the generic conv kernel, f16 without split-K, and the tensor-core kernels' tiling
@@ -644,19 +658,7 @@ fn tap_major_gather() {
             )],
             vec![Run("x", vec![1, 64, 11, 10]), init("w", &[17, 64, 3, 3], 92)],
         ),
-        graph(
-            "5x1 + residual",
-            vec![
-                conv(vec!["x", "w", "b"], "c", vec![attr_ints("pads", &[2, 0, 2, 0])]),
-                ("Add", vec!["c", "r"], vec!["y"], vec![]),
-            ],
-            vec![
-                Run("x", vec![2, 32, 7, 6]),
-                Run("r", vec![2, 9, 7, 6]),
-                init("w", &[9, 32, 5, 1], 93),
-                init("b", &[9], 94),
-            ],
-        ),
+        conv5x1_residual("5x1 + residual", vec![2, 32, 7, 6], 9, 93),
     ];
     let mut variants = Vec::new();
     let mut coop_64 = Vec::new();
@@ -737,19 +739,7 @@ fn halo_tile_tensor_core_convs() {
             vec![conv(vec!["x", "w"], "y", vec![attr_ints("pads", &[2, 1, 0, 3]), attr_ints("dilations", &[2, 2])])],
             vec![Run("x", vec![1, 48, 11, 18]), init("w", &[17, 48, 3, 3], 112)],
         ),
-        graph(
-            "5x1 + residual, 64 channels",
-            vec![
-                conv(vec!["x", "w", "b"], "c", vec![attr_ints("pads", &[2, 0, 2, 0])]),
-                ("Add", vec!["c", "r"], vec!["y"], vec![]),
-            ],
-            vec![
-                Run("x", vec![2, 64, 7, 33]),
-                Run("r", vec![2, 9, 7, 33]),
-                init("w", &[9, 64, 5, 1], 113),
-                init("b", &[9], 114),
-            ],
-        ),
+        conv5x1_residual("5x1 + residual, 64 channels", vec![2, 64, 7, 33], 9, 113),
         in_concat_buffer("16 channels in the concat buffer, with a residual", vec![2, 3, 13, 17], 16, 115),
     ];
     // (three tiles: lavapipe takes 5-30 s to compile each emulated kernel; the others validate
@@ -793,19 +783,7 @@ fn thin_direct_convs() {
             )],
             vec![Run("x", vec![2, 7, 15, 12]), init("w", &[1, 7, 3, 3], 124)],
         ),
-        graph(
-            "5x1 + residual, 2 channels -> 6",
-            vec![
-                conv(vec!["x", "w", "b"], "c", vec![attr_ints("pads", &[2, 0, 2, 0])]),
-                ("Add", vec!["c", "r"], vec!["y"], vec![]),
-            ],
-            vec![
-                Run("x", vec![2, 2, 7, 6]),
-                Run("r", vec![2, 6, 7, 6]),
-                init("w", &[6, 2, 5, 1], 125),
-                init("b", &[6], 126),
-            ],
-        ),
+        conv5x1_residual("5x1 + residual, 2 channels -> 6", vec![2, 2, 7, 6], 6, 125),
         // the second conv (3 -> 3 channels) reads and writes slices of one buffer
         in_concat_buffer("3 channels in the concat buffer, with a residual", vec![2, 3, 7, 9], 3, 127),
     ];
