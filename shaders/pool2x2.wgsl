@@ -3,7 +3,8 @@
 // invocation, no loops, in the storage precision. Built without runtime checks: every index is
 // inside the extents the host proves (lower.rs, `Dispatch::min_bytes`).
 //
-// parameters: 0 total (N*C*OH*OW), 1 C, 2 IH, 3 IW, 4 OH, 5 OW, 6 x_off, 7 x_bs, 8 y_off, 9 y_bs
+// parameters: those of pool.wgsl (this kernel reads 0 total (N*C*OH*OW), 1 C, 2 IH, 3 IW, 4 OH,
+// 5 OW, 16 x_off, 17 x_bs, 18 y_off, 19 y_bs)
 
 @group(0) @binding(1) var<storage, read> X: array<ST>;
 @group(0) @binding(2) var<storage, read_write> Y: array<ST>;
@@ -27,7 +28,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let c = plane % C;
     let ix = 2u * ox;
     let iy = 2u * oy;
-    let r = pu(6u) + n * pu(7u) + c * IH * IW + iy * IW + ix;
+    let r = pu(16u) + n * pu(17u) + c * IH * IW + iy * IW + ix;
     let right = ix + 1u < IW;
     var m = X[r];
     if (right) {
@@ -39,5 +40,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             m = max(m, X[r + IW + 1u]);
         }
     }
-    Y[pu(8u) + n * pu(9u) + c * OH * OW + oy * OW + ox] = m;
+    Y[pu(18u) + n * pu(19u) + c * OH * OW + oy * OW + ox] = m;
 }

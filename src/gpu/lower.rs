@@ -508,33 +508,19 @@ fn lower_node(lx: &mut Lx, k: usize, n: &Node) -> Result<()> {
                     && a.pad_end == 0
                     && (a.output == a.input / 2 || a.output == a.input.div_ceil(2))
             };
-            if pool.max && two(&g.y) && two(&g.x) && g.y.output > 0 && g.x.output > 0 {
-                let mut d = base(Shader::Pool2x2, "main", &n.op_type);
-                let (eb, batches) = (lx.opts.precision.bytes(), g.n as u64);
-                d.params = vec![
-                    total as u32,
-                    g.c as u32,
-                    g.y.input as u32,
-                    g.x.input as u32,
-                    g.y.output as u32,
-                    g.x.output as u32,
-                    xv.offset as u32,
-                    xv.batch_stride as u32,
-                    yv.offset as u32,
-                    yv.batch_stride as u32,
-                ];
-                d.bindings = vec![xv.buf, yv.buf];
+            let fast = pool.max && two(&g.y) && two(&g.x) && g.y.output > 0 && g.x.output > 0;
+            let mut d = base(if fast { Shader::Pool2x2 } else { Shader::Pool }, "main", &n.op_type);
+            if fast {
                 // every index the kernel forms is below these (it reads only inside each plane)
+                let (eb, batches) = (lx.opts.precision.bytes(), g.n as u64);
                 d.min_bytes = vec![
                     (xv.offset + (batches - 1) * xv.batch_stride + (g.c * g.y.input * g.x.input) as u64) * eb,
                     (yv.offset + (batches - 1) * yv.batch_stride + (g.c * g.y.output * g.x.output) as u64) * eb,
                 ];
-                d.groups = lx.grid(total);
-                lx.push(d);
-                return Ok(());
+            } else {
+                d.overrides =
+                    vec![("MAX", pool.max as u32 as f64), ("COUNT_PAD", pool.count_include_pad as u32 as f64)];
             }
-            let mut d = base(Shader::Pool, "main", &n.op_type);
-            d.overrides = vec![("MAX", pool.max as u32 as f64), ("COUNT_PAD", pool.count_include_pad as u32 as f64)];
             d.params = vec![
                 total as u32,
                 g.c as u32,
