@@ -436,19 +436,7 @@ pub fn generate_coop(c: &CoopCfg) -> String {
     let emu = c.emulate;
     let mut s = String::new();
     header(&mut s, &c.name(), c.b, c.split, bk, "f16");
-    let _ = write!(
-        s,
-        r#"var<workgroup> As: array<f16, {as_len}>;
-var<workgroup> Bs: array<f16, {bs_len}>;
-var<workgroup> Cs: array<f32, {cs_len}>;
-"#,
-        as_len = 2 * a_buf,
-        bs_len = 2 * b_buf,
-        cs_len = c.warps() * c.epi * 256,
-    );
-    if emu {
-        emu_mma(&mut s, a_row, b_row);
-    }
+    coop_shared(&mut s, (2 * a_buf, 2 * b_buf, c.warps() * c.epi * 256), emu, (a_row, b_row));
     let _ = write!(
         s,
         r#"
@@ -583,6 +571,20 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     s
 }
 
+/// The tensor-core kernels' workgroup arrays (staged A and B in f16, the epilogue's f32
+/// scratch, of `lens` elements) and, for the emulation, its multiply-add over rows of A and
+/// columns of B `rows` halves apart.
+pub(super) fn coop_shared(s: &mut String, lens: (u32, u32, u32), emu: bool, rows: (u32, u32)) {
+    let _ = write!(
+        s,
+        "var<workgroup> As: array<f16, {}>;\nvar<workgroup> Bs: array<f16, {}>;\nvar<workgroup> Cs: array<f32, {}>;\n",
+        lens.0, lens.1, lens.2
+    );
+    if emu {
+        emu_mma(s, rows.0, rows.1);
+    }
+}
+
 /// The tensor-core kernels' accumulators `acc{i}_{j}` (`fm` x `fn_` 16x16 tiles per subgroup),
 /// zero: cooperative matrices, or each lane's 8 elements in the emulation.
 pub(super) fn coop_accumulators(s: &mut String, fm: u32, fn_: u32, emu: bool) {
@@ -690,7 +692,7 @@ pub(super) fn store4(s: &mut String, arr: &str, at: &str, v: &str) {
 /// The tensor-core kernels' scalar stand-in for a 16x16x16 multiply-add (`emulate`): each of a
 /// subgroup's 32 lanes owns 8 of the tile's 256 accumulators, A is read from `As` by rows
 /// `a_row` halves apart, B from `Bs` by columns `b_row` halves apart.
-pub(super) fn emu_mma(s: &mut String, a_row: u32, b_row: u32) {
+fn emu_mma(s: &mut String, a_row: u32, b_row: u32) {
     let _ = write!(
         s,
         r#"

@@ -26,7 +26,7 @@
 //! workgroups (the deep, small layers; base 16 throughout) that latency is paid once per
 //! block instead of once per tap.
 
-use super::convgen::{COOP_PAD, coop_accumulators, coop_epilogue, coop_k_step, epi_label, header, store4};
+use super::convgen::{COOP_PAD, coop_accumulators, coop_epilogue, coop_k_step, coop_shared, epi_label, header, store4};
 use std::fmt::Write as _;
 
 /// Output tile width (pixels); a subgroup's 16-pixel fragment is one run of a tile row.
@@ -156,16 +156,7 @@ pub fn generate(c: &HaloCfg) -> String {
     let emu = c.emulate;
     let mut s = String::new();
     header(&mut s, &c.name(), super::convgen::BMode::Taps, c.split, c.cb, "f16");
-    let _ = write!(
-        s,
-        "var<workgroup> As: array<f16, {}>;\nvar<workgroup> Bs: array<f16, {}>;\nvar<workgroup> Cs: array<f32, {}>;\n",
-        c.a_rows() * row,
-        pp * row,
-        c.warps() * c.epi * 256
-    );
-    if emu {
-        super::convgen::emu_mma(&mut s, row, row);
-    }
+    coop_shared(&mut s, (c.a_rows() * row, pp * row, c.warps() * c.epi * 256), emu, (row, row));
     let _ = write!(
         s,
         r#"
@@ -273,6 +264,27 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             s.push_str("        }\n");
         }
     };
+    // one tap of the current channel block: its offset in the patch, then the multiply-adds of
+    // its K step (`abase`: where the tap's A starts in As)
+    let tap_steps = |s: &mut String| {
+        let _ = writeln!(
+            s,
+            "        let toff = (tap / {kw}u) * {dy}u + (tap % {kw}u) * {dx}u;",
+            kw = c.kw,
+            dy = c.dil * pw,
+            dx = c.dil
+        );
+        for ks in 0..c.cb / 16 {
+            coop_k_step(
+                s,
+                ks,
+                (fm, fn_),
+                emu,
+                (&|i| format!("abase + (wm0 + {}u) * {row}u + {}u", i * 16, ks * 16), row),
+                (&|j| format!("(fp{j} + toff) * {row}u + {}u", ks * 16), row),
+            );
+        }
+    };
     if c.resident {
         // A of all taps of channel block `blk`: item e = (tap, row, vec4), staged at
         // As[(tap * BM + row) * ROW + 4 * vec4]
@@ -320,22 +332,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         load_res(&mut s, "(blk + 1u)");
         let _ = writeln!(
             s,
-            "        }}\n        for (var tap = 0u; tap < {taps}u; tap++) {{\n        let toff = (tap / {kw}u) * {dy}u + (tap % {kw}u) * {dx}u;\n        let abase = tap * {bm}u * {row}u;",
-            kw = c.kw,
-            dy = c.dil * pw,
-            dx = c.dil,
+            "        }}\n        for (var tap = 0u; tap < {taps}u; tap++) {{\n        let abase = tap * {bm}u * {row}u;",
             bm = c.bm,
         );
-        for ks in 0..c.cb / 16 {
-            coop_k_step(
-                &mut s,
-                ks,
-                (fm, fn_),
-                emu,
-                (&|i| format!("abase + (wm0 + {}u) * {row}u + {}u", i * 16, ks * 16), row),
-                (&|j| format!("(fp{j} + toff) * {row}u + {}u", ks * 16), row),
-            );
-        }
+        tap_steps(&mut s);
         // the next block replaces this one's patch and A once every subgroup is done with them
         s.push_str("        }\n        if (more) {\n        workgroupBarrier();\n");
         store_patch(&mut s);
@@ -355,23 +355,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         load_a(&mut s, "st + 1u");
         s.push_str("        }\n        if (tap == 0u && blk + 1u < cb1) {\n");
         load_patch(&mut s, "(blk + 1u)");
-        let _ = writeln!(
-            s,
-            "        }}\n        let toff = (tap / {kw}u) * {dy}u + (tap % {kw}u) * {dx}u;",
-            kw = c.kw,
-            dy = c.dil * pw,
-            dx = c.dil
-        );
-        for ks in 0..c.cb / 16 {
-            coop_k_step(
-                &mut s,
-                ks,
-                (fm, fn_),
-                emu,
-                (&|i| format!("abase + (wm0 + {}u) * {row}u + {}u", i * 16, ks * 16), row),
-                (&|j| format!("(fp{j} + toff) * {row}u + {}u", ks * 16), row),
-            );
-        }
+        s.push_str("        }\n");
+        tap_steps(&mut s);
         s.push_str("        if (more) {\n");
         store_a(&mut s, &format!("{a_buf}u - abase"));
         let _ = writeln!(s, "        }}\n        if (tap == {}u && more) {{\n        workgroupBarrier();", taps - 1);
