@@ -625,6 +625,36 @@ fn split_k_convs() {
         ),
         // input and residual are slices of the concat buffer the conv writes
         (in_concat_buffer("in the concat buffer", vec![2, 5, 7, 9], 12, 84), 4),
+        // a transposed conv's one GEMM splits like any other; its reduction scatters
+        (
+            graph(
+                "transposed 2x2 stride 2 + relu, batch 2",
+                vec![
+                    ("ConvTranspose", vec!["x", "w", "b"], vec!["c"], vec![attr_ints("strides", &[2, 2])]),
+                    ("Relu", vec!["c"], vec!["y"], vec![]),
+                ],
+                vec![Run("x", vec![2, 70, 5, 7]), init("w", &[70, 9, 2, 2], 85), init("b", &[9], 86)],
+            ),
+            2,
+        ),
+        (
+            graph(
+                "transposed 3x2 stride 3x2 + relu, into the second slice of a concat",
+                vec![
+                    ("ConvTranspose", vec!["x", "w1"], vec!["a"], vec![attr_ints("strides", &[3, 2])]),
+                    ("ConvTranspose", vec!["x", "w2", "b2"], vec!["c"], vec![attr_ints("strides", &[3, 2])]),
+                    ("Relu", vec!["c"], vec!["t"], vec![]),
+                    ("Concat", vec!["a", "t"], vec!["y"], vec![attr_i("axis", 1)]),
+                ],
+                vec![
+                    Run("x", vec![1, 70, 4, 5]),
+                    init("w1", &[70, 5, 3, 2], 87),
+                    init("w2", &[70, 6, 3, 2], 88),
+                    init("b2", &[6], 89),
+                ],
+            ),
+            4,
+        ),
     ];
     let variants = [
         GpuOptions { force_split: Some(3), ..GpuOptions::default() },

@@ -13,8 +13,9 @@
 //!   input itself);
 //! - the epilogue adds the bias, applies the fused activation, adds a fused residual, applies
 //!   the activation after it and writes straight into the output view (`Scatter`: row m's tap
-//!   picks the strided position of a transposed conv's output); with split-K each workgroup multiplies one K slice
-//!   and writes raw f32 partial sums, and shaders/splitk.wgsl runs the epilogue.
+//!   picks the strided position of a transposed conv's output); with split-K each workgroup
+//!   multiplies one K slice and writes raw f32 partial sums in GEMM order, and
+//!   shaders/splitk.wgsl runs the epilogue (and a transposed conv's scatter).
 //!
 //! A workgroup computes a BM x BN tile; BK-deep slices of A and B are staged through
 //! double-buffered workgroup memory with one barrier per slice, the next slice prefetched into
@@ -74,8 +75,9 @@ impl ConvCfg {
     }
     pub fn valid(&self) -> bool {
         let t = self.threads();
-        // a scatter (transposed conv) is a direct GEMM without split-K
-        (!self.scatter || (self.b == BMode::Direct && !self.split))
+        // a scatter (transposed conv) is a direct GEMM; split, it writes its partial sums
+        // unscattered like any other split GEMM, and the reduction scatters them
+        (!self.scatter || self.b == BMode::Direct)
             && self.b != BMode::Packed
             && self.tm.is_multiple_of(4)
             && self.tn.is_multiple_of(4)
@@ -381,8 +383,8 @@ impl CoopCfg {
     }
     pub fn valid(&self) -> bool {
         let t = self.threads();
-        // a scatter (transposed conv) is a direct GEMM without split-K
-        (!self.scatter || (self.b == BMode::Direct && !self.split))
+        // a scatter (transposed conv) is a direct GEMM (split: see `ConvCfg::valid`)
+        (!self.scatter || self.b == BMode::Direct)
             && self.wm.is_multiple_of(16)
             && self.wn.is_multiple_of(16)
             && self.bm.is_multiple_of(self.wm)
@@ -542,7 +544,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         "    let yb = pu(6u) + batch * pu(7u);\n    let rb = batch * pu(25u);\n    let plane = pu(17u);\n    let cs = warp * {}u;",
         256 * c.epi
     );
-    if c.scatter {
+    if c.scatter && !c.split {
         s.push_str("    let IWs = max(pu(8u), 1u);\n    let TAPS = pu(22u);\n");
     }
     coop_epilogue(&mut s, (fm, fn_), c.epi, emu, &|s, i, j| {

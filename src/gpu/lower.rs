@@ -1343,13 +1343,10 @@ fn split_fits(lx: &Lx, g: &Gemm, s: usize) -> bool {
 
 /// The K slices worth using for a GEMM with `k` rows on tiles of depth `bk`: each slice keeps at
 /// least four K tiles, the scratch buffer stays within the binding limit; `[1]` when split-K
-/// is off or the conv scatters.
+/// is off.
 fn slice_options(lx: &Lx, g: &Gemm, bk: u32) -> Vec<usize> {
     let ktiles = g.k.div_ceil(bk as usize);
     let fits = |s: usize| split_fits(lx, g, s);
-    if g.scatter {
-        return vec![1];
-    }
     if let Some(f) = lx.opts.force_split {
         let s = whole_slices(ktiles, f as usize);
         return vec![if fits(s) { s } else { 1 }];
@@ -1436,6 +1433,15 @@ impl FastTile {
             FastTile::Thin(_) => 1,
         }
     }
+    /// A transposed conv's one GEMM, scattered to the output by the epilogue (or, split, by the
+    /// reduction).
+    fn scatter(&self) -> bool {
+        match self {
+            FastTile::Fma(c) => c.scatter,
+            FastTile::Coop(c) => c.scatter,
+            FastTile::Halo(_) | FastTile::Thin(_) => false,
+        }
+    }
     fn shader(&self) -> Shader {
         match self {
             FastTile::Fma(c) => Shader::FastConv(*c),
@@ -1458,10 +1464,7 @@ fn tuned_tile(lx: &Lx, t: TileChoice, g: &Gemm) -> Option<(FastTile, usize)> {
     }
     let split = t.slices > 1;
     let ok_slices = |bk: u32| {
-        t.slices == 1
-            || (!scatter
-                && whole_slices(g.k.div_ceil(bk as usize), t.slices) == t.slices
-                && split_fits(lx, g, t.slices))
+        t.slices == 1 || (whole_slices(g.k.div_ceil(bk as usize), t.slices) == t.slices && split_fits(lx, g, t.slices))
     };
     if t.coop {
         if !use_coop(lx) || !ok_slices(COOP_BK) {
@@ -1589,6 +1592,9 @@ fn fast_dispatch(lx: &mut Lx, k: usize, n: &Node, f: FastConv) -> Result<()> {
         (weight_matrix(lx.opts.precision, kk, m, f.weight), m.div_ceil(4), kk * m.div_ceil(4))
     };
     let wbuf = lx.aux(wbytes);
+    // a split transposed conv's reduction scatters: output plane, output width, input width,
+    // strides (= the kernel)
+    let scatter_geom = [f.params[17], f.params[20], f.params[8], f.params[18], f.params[19]];
     let mut params = f.params;
     params[0] = kk as u32;
     params[1] = m as u32;
@@ -1702,7 +1708,7 @@ fn fast_dispatch(lx: &mut Lx, k: usize, n: &Node, f: FastConv) -> Result<()> {
     if split {
         // the reduction: sum of the slices, bias, activation, residual, activation after it
         let total = (batches as usize * m * f.cols) as u64;
-        let params = vec![
+        let mut params = vec![
             total as u32,
             (m * f.cols) as u32,
             f.cols as u32,
@@ -1714,6 +1720,10 @@ fn fast_dispatch(lx: &mut Lx, k: usize, n: &Node, f: FastConv) -> Result<()> {
         ];
         let (mut ov, rbuf) = f.epi.bind(&f.y);
         ov.push(("HAS_BIAS", f.bias.is_some() as u32 as f64));
+        if cfg.scatter() {
+            params.extend(scatter_geom);
+            ov.push(("SCATTER", 1.0));
+        }
         lx.push(Dispatch {
             shader: Shader::SplitK,
             entry: "main",
