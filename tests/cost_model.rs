@@ -5,7 +5,8 @@
 //! (docs/device-runs/2026-11-27-h200-run6/engine.jsonl). Also on that profile: the halo-tile
 //! kernels (`--halo`) replace the tensor-core gathers tile for tile (and take the 16-channel
 //! convs the cost model keeps on FMA tiles), a transposed conv is one GEMM over its taps, and
-//! the first conv and the 1x1 head run on the thin direct kernel. Lowering needs no GPU.
+//! the first conv, the 1x1 head and a short-K transposed conv run on the thin direct kernel.
+//! Lowering needs no GPU.
 
 mod common;
 use common::build::*;
@@ -168,7 +169,7 @@ fn a_transposed_conv_is_one_gemm_over_its_taps() {
 }
 
 #[test]
-fn the_thin_kernel_takes_the_first_conv_and_the_head() {
+fn the_thin_kernel_takes_the_first_conv_the_head_and_the_last_upsampling() {
     use unet_gpu::gpu::Shader;
     // the first conv of an RGB U-Net (K 27) and its 1x1 head (3 outputs): the thin direct
     // kernel, 16 (or all 3) output channels per invocation, 256 pixels per workgroup
@@ -183,4 +184,9 @@ fn the_thin_kernel_takes_the_first_conv_and_the_head() {
     assert!(!matches!(deep[0].shader, Shader::ThinConv(_)), "{:?}", deep[0].shader);
     let wide = lowered("Conv", vec![], [1, 32, 64, 64], [256, 32, 1, 1], 256, false);
     assert!(!matches!(wide[0].shader, Shader::ThinConv(_)), "{:?}", wide[0].shader);
+    // base 16's last upsampling, 2x2 stride 2, 32 -> 16 channels: 64 GEMM rows, K 32, scattered
+    let up =
+        lowered("ConvTranspose", vec![attr_ints("strides", &[2, 2])], [1, 32, 256, 256], [32, 16, 2, 2], 16, false);
+    assert!(matches!(up[0].shader, Shader::ThinConv(c) if c.co == 16 && c.scatter), "{:?}", up[0].shader);
+    assert_eq!((up[0].params[2], up[0].params[15], up[0].params[16]), (256 * 256, 256 * 256 / 256, 4));
 }

@@ -792,7 +792,8 @@ fn halo_tile_tensor_core_convs() {
 fn thin_direct_convs() {
     // convs with few output channels or a short K on the thin direct kernel (gpu/thin.rs), in f32
     // and f16: pixel counts not a multiple of its 4 per invocation, channel blocks of 16 with a
-    // partial last one, strides, dilation, asymmetric pads, a residual, the concat buffer
+    // partial last one, strides, dilation, asymmetric pads, a residual, the concat buffer, and
+    // transposed convs
     let cases = vec![
         graph(
             "first conv: 3 channels 3x3 pad 1 -> 21, batch 2, bias + relu",
@@ -816,6 +817,34 @@ fn thin_direct_convs() {
         conv5x1_residual("5x1 + residual, 2 channels -> 6", vec![2, 2, 7, 6], 6, 125),
         // the second conv (3 -> 3 channels) reads and writes slices of one buffer
         in_concat_buffer("3 channels in the concat buffer, with a residual", vec![2, 3, 7, 9], 3, 127),
+        // transposed convs (stride = kernel) as one GEMM of (output channel, tap) rows, scattered
+        graph(
+            "transposed 2x2 stride 2, 32 -> 16 channels (64 rows, K 32), batch 2, bias + relu",
+            vec![
+                ("ConvTranspose", vec!["x", "w", "b"], vec!["c"], vec![attr_ints("strides", &[2, 2])]),
+                ("Relu", vec!["c"], vec!["y"], vec![]),
+            ],
+            vec![Run("x", vec![2, 32, 5, 7]), init("w", &[32, 16, 2, 2], 128), init("b", &[16], 129)],
+        ),
+        graph(
+            "transposed 3x2 stride 3x2, 11 -> 4 and 5 channels (a partial block), into a concat",
+            vec![
+                ("ConvTranspose", vec!["x", "w1"], vec!["a"], vec![attr_ints("strides", &[3, 2])]),
+                ("ConvTranspose", vec!["x", "w2", "b2"], vec!["c"], vec![attr_ints("strides", &[3, 2])]),
+                ("Concat", vec!["a", "c"], vec!["y"], vec![attr_i("axis", 1)]),
+            ],
+            vec![
+                Run("x", vec![1, 11, 4, 5]),
+                init("w1", &[11, 4, 3, 2], 130),
+                init("w2", &[11, 5, 3, 2], 131),
+                init("b2", &[5], 132),
+            ],
+        ),
+        graph(
+            "transposed 2x2 stride 2 to one channel, K 40",
+            vec![("ConvTranspose", vec!["x", "w"], vec!["y"], vec![attr_ints("strides", &[2, 2])])],
+            vec![Run("x", vec![1, 40, 6, 3]), init("w", &[40, 1, 2, 2], 133)],
+        ),
     ];
     let variants = [
         GpuOptions::default(),

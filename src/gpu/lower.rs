@@ -1439,7 +1439,8 @@ impl FastTile {
         match self {
             FastTile::Fma(c) => c.scatter,
             FastTile::Coop(c) => c.scatter,
-            FastTile::Halo(_) | FastTile::Thin(_) => false,
+            FastTile::Thin(c) => c.scatter,
+            FastTile::Halo(_) => false,
         }
     }
     fn shader(&self) -> Shader {
@@ -1752,6 +1753,20 @@ pub const THIN_MAX_M: usize = 4;
 pub const THIN_MAX_K: usize = 32;
 pub const THIN_SHORT_K_MAX_M: usize = 64;
 
+/// Whether a GEMM of `m` rows and `k` deep runs on the thin direct kernel: few rows or a short
+/// K, where no measured choice or forced tile says otherwise.
+fn wants_thin(lx: &Lx, m: usize, k: usize) -> bool {
+    match lx.tuned.get(lx.node).copied().flatten() {
+        Some(t) => t.thin,
+        None => {
+            lx.opts.thin
+                && lx.opts.force_tile.is_none()
+                && lx.opts.force_split.is_none()
+                && (m <= THIN_MAX_M || (k <= THIN_MAX_K && m <= THIN_SHORT_K_MAX_M))
+        }
+    }
+}
+
 /// A tensor-core tile with the widest epilogue the workgroup memory allows (the most fragments
 /// per round that divide the subgroup's fragments and fit `max_shared`: fewer barriers, more
 /// stores in flight); other tiles, and every tile with the option off, as they are.
@@ -1862,18 +1877,7 @@ fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::Conv) -> Res
         Some(t) => (t.im2col, t.halo),
         None => (lx.opts.im2col, lx.opts.halo),
     };
-    // few output channels or a short K: the thin direct kernel, where no measured choice or forced
-    // tile says otherwise
-    let thin = match tuned {
-        Some(t) => t.thin,
-        None => {
-            lx.opts.thin
-                && lx.opts.force_tile.is_none()
-                && lx.opts.force_split.is_none()
-                && (m <= THIN_MAX_M || (kk <= THIN_MAX_K && m <= THIN_SHORT_K_MAX_M))
-        }
-    };
-    if thin {
+    if wants_thin(lx, m, kk) {
         let mut params = gather_params(&g);
         params[18] = g.c as u32;
         params[19] = kw as u32;
@@ -1883,7 +1887,7 @@ fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::Conv) -> Res
         let wd = &wd;
         let f = FastConv {
             kind: "Conv",
-            cfg: FastTile::Thin(ThinCfg::for_channels(m)),
+            cfg: FastTile::Thin(ThinCfg::for_channels(m, false)),
             slices: 1,
             x: xv,
             y: yv,
@@ -2078,10 +2082,20 @@ fn fast_conv_transpose(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv_tra
     let npix_in = g.y.input * g.x.input;
     // one GEMM for all taps: row (output channel, tap), so that each input pixel is loaded once
     let gemm = Gemm { m: taps * m, cols: npix_in, z: g.n, k: cin, b: BMode::Direct, scatter: true, cin: None };
-    let (cfg, slices) = pick(lx, &gemm, false);
+    let (cfg, slices) = if wants_thin(lx, taps * m, cin) {
+        (FastTile::Thin(ThinCfg::for_channels(taps * m, true)), 1)
+    } else {
+        pick(lx, &gemm, false)
+    };
     let mut params = vec![0u32; 24];
     params[8] = g.x.input as u32;
     params[9] = g.y.input as u32;
+    if let FastTile::Thin(_) = cfg {
+        // the thin kernel reads the columns as a 1x1 conv's output pixels: rows of IW, stride 1
+        params[10] = g.x.input as u32;
+        params[11] = 1;
+        params[12] = 1;
+    }
     params[17] = (g.y.output * g.x.output) as u32;
     params[18] = g.y.stride as u32;
     params[19] = g.x.stride as u32;

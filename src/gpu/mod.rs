@@ -312,14 +312,16 @@ mod tests {
     fn every_thin_conv_validates_with_naga() {
         for p in [Precision::F32, Precision::F16] {
             for co in [4, 8, 12, 16] {
-                let c = thin::ThinCfg { co };
-                assert!(c.valid());
-                let m =
-                    validate_wgsl(&Shader::ThinConv(c).source(p)).unwrap_or_else(|e| panic!("{} {p:?}: {e}", c.name()));
-                spirv(&m, &c.name());
+                for scatter in [false, true] {
+                    let c = thin::ThinCfg { co, scatter };
+                    assert!(c.valid());
+                    let m = validate_wgsl(&Shader::ThinConv(c).source(p))
+                        .unwrap_or_else(|e| panic!("{} {p:?}: {e}", c.name()));
+                    spirv(&m, &c.name());
+                }
             }
         }
-        assert_eq!([1, 3, 4, 5, 9, 16, 64].map(|m| thin::ThinCfg::for_channels(m).co), [4, 4, 4, 8, 12, 16, 16]);
+        assert_eq!([1, 3, 4, 5, 9, 16, 64].map(|m| thin::ThinCfg::for_channels(m, false).co), [4, 4, 4, 8, 12, 16, 16]);
     }
 
     /// Lower a validated module to SPIR-V as wgpu's Vulkan backend will.

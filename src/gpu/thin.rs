@@ -10,6 +10,12 @@
 //! channels per round so that sixteen loads are in flight. The epilogue is the other fast kernels' (bias,
 //! activation, residual, the output view), as are the weights' layout ([K][M padded to 4],
 //! K in the ONNX order: input channel, ky, kx) and the parameter numbering.
+//!
+//! `scatter`: a transposed conv whose stride equals its kernel, as convgen's one GEMM for all
+//! taps (rows: output channel x tap, K: input channels, columns: input pixels, read like a 1x1
+//! conv's). Each invocation then computes `co` of those rows for 4 input pixels and writes each
+//! result at its tap's place in the output (base 16's last upsampling: 16 channels x 4 taps
+//! from 32 input channels, K = 32).
 
 use super::convgen::{BMode, header};
 use std::fmt::Write as _;
@@ -23,14 +29,16 @@ const THIN_UNROLL: u32 = 4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ThinCfg {
-    /// Output channels per invocation (and per workgroup): 4, 8 or 16.
+    /// Output channels (GEMM rows) per invocation (and per workgroup): 4, 8, 12 or 16.
     pub co: u32,
+    /// A transposed conv's GEMM, scattered to the output (see the module's text).
+    pub scatter: bool,
 }
 
 impl ThinCfg {
-    /// The tile for a conv of `m` output channels: all of them up to 16, in blocks of 16 past.
-    pub fn for_channels(m: usize) -> ThinCfg {
-        ThinCfg { co: (m.next_multiple_of(4) as u32).min(16) }
+    /// The tile for a GEMM of `m` rows: all of them up to 16, in blocks of 16 past.
+    pub fn for_channels(m: usize, scatter: bool) -> ThinCfg {
+        ThinCfg { co: (m.next_multiple_of(4) as u32).min(16), scatter }
     }
     /// Output pixels per workgroup.
     pub fn bn(&self) -> u32 {
@@ -40,14 +48,16 @@ impl ThinCfg {
         matches!(self.co, 4 | 8 | 12 | 16)
     }
     pub fn name(&self) -> String {
-        format!("thin_{}x{}", self.co, self.bn())
+        format!("thin_{}x{}{}", self.co, self.bn(), if self.scatter { "_scatter" } else { "" })
     }
 }
 
 // Parameters (P), numbered as convgen's: 0 K, 1 M, 2 npix, 3 M padded / 4 (a weight row in
 // vec4), 4 x_off, 5 x_bs, 6 y_off, 7 y_bs, 8 IW, 9 IH, 10 OW, 11 SH, 12 SW, 13 PH (i32),
 // 14 PW (i32), 15 pixel tiles, 16 channel tiles, 17 output plane size, 18 C, 19 KW, 20 DH,
-// 21 DW, 22 KH, 23 weight vec4, 24 residual offset, 25 residual batch stride
+// 21 DW, 22 KH, 23 weight vec4, 24 residual offset, 25 residual batch stride. Scattering, as
+// convgen's: 8 IW, 9 IH, 10 IW (the columns' row length), 11 / 12 1, 13 / 14 0, 18 SH, 19 SW,
+// 20 output width, 21 KW (= SW), 22 taps; C is K and the kernel 1x1.
 
 pub fn generate(c: &ThinCfg) -> String {
     assert!(c.valid(), "invalid thin tile {c:?}");
@@ -75,11 +85,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let IW = i32(pu(8u));
     let IH = i32(pu(9u));
     let OW = pu(10u);
-    let C = pu(18u);
-    let KW = pu(19u);
-    let DH = pu(20u);
-    let DW = pu(21u);
-    let KH = pu(22u);
     let HW = pu(8u) * pu(9u);
     let wq = m0 / 4u;
 "#,
@@ -88,6 +93,25 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         px = THIN_PX,
         co = c.co,
     );
+    if c.scatter {
+        s.push_str(
+            "    let C = pu(0u);
+    let KW = 1u;
+    let DH = 1u;
+    let DW = 1u;
+    let KH = 1u;
+",
+        );
+    } else {
+        s.push_str(
+            "    let C = pu(18u);
+    let KW = pu(19u);
+    let DH = pu(20u);
+    let DW = pu(21u);
+    let KH = pu(22u);
+",
+        );
+    }
     // each pixel's place: in the output (ok past the last), and its first input row and column
     for i in 0..THIN_PX {
         let _ = write!(
@@ -144,17 +168,27 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     round(&mut s, 1);
     s.push_str("            }\n        }\n    }\n");
     s.push_str("    let yb = pu(6u) + batch * pu(7u);\n    let rb = batch * pu(25u);\n    let plane = pu(17u);\n");
+    if c.scatter {
+        // each pixel's first output row and column (its tap (0, 0))
+        s.push_str("    let TAPS = pu(22u);\n    let OWs = pu(20u);\n");
+        for i in 0..THIN_PX {
+            let _ = writeln!(s, "    let o{i} = (n{i} / OW) * pu(18u) * OWs + (n{i} % OW) * pu(19u);");
+        }
+    }
     for q in 0..quads {
         for (e, comp) in ["x", "y", "z", "w"].iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "    {{ let m = m0 + {}u;\n      if (m < M) {{\n        var bias = 0.0;\n        if (HAS_BIAS) {{ bias = f32(Bias[m]); }}",
-                q * 4 + e as u32
-            );
+            let _ = writeln!(s, "    {{ let m = m0 + {}u;\n      if (m < M) {{", q * 4 + e as u32);
+            if c.scatter {
+                s.push_str("        let co = m / TAPS;\n        let tap = co * plane + ((m % TAPS) / pu(21u)) * OWs + (m % TAPS) % pu(21u);\n");
+            } else {
+                s.push_str("        let co = m;\n");
+            }
+            s.push_str("        var bias = 0.0;\n        if (HAS_BIAS) { bias = f32(Bias[co]); }\n");
             for i in 0..THIN_PX {
+                let at = if c.scatter { format!("tap + o{i}") } else { format!("m * plane + n{i}") };
                 let _ = writeln!(
                     s,
-                    "        if (ok{i}) {{ let o = m * plane + n{i}; Y[yb + o] = ST(post_act(act(a{q}_{i}.{comp} + bias) + rload(rb + o))); }}"
+                    "        if (ok{i}) {{ let o = {at}; Y[yb + o] = ST(post_act(act(a{q}_{i}.{comp} + bias) + rload(rb + o))); }}"
                 );
             }
             s.push_str("      }\n    }\n");
