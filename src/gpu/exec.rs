@@ -189,10 +189,18 @@ impl std::fmt::Debug for GpuModel {
 }
 
 /// Kernels built without wgpu's runtime bounds checks (25-35 % faster): only the generated conv
-/// kernels, whose extents are proven on the host. `UNET_GPU_CHECKED=1` keeps the checks.
+/// kernels, the 2x2 max-pool and the split-K reduction, whose extents are proven on the host.
+/// `UNET_GPU_CHECKED=1` keeps the checks.
 fn unchecked(s: Shader) -> bool {
-    matches!(s, Shader::FastConv(_) | Shader::CoopConv(_) | Shader::HaloConv(_) | Shader::ThinConv(_) | Shader::Pool2x2)
-        && std::env::var_os("UNET_GPU_CHECKED").is_none()
+    matches!(
+        s,
+        Shader::FastConv(_)
+            | Shader::CoopConv(_)
+            | Shader::HaloConv(_)
+            | Shader::ThinConv(_)
+            | Shader::Pool2x2
+            | Shader::SplitK
+    ) && std::env::var_os("UNET_GPU_CHECKED").is_none()
 }
 
 /// The largest storage binding the model may use.
@@ -570,7 +578,7 @@ impl GpuModel {
                             source: wgpu::ShaderSource::Wgsl(src.into()),
                         };
                         if unchecked(d.shader) {
-                            // SAFETY: the generated conv kernels index only inside the extents
+                            // SAFETY: the unchecked kernels (`unchecked`) index only inside the extents
                             // recorded in `Dispatch::min_bytes`, which are checked against the
                             // bound buffers below before any bind group is built; their loops
                             // have uniform trip counts from the parameters.

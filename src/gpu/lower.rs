@@ -1680,9 +1680,13 @@ fn fast_dispatch(lx: &mut Lx, k: usize, n: &Node, f: FastConv) -> Result<()> {
         min_bytes[4] = min_bytes[4].max(min_bytes[0]);
         min_bytes[0] = 0;
     }
-    if let Some(r) = f.epi.residual.filter(|_| !split) {
-        // the residual is read at the output's in-image offsets
-        let r_need = (r.offset + (batches - 1) * r.batch_stride + f.y_channels as u64 * params[17] as u64) * eb;
+    // the residual is read at the output's in-image offsets (by the reduction when split), from
+    // its own binding or from the output's buffer
+    let r_need = f
+        .epi
+        .residual
+        .map(|r| (r.offset + (batches - 1) * r.batch_stride + f.y_channels as u64 * params[17] as u64) * eb);
+    if let Some(r_need) = r_need.filter(|_| !split) {
         if rbuf == BufRef::Dummy {
             min_bytes[4] = min_bytes[4].max(r_need);
         } else {
@@ -1725,6 +1729,14 @@ fn fast_dispatch(lx: &mut Lx, k: usize, n: &Node, f: FastConv) -> Result<()> {
             params.extend(scatter_geom);
             ov.push(("SCATTER", 1.0));
         }
+        // its extents, as the GEMM's (it is built unchecked): every slice's partial sums, a bias
+        // per output channel, the residual and the output views
+        let mut min_bytes = vec![part, if f.bias.is_some() { f.y_channels as u64 * eb } else { 0 }, 0, y_need * eb];
+        match r_need {
+            Some(r) if rbuf == BufRef::Dummy => min_bytes[3] = min_bytes[3].max(r),
+            Some(r) => min_bytes[2] = r,
+            None => {}
+        }
         lx.push(Dispatch {
             shader: Shader::SplitK,
             entry: "main",
@@ -1736,7 +1748,7 @@ fn fast_dispatch(lx: &mut Lx, k: usize, n: &Node, f: FastConv) -> Result<()> {
             kind: f.kind.to_string(),
             concat_copy: false,
             flops: 0,
-            min_bytes: vec![],
+            min_bytes,
         });
     }
     Ok(())
