@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fit the conv cost model's constants (src/gpu/lower.rs `tile_time`, the efficiencies in
+"""Fit the conv cost model's constants (src/gpu/lower/pick.rs `tile_time`, the efficiencies in
 src/gpu/convgen.rs TILES and COOP_TILES) to autotuning measurements.
 
     python3 scripts/fit_cost_model.py docs/device-runs/2026-11-27-h200-run6/engine.jsonl [...]
@@ -17,7 +17,7 @@ from collections import defaultdict
 import numpy as np
 from scipy.optimize import minimize
 
-SMS = 264  # workgroup slots (lower.rs SMS)
+SMS = 264  # workgroup slots (src/gpu/lower/pick.rs SMS)
 FMA_BK = {(128, 128): 8, (64, 256): 8, (64, 128): 16, (32, 128): 16, (64, 64): 16, (32, 64): 16,
           (32, 256): 8, (16, 256): 8}
 COOP = [(128, 128), (64, 128), (64, 64), (32, 128), (16, 128)]

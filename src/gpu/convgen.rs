@@ -106,7 +106,7 @@ impl ConvCfg {
 
 /// The tile shapes the engine picks from, with their relative throughput per output: (BM, BN,
 /// BK, TM, TN, efficiency). The efficiencies, with the cost model's other constants
-/// (`lower::tile_time`), are a least-squares fit to every kernel shape x split-K factor that
+/// (`lower::pick::tile_time`), are a least-squares fit to every kernel shape x split-K factor that
 /// autotuning timed per conv of the base-64 and base-16 benchmark networks on an H200 (run 6,
 /// 2026-11-27, `docs/device-runs/2026-11-27-h200-run6`; rms error of the fit 22 %). On other
 /// GPUs they are a starting point; `--autotune` measures.
@@ -342,7 +342,7 @@ pub struct CoopCfg {
     pub emulate: bool,
     /// Split-K, as for [`ConvCfg::split`].
     pub split: bool,
-    /// Accumulator fragments each subgroup stages per epilogue round (see [`coop_epilogue`]).
+    /// Accumulator fragments each subgroup stages per epilogue round (see `coop_epilogue`).
     pub epi: u32,
 }
 
