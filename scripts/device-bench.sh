@@ -3,7 +3,8 @@
 #  1. the adapter; 2. correctness of every fixture and u2netp in f32 and f16 on this card;
 #  3. `unet-gpu bench` and PyTorch/cuDNN (scripts/torch_unet_baseline.py: the same network,
 #     exported by that script) at base 64 and 16, 512^2 and 1024^2, batch 1 and 8;
-#  4. one comparison table (scripts/bench_table.py).
+#  4. one comparison table (scripts/bench_table.py), and per layer, each f16 run against the
+#     default kernels and the fastest run of each layer (scripts/layer_diff.py: layers.md).
 # Usage: scripts/device-bench.sh [OUTDIR]   (UNET_GPU_BIN overrides the binary; QUICK=1 runs only
 # the base 64 and 16 networks at 1x3x512x512 (cost model, halo tiles, split-K off, tap-major off,
 # im2col, narrow tensor-core epilogue, halo with A streamed, thin kernel off, autotuned), their check against the CPU reference, and then the fixtures and u2netp;
@@ -59,16 +60,18 @@ if [ "${QUICK:-}" != targets ]; then
   run_bench 64 512 1 f16 --iters 20 --im2col
   run_bench 16 512 1 f16 --iters 20 --no-layers --split-k off
   run_bench 16 512 1 f16 --iters 20 --no-layers --im2col
+  # (with per-layer times from here on, for layers.md)
   # the tensor-core epilogue one fragment per round, as up to run 7 (default: as many as fit)
-  run_bench 64 512 1 f16 --iters 20 --no-layers --wide-epilogue off
+  run_bench 64 512 1 f16 --iters 20 --wide-epilogue off
   run_bench 64 512 1 f16 --iters 20 --no-layers --wide-epilogue off --halo
-  run_bench 16 512 1 f16 --iters 30 --no-layers --wide-epilogue off
+  run_bench 16 512 1 f16 --iters 30 --wide-epilogue off
   # halo tiles streaming A tap by tap (default with --halo: all taps resident where they fit)
-  run_bench 64 512 1 f16 --iters 20 --no-layers --halo --halo-resident off
-  run_bench 16 512 1 f16 --iters 30 --no-layers --halo --halo-resident off
-  # the first conv and the head on GEMM tiles, as up to run 7 (default: the thin kernel)
-  run_bench 64 512 1 f16 --iters 20 --no-layers --thin off
-  run_bench 16 512 1 f16 --iters 30 --no-layers --thin off
+  run_bench 64 512 1 f16 --iters 20 --halo --halo-resident off
+  run_bench 16 512 1 f16 --iters 30 --halo --halo-resident off
+  # the first conv, the head and short-K transposed convs on GEMM tiles, as up to run 7
+  # (default: the thin kernel)
+  run_bench 64 512 1 f16 --iters 20 --thin off
+  run_bench 16 512 1 f16 --iters 30 --thin off
 fi
 
 stamp "PyTorch / cuDNN"
@@ -94,6 +97,7 @@ fi
 if [ -n "${QUICK:-}" ] && [ -z "${GRID:-}" ]; then
   stamp "table"
   python3 scripts/bench_table.py "$OUT/engine.jsonl" "$OUT/torch.jsonl" | tee "$OUT/table.md"
+  python3 scripts/layer_diff.py "$OUT/engine.jsonl" > "$OUT/layers.md"
   exit 0
 fi
 
@@ -113,3 +117,4 @@ done
 
 stamp "table"
 python3 scripts/bench_table.py "$OUT/engine.jsonl" "$OUT/torch.jsonl" | tee "$OUT/table.md"
+python3 scripts/layer_diff.py "$OUT/engine.jsonl" > "$OUT/layers.md"

@@ -22,3 +22,6 @@ timeout "${LIMIT:-500}" bash scripts/device-bench.sh "$OUT" 2>&1 | tee "$OUT/log
 if [ -s "$OUT/engine.jsonl" ] && [ -s "$OUT/torch.jsonl" ]; then
   python3 scripts/bench_table.py "$OUT/engine.jsonl" "$OUT/torch.jsonl" > "$OUT/table.md" 2>/dev/null || true
 fi
+if [ -s "$OUT/engine.jsonl" ]; then
+  python3 scripts/layer_diff.py "$OUT/engine.jsonl" > "$OUT/layers.md" 2>/dev/null || true
+fi
