@@ -4,12 +4,17 @@ src/gpu/convgen.rs TILES and COOP_TILES) to autotuning measurements.
 
     python3 scripts/fit_cost_model.py docs/device-runs/2026-11-27-h200-run6/engine.jsonl [...]
 
-Input: `unet-gpu bench --autotune` JSON lines of the benchmark networks exported by
-scripts/torch_unet_baseline.py (the layer geometry is read from their node names and output
-shapes, so other networks need their own geometry). Every timed (tile, split-K factor) of every
-conv is a data point; the fit minimises the squared log error of the model's time. It prints the
-constants and, per network and precision, the measured time of the kernels the fitted model would
-pick against the fastest measured ones. Needs numpy and scipy (not a dependency of the crate).
+Input: `unet-gpu bench --autotune` JSON lines. Each layer's GEMM (rows, columns, images, K) is
+the report's `gemm` where it has one (reports since 2026-11-27's sixth session, any network);
+older reports are of the benchmark networks exported by scripts/torch_unet_baseline.py, whose
+geometry is read from node names and output shapes (their transposed convs ran one GEMM per
+tap). Every timed (tile, split-K factor) of every conv is a data point; the fit minimises the
+squared log error of the model's time. Halo tiles (`coop halo`), where timed, get efficiencies
+of their own on the tensor-core tiles' fixed costs (the engine does not weigh them yet:
+`--halo` takes them wherever they apply). It prints the constants and, per network and
+precision, the measured time of the kernels the fitted model would pick against the fastest
+measured ones, and for the layers the thin direct kernel ran, its time against the fastest GEMM
+tile's. Needs numpy and scipy (not a dependency of the crate).
 """
 import json, math, re, sys
 from collections import defaultdict
@@ -43,28 +48,40 @@ def geometry(node, out, base):
 
 
 def points(paths):
-    pts = []
+    """The timed GEMM kernels, and the thin kernel's times by layer."""
+    pts, thin = [], {}
     for path in paths:
         for line in open(path):
+            if not line.startswith('{'):
+                continue
             d = json.loads(line)
             a = d.get('autotune')
             if not a or 'layers' not in a:
                 continue
+            net = re.sub(r'\.onnx$', '', d['model'].rsplit('/', 1)[-1])
             base = 64 if 'unet64' in d['model'] else 16
             for layer in a['layers']:
-                g = geometry(layer['node'], json.loads(layer['out']), base)
+                if layer.get('gemm'):
+                    m_, cols, z, k = layer['gemm']
+                    g = (m_, cols, z, k)
+                else:
+                    g = geometry(layer['node'], json.loads(layer['out']), base)
+                key = (net, d['precision'], layer['node'])
                 for label, ms in layer['all_ms'].items():
-                    m = re.match(r'(fma|coop|coop im2col|coop halo) (\d+)x(\d+)(?: split (\d+))?$', label)
-                    if not m or m.group(1) in ('coop im2col', 'coop halo') or ms <= 0:
+                    if label.startswith('thin ') and ms > 0:
+                        thin[key] = ms * 1e-3
                         continue
-                    pts.append(dict(key=(base, d['precision'], layer['node']), kind=m.group(1),
-                                    bm=int(m.group(2)), bn=int(m.group(3)), s=int(m.group(4) or 1),
-                                    g=g, t=ms * 1e-3))
-    return pts
+                    m = re.match(r'(fma|coop|coop im2col|coop halo) (\d+)x(\d+)(?: split (\d+))?$', label)
+                    if not m or m.group(1) == 'coop im2col' or ms <= 0:
+                        continue
+                    pts.append(dict(key=key, kind=m.group(1), bm=int(m.group(2)), bn=int(m.group(3)),
+                                    s=int(m.group(4) or 1), g=g, t=ms * 1e-3))
+    return pts, thin
 
 
 NAMES = (['slot'] + ['fma%dx%d' % t for t in FMA_BK if t != (128, 128)] + ['coop%dx%d' % t for t in COOP]
          + ['fixed_fma', 'fixed_coop', 'alone_fma', 'alone_coop', 'reduce_fixed', 'reduce_bw'])
+X0 = [121e9] + [0.8] * 7 + [2.0, 1.0, 1.0, 1.0, 0.5] + [2e-6, 5e-6, 1.4, 1.5, 5e-6, 2e12]
 
 
 def model(P, p):
@@ -75,7 +92,9 @@ def model(P, p):
         eff = 1.0 if (bm, bn) == (128, 128) else P['fma%dx%d' % (bm, bn)]
         fixed, alone = P['fixed_fma'], P['alone_fma']
     else:
-        bk, eff, fixed, alone = COOP_BK, P['coop%dx%d' % (bm, bn)], P['fixed_coop'], P['alone_coop']
+        # a halo tile's K runs in channel blocks of all taps; counted in K tiles of 32 as a gather's
+        name = ('halo%dx%d' if kind == 'coop halo' else 'coop%dx%d') % (bm, bn)
+        bk, eff, fixed, alone = COOP_BK, P[name], P['fixed_coop'], P['alone_coop']
     wgs = math.ceil(m / bm) * math.ceil(cols / bn) * z * s
     k_slice = math.ceil(math.ceil(k / bk) / s) * bk
     t_wg = fixed + 2 * bm * bn * k_slice / (P['slot'] * eff)
@@ -89,13 +108,15 @@ def model(P, p):
 
 
 def main():
-    pts = points(sys.argv[1:])
+    pts, thin = points(sys.argv[1:])
     if not pts:
         sys.exit('no autotune reports in the input')
-    x0 = np.log([121e9] + [0.8] * 7 + [2.0, 1.0, 1.0, 1.0, 0.5] + [2e-6, 5e-6, 1.4, 1.5, 5e-6, 2e12])
+    halo = sorted({(p['bm'], p['bn']) for p in pts if p['kind'] == 'coop halo'}, reverse=True)
+    names = NAMES + ['halo%dx%d' % t for t in halo]
+    x0 = np.log(X0 + [2.0] * len(halo))
 
     def unpack(x):
-        return dict(zip(NAMES, np.exp(x)))
+        return dict(zip(names, np.exp(x)))
 
     def loss(x):
         P = unpack(x)
@@ -105,7 +126,7 @@ def main():
     r = minimize(loss, r.x, method='Powell', options=dict(maxiter=20000))
     P = unpack(r.x)
     print(f'{len(pts)} timed kernels; rms log error {math.sqrt(r.fun):.3f}')
-    for k in NAMES:
+    for k in names:
         print(f'  {k:<13} {P[k]:.4g}')
     by_conv = defaultdict(list)
     for p in pts:
@@ -120,8 +141,14 @@ def main():
             print(f"  {key}: model picks {pick['kind']} {pick['bm']}x{pick['bn']} split {pick['s']} "
                   f"({pick['t'] * 1e3:.3f} ms), fastest {best['kind']} {best['bm']}x{best['bn']} split {best['s']} "
                   f"({best['t'] * 1e3:.3f} ms)")
-    for (base, prec), (b, pk) in sorted(totals.items()):
-        print(f'base {base} {prec}: fastest measured kernels {b * 1e3:.3f} ms, the model\'s picks {pk * 1e3:.3f} ms')
+    for (net, prec), (b, pk) in sorted(totals.items()):
+        print(f'{net} {prec}: fastest measured kernels {b * 1e3:.3f} ms, the model\'s picks {pk * 1e3:.3f} ms')
+    for key, t in sorted(thin.items()):
+        ps = by_conv.get(key, [])
+        if ps:
+            best = min(ps, key=lambda p: p['t'])
+            print(f"  thin kernel {key}: {t * 1e3:.3f} ms, fastest GEMM tile {best['kind']} {best['bm']}x{best['bn']} "
+                  f"split {best['s']} {best['t'] * 1e3:.3f} ms")
 
 
 if __name__ == '__main__':

@@ -151,6 +151,25 @@ fn min_into(acc: &mut Vec<f64>, t: &[f64]) {
     }
 }
 
+/// The implicit GEMM of each fast conv in lowered dispatches, by node index: (rows M, columns
+/// per image, images, depth K) as the kernel runs it (a transposed conv's rows are output
+/// channels x taps; an im2col-packed K is padded to the K tile).
+pub fn gemms_of(dispatches: &[Dispatch], nodes: usize) -> Vec<Option<[u32; 4]>> {
+    let mut v = vec![None; nodes];
+    for d in dispatches {
+        let split = match d.shader {
+            Shader::FastConv(c) => c.split,
+            Shader::CoopConv(c) => c.split,
+            Shader::HaloConv(c) => c.split,
+            Shader::ThinConv(_) => false,
+            _ => continue,
+        };
+        let slices = if split { d.params[27].max(1) } else { 1 };
+        v[d.node] = Some([d.params[1], d.params[2], d.groups[2] / slices, d.params[0]]);
+    }
+    v
+}
+
 /// What the kernel of each node is in a built model: the fast conv's choice, by node index.
 pub fn choices(gm: &GpuModel) -> Vec<Option<TileChoice>> {
     choices_of(gm.dispatches(), gm.prepared().graph.nodes.len())
@@ -311,6 +330,7 @@ pub fn measure(
         rejected.push(serde_json::json!({ "candidate": describe(&base), "rel_l2_vs_generic": control_err }));
     }
     let control_choices = choices(&control);
+    let gemms = gemms_of(control.dispatches(), nodes);
     let mut control_first: Option<Vec<f64>> = None;
     let mut control_drift = Vec::new();
     for group in candidates.chunks(GROUP) {
@@ -397,6 +417,8 @@ pub fn measure(
         layers.push(serde_json::json!({
             "node": n.name,
             "out": n.output(0).map(|v| crate::tensor::fmt_shape(p.shape(v))).unwrap_or_default(),
+            // [M, columns, images, K] of the control's kernel (scripts/fit_cost_model.py)
+            "gemm": gemms[k],
             "cost_model": label(ac), "cost_model_ms": auto_ms[k],
             "tuned": label(*ch), "tuned_ms": ms,
             "all_ms": all[k],

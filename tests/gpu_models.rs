@@ -277,6 +277,19 @@ fn autotune_keeps_the_fastest_kernel_per_conv() {
     let drift = report["control_drift"].as_array().unwrap();
     assert!(drift.len() >= 3 && (drift[0].as_f64().unwrap() - 1.0).abs() < 1e-9, "{report}");
     assert!(drift.iter().all(|d| d.as_f64().unwrap() > 0.0), "{report}");
+    // each conv's GEMM for fitting the cost model: [rows, columns, images, K]; a transposed
+    // conv's rows are its channels x taps over the input pixels
+    for l in report["layers"].as_array().unwrap() {
+        let n = p.graph.nodes.iter().find(|n| l["node"] == n.name.as_str()).unwrap();
+        let (x, w, y) = (p.shape(n.inputs[0].unwrap()), p.shape(n.inputs[1].unwrap()), p.shape(n.outputs[0].unwrap()));
+        let taps = w[2] * w[3];
+        let want = if n.op_type == "ConvTranspose" {
+            [y[1] * taps, x[2] * x[3], 1, x[1]]
+        } else {
+            [y[1], y[2] * y[3], 1, x[1] * taps]
+        };
+        assert_eq!(l["gemm"], serde_json::json!(want), "{}", n.name);
+    }
     // the tuned model runs exactly those kernels, and computes the same thing
     let gm = GpuModel::with_tuning(ctx.clone(), &p, opts, &chosen).unwrap();
     assert_eq!(unet_gpu::tune::choices(&gm), chosen);
