@@ -16,7 +16,7 @@ def key(e):
 def order(e):
     return (key(e), e.get('precision', ''), e.get('split_k') is False, e.get('tap_major') is False, bool(e.get('im2col')),
             bool(e.get('halo')), e.get('wide_epilogue') is False, e.get('thin') is False,
-            e.get('halo_resident') is False, bool(e.get('autotune')))
+            e.get('halo_resident') is False, e.get('row_loads') is False, bool(e.get('autotune')))
 
 
 def variant(e):
@@ -36,6 +36,8 @@ def variant(e):
         v += ', thin kernel off'
     if e.get('tap_major') is False:
         v += ', tap-major off'
+    if e.get('row_loads') is False:
+        v += ', row loads off'
     if e.get('autotune'):
         v += ', autotuned'
     if e.get('batch_chunks', 1) > 1:

@@ -7,7 +7,8 @@
 #     default kernels and the fastest run of each layer (scripts/layer_diff.py: layers.md).
 # Usage: scripts/device-bench.sh [OUTDIR]   (UNET_GPU_BIN overrides the binary; QUICK=1 runs only
 # the base 64 and 16 networks at 1x3x512x512 (cost model, halo tiles, split-K off, tap-major off,
-# im2col, narrow tensor-core epilogue, halo with A streamed, thin kernel off, autotuned), their check against the CPU reference, and then the fixtures and u2netp;
+# im2col, narrow tensor-core epilogue, halo with A streamed, row loads off, thin kernel off,
+# autotuned), their check against the CPU reference, and then the fixtures and u2netp;
 # QUICK=targets: only the four target configurations with the cost model's kernels (f16 also
 # with --halo), the baseline, and the checks; GRID=1 with QUICK adds batch 8 and 1024^2 for both, as the full run)
 set -u
@@ -68,6 +69,9 @@ if [ "${QUICK:-}" != targets ]; then
   # halo tiles streaming A tap by tap (default with --halo: all taps resident where they fit)
   run_bench 64 512 1 f16 --iters 20 --halo --halo-resident off
   run_bench 16 512 1 f16 --iters 30 --halo --halo-resident off
+  # tensor-core gathers one f16 per load, as up to run 7 (default: runs of 16 pixels as vectors)
+  run_bench 64 512 1 f16 --iters 20 --row-loads off
+  run_bench 16 512 1 f16 --iters 30 --row-loads off
   # the first conv, the head and short-K transposed convs on GEMM tiles, as up to run 7
   # (default: the thin kernel)
   run_bench 64 512 1 f16 --iters 20 --thin off

@@ -155,6 +155,10 @@ enum Cmd {
         /// (on), or one tap at a time (off: to compare)
         #[arg(long, value_enum, default_value_t = OnOff::On)]
         halo_resident: OnOff,
+        /// With f16 on tensor cores: stride-1 convs whose output rows are runs of 16 pixels load
+        /// those runs as vectors (on), or one f16 per load (off: to compare)
+        #[arg(long, value_enum, default_value_t = OnOff::On)]
+        row_loads: OnOff,
         /// Time every conv kernel shape on this GPU first and keep the fastest per conv
         #[arg(long)]
         autotune: bool,
@@ -237,6 +241,7 @@ fn real_main(cli: Cli) -> Result<()> {
             wide_epilogue,
             thin,
             halo_resident,
+            row_loads,
             autotune,
             tune_cache,
             adapter,
@@ -267,6 +272,7 @@ fn real_main(cli: Cli) -> Result<()> {
                     wide_epilogue: wide_epilogue == OnOff::On,
                     thin: thin == OnOff::On,
                     halo_resident: halo_resident == OnOff::On,
+                    row_loads: row_loads == OnOff::On,
                     autotune,
                     ..Default::default()
                 },

@@ -51,7 +51,7 @@ pub fn cache_key(ctx: &GpuContext, p: &Prepared, opts: &GpuOptions) -> String {
         }
     }
     format!(
-        "unet-gpu {} | {} | {} {} | {:?} coop {:?} split-K {} im2col {} halo {} tap-major {} wide-epilogue {} thin {} halo-resident {} | graph {h:016x}",
+        "unet-gpu {} | {} | {} {} | {:?} coop {:?} split-K {} im2col {} halo {} tap-major {} wide-epilogue {} thin {} halo-resident {} row-loads {} | graph {h:016x}",
         env!("CARGO_PKG_VERSION"),
         ctx.info.name,
         ctx.info.driver,
@@ -64,7 +64,8 @@ pub fn cache_key(ctx: &GpuContext, p: &Prepared, opts: &GpuOptions) -> String {
         opts.tap_major,
         opts.wide_epilogue,
         opts.thin,
-        opts.halo_resident
+        opts.halo_resident,
+        opts.row_loads
     )
 }
 

@@ -157,6 +157,27 @@ fn halo_kernels_replace_the_tensor_core_gathers_on_an_h200_profile() {
 }
 
 #[test]
+fn tensor_core_gathers_load_runs_of_rows_on_an_h200_profile() {
+    use unet_gpu::gpu::Shader;
+    use unet_gpu::gpu::convgen::BMode;
+    // every 3x3 conv of the benchmark networks that runs on tensor cores has 16-pixel output
+    // rows: its gather loads runs of them as vectors, with the last vec4 it may read in param 28
+    for (cin, cout, hw) in [(64, 64, 512), (128, 128, 256), (512, 512, 64), (512, 1024, 32), (32, 32, 256)] {
+        let d =
+            lowered("Conv", vec![attr_ints("pads", &[1, 1, 1, 1])], [1, cin, hw, hw], [cout, cin, 3, 3], cout, false);
+        assert!(
+            matches!(d[0].shader, Shader::CoopConv(c) if c.b == BMode::Rows),
+            "{cin}->{cout} at {hw}: {:?}",
+            d[0].shader
+        );
+        assert_eq!(d[0].params[28] as i64, cin * hw * hw / 4 - 1, "{cin}->{cout} at {hw}");
+    }
+    // a width that is not a multiple of 16 keeps the per-f16 gather
+    let d = lowered("Conv", vec![attr_ints("pads", &[1, 1, 1, 1])], [1, 64, 40, 40], [64, 64, 3, 3], 64, false);
+    assert!(matches!(d[0].shader, Shader::CoopConv(c) if c.b == BMode::Taps), "{:?}", d[0].shader);
+}
+
+#[test]
 fn a_transposed_conv_is_one_gemm_over_its_taps() {
     use unet_gpu::gpu::Shader;
     // 2x2 stride 2, 128 -> 64 channels, batch 2: one dispatch, rows = 64 channels x 4 taps,

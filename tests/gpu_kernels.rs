@@ -720,6 +720,60 @@ fn tap_major_gather() {
 }
 
 #[test]
+fn row_loads_tensor_core_convs() {
+    // stride-1 tensor-core gathers whose output rows are runs of 16 pixels load each run of an
+    // input channel as vectors (BMode::Rows): through the kernels' scalar emulation on every
+    // tile that fits lavapipe's workgroup memory, with and without split-K: the tap's column
+    // offset mod 4 takes every value (pads 1: 3, 0, 1; left pad 2: 2, 3, 0), image edges on
+    // both sides, dilation, a 5x1 kernel with a residual, batch 2, a concat buffer
+    let cases = vec![
+        graph(
+            "3x3 pad 1, 32 channels, 7x16, batch 2 + relu",
+            vec![conv(vec!["x", "w", "b"], "c", pad1()), ("Relu", vec!["c"], vec!["y"], vec![])],
+            vec![Run("x", vec![2, 32, 7, 16]), init("w", &[20, 32, 3, 3], 140), init("b", &[20], 141)],
+        ),
+        graph(
+            "3x3 pads left 2 right 0, 64 channels, 5x32",
+            vec![conv(vec!["x", "w"], "y", vec![attr_ints("pads", &[1, 2, 1, 0])])],
+            vec![Run("x", vec![1, 64, 5, 32]), init("w", &[17, 64, 3, 3], 142)],
+        ),
+        graph(
+            "3x3 dilation 2 pads 2, 32 channels, 6x16",
+            vec![conv(vec!["x", "w"], "y", vec![attr_ints("pads", &[2, 2, 2, 2]), attr_ints("dilations", &[2, 2])])],
+            vec![Run("x", vec![1, 32, 6, 16]), init("w", &[24, 32, 3, 3], 143)],
+        ),
+        conv5x1_residual("5x1 + residual", vec![2, 32, 5, 16], 9, 144),
+        // the first conv reads x, the second another slice of the buffer it writes (loaded one
+        // f16 at a time: the vector binding cannot alias the output)
+        in_concat_buffer("in the concat buffer", vec![2, 32, 3, 16], 32, 145),
+    ];
+    let mut variants = Vec::new();
+    for split in [Some(1), Some(2)] {
+        // (64x128 staged as columns does not fit lavapipe's 32 KiB, so the tile is not chosen)
+        for tile in [(16, 128), (32, 128), (64, 64)] {
+            variants.push(emulated(tile, split));
+        }
+    }
+    check_kernels(&cases, &variants, &["_rows"]);
+    // output rows not runs of 16 pixels, or a stride: one f16 per load; and switched off
+    let odd = vec![
+        graph(
+            "3x3 pad 1, 32 channels, 5x13",
+            vec![conv(vec!["x", "w"], "y", pad1())],
+            vec![Run("x", vec![1, 32, 5, 13]), init("w", &[8, 32, 3, 3], 146)],
+        ),
+        graph(
+            "3x3 stride 2, 32 channels, 9x32",
+            vec![conv(vec!["x", "w"], "y", vec![attr_ints("pads", &[1, 1, 1, 1]), attr_ints("strides", &[2, 2])])],
+            vec![Run("x", vec![1, 32, 9, 32]), init("w", &[8, 32, 3, 3], 147)],
+        ),
+    ];
+    check_kernels(&odd, &[emulated((32, 128), Some(1))], &["_taps", "!_rows"]);
+    let off = GpuOptions { row_loads: false, ..emulated((32, 128), Some(1)) };
+    check_kernels(&cases[..2], &[off], &["_taps", "!_rows"]);
+}
+
+#[test]
 fn im2col_packed_tensor_core_convs() {
     // the tensor-core GEMM reading an operand written out by shaders/im2col.wgsl (K padded to
     // 32), through the kernels' scalar emulation, with and without split-K

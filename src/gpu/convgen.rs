@@ -36,6 +36,13 @@ pub enum BMode {
     /// Tensor-core kernels only: B was written out by shaders/im2col.wgsl as [pixel][K padded
     /// to the K tile], read as 16-byte vectors.
     Packed,
+    /// Tensor-core kernels only: `Taps` for a stride-1 conv whose output rows are whole runs of
+    /// 16 pixels and whose input rows, planes and views are 4-element aligned. B is staged
+    /// row-major (K rows of the tile's pixels, as the GEMM probe stages it) and each invocation
+    /// loads a run of 16 output pixels of one input channel: the run's input is contiguous, so
+    /// five vec4 loads and a shift by the tap's column offset mod 4 (the same for the whole
+    /// workgroup) replace sixteen single-f16 loads.
+    Rows,
 }
 
 impl BMode {
@@ -45,6 +52,7 @@ impl BMode {
             BMode::Direct => "direct",
             BMode::Taps => "taps",
             BMode::Packed => "packed",
+            BMode::Rows => "rows",
         }
     }
 }
@@ -78,7 +86,7 @@ impl ConvCfg {
         // a scatter (transposed conv) is a direct GEMM; split, it writes its partial sums
         // unscattered like any other split GEMM, and the reduction scatters them
         (!self.scatter || self.b == BMode::Direct)
-            && self.b != BMode::Packed
+            && !matches!(self.b, BMode::Packed | BMode::Rows)
             && self.tm.is_multiple_of(4)
             && self.tn.is_multiple_of(4)
             && self.bm.is_multiple_of(self.tm)
@@ -373,9 +381,18 @@ impl CoopCfg {
     }
     pub fn shared_bytes(&self) -> u32 {
         let a = 2 * self.bm * (COOP_BK + COOP_PAD) * 2;
-        let b = 2 * self.bn * (COOP_BK + COOP_PAD) * 2;
+        let b = 2 * self.b_tile() * 2;
         let c = self.warps() * self.epi * 256 * 4;
         a + b + c
+    }
+    /// Halves of one staged B tile: BN columns of BK (+ padding) K values, or for `Rows` BK
+    /// rows of BN (+ padding) pixels.
+    pub fn b_tile(&self) -> u32 {
+        if self.b == BMode::Rows { COOP_BK * (self.bn + COOP_PAD) } else { self.bn * (COOP_BK + COOP_PAD) }
+    }
+    /// Runs of 16 pixels each invocation loads per K tile (`Rows`).
+    pub fn row_runs(&self) -> u32 {
+        self.bn / 16 * COOP_BK / self.threads()
     }
     /// Accumulator fragments per subgroup.
     pub fn frags(&self) -> u32 {
@@ -399,6 +416,8 @@ impl CoopCfg {
             && (COOP_BK / (t / self.bn)).is_multiple_of(4)
             // a packed operand is staged 8 invocations per pixel, in whole passes over the tile
             && (self.b != BMode::Packed || (COOP_BK / 4 * self.bn).is_multiple_of(t))
+            // runs of 16 pixels: whole runs per invocation; no transposed conv
+            && (self.b != BMode::Rows || ((self.bn / 16 * COOP_BK).is_multiple_of(t) && self.bn.is_multiple_of(16) && !self.scatter))
     }
     pub fn name(&self) -> String {
         format!(
@@ -423,14 +442,18 @@ pub fn generate_coop(c: &CoopCfg) -> String {
     assert!(c.valid(), "invalid coop tile {c:?}");
     let threads = c.threads();
     let bk = COOP_BK;
+    let rows = c.b == BMode::Rows;
     let a_row = bk + COOP_PAD; // halves per staged A row (m)
-    let b_row = bk + COOP_PAD; // halves per staged B column (n): B is staged k-contiguous
+    // halves per staged B column (n): B is staged k-contiguous; or per staged B row (k) with
+    // `Rows`, pixel-contiguous
+    let b_row = if rows { c.bn + COOP_PAD } else { bk + COOP_PAD };
     let a_buf = c.bm * a_row;
-    let b_buf = c.bn * b_row;
+    let b_buf = c.b_tile();
     let la = c.bm * bk / 4 / threads;
-    // each invocation stages `kq` consecutive K values of one column, as `nq` vec4
-    let kq = bk / (threads / c.bn);
-    let nq = kq / 4;
+    // each invocation stages `kq` consecutive K values of one column, as `nq` vec4; with `Rows`,
+    // `row_runs` runs of 16 pixels of one K row, as 4 vec4 each
+    let kq = bk / (threads / c.bn).max(1);
+    let nq = if rows { 4 * c.row_runs() } else { kq / 4 };
     let wgn = c.bn / c.wn; // subgroups along n
     let fm = c.wm / 16;
     let fn_ = c.wn / 16;
@@ -438,7 +461,7 @@ pub fn generate_coop(c: &CoopCfg) -> String {
     let emu = c.emulate;
     let mut s = String::new();
     header(&mut s, &c.name(), c.b, c.split, bk, "f16");
-    coop_shared(&mut s, (2 * a_buf, 2 * b_buf, c.warps() * c.epi * 256), emu, (a_row, b_row));
+    coop_shared(&mut s, (2 * a_buf, 2 * b_buf, c.warps() * c.epi * 256), emu, (a_row, b_row), rows);
     let _ = write!(
         s,
         r#"
@@ -491,6 +514,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         // 18 input channels, 19 kernel width, 20 / 21 dilations
         s.push_str("    let CIN = pu(18u);\n    let KWT = pu(19u);\n    let HW = u32(IH * IW);\n");
     }
+    if rows {
+        rows_setup(&mut s, c);
+    }
     coop_accumulators(&mut s, fm, fn_, emu);
     let load = |s: &mut String, k0: &str| {
         for j in 0..la {
@@ -499,14 +525,27 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                 "        {{ let m = m0 + am{j}; let kq = {k0} / 4u + ak{j};\n          if (m < M && kq < K4) {{ pa{j} = vec4<f16>(WT[m * K4 + kq]); }} else {{ pa{j} = vec4<f16>(0.0); }} }}\n"
             );
         }
-        coop_b_load(s, k0, c.b, kq, nq, threads);
+        if rows {
+            rows_load(s, k0, c.row_runs());
+        } else {
+            coop_b_load(s, k0, c.b, kq, nq, threads);
+        }
     };
     let store = |s: &mut String, abase: &str, bbase: &str| {
         for j in 0..la {
             store4(s, "As", &format!("{abase} + am{j} * {a_row}u + ak{j} * 4u"), &format!("pa{j}"));
         }
         for q in 0..nq {
-            if c.b == BMode::Packed {
+            if rows {
+                // run q / 4 of the invocation: K row rk, pixels rc * 16 .. + 16
+                let (run, r) = (q / 4, q % 4);
+                store4(
+                    s,
+                    "Bs",
+                    &format!("{bbase} + rk{run} * {b_row}u + rc{run} * 16u + {}u", 4 * r),
+                    &format!("pb{q}"),
+                );
+            } else if c.b == BMode::Packed {
                 let n = packed_pixel(q, threads);
                 store4(s, "Bs", &format!("{bbase} + (pn + {n}u) * {b_row}u + pk * 4u"), &format!("pb{q}"));
             } else {
@@ -525,14 +564,22 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     load(&mut s, &format!("(t + 1u) * {bk}u"));
     s.push_str("        }\n");
     for ks in 0..bk / 16 {
-        // B is staged column-major: its columns (n) are k-contiguous
+        // B is staged column-major: its columns (n) are k-contiguous; with `Rows`, row-major
+        let b_at = move |j: u32| {
+            if rows {
+                format!("bbase + {}u + wn0 + {}u", ks * 16 * b_row, j * 16)
+            } else {
+                format!("bbase + (wn0 + {}u) * {b_row}u + {}u", j * 16, ks * 16)
+            }
+        };
         coop_k_step(
             &mut s,
             ks,
             (fm, fn_),
             emu,
             (&|i| format!("abase + (wm0 + {}u) * {a_row}u + {}u", i * 16, ks * 16), a_row),
-            (&|j| format!("bbase + (wn0 + {}u) * {b_row}u + {}u", j * 16, ks * 16), b_row),
+            (&b_at, b_row),
+            rows,
         );
     }
     s.push_str("        if (more) {\n");
@@ -575,15 +622,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 
 /// The tensor-core kernels' workgroup arrays (staged A and B in f16, the epilogue's f32
 /// scratch, of `lens` elements) and, for the emulation, its multiply-add over rows of A and
-/// columns of B `rows` halves apart.
-pub(super) fn coop_shared(s: &mut String, lens: (u32, u32, u32), emu: bool, rows: (u32, u32)) {
+/// columns of B `rows` halves apart (rows of B with `b_row_major`).
+pub(super) fn coop_shared(s: &mut String, lens: (u32, u32, u32), emu: bool, rows: (u32, u32), b_row_major: bool) {
     let _ = write!(
         s,
         "var<workgroup> As: array<f16, {}>;\nvar<workgroup> Bs: array<f16, {}>;\nvar<workgroup> Cs: array<f32, {}>;\n",
         lens.0, lens.1, lens.2
     );
     if emu {
-        emu_mma(s, rows.0, rows.1);
+        emu_mma(s, rows.0, rows.1, b_row_major);
     }
 }
 
@@ -606,8 +653,17 @@ pub(super) fn coop_accumulators(s: &mut String, fm: u32, fn_: u32, emu: bool) {
 pub(super) type FragAt<'a> = (&'a dyn Fn(u32) -> String, u32);
 
 /// One 16-deep step `ks` of a tensor-core K tile: load the subgroup's A fragments (row-major,
-/// from `As`) and B fragments (column-major, from `Bs`) and multiply-add them into `acc{i}_{j}`.
-pub(super) fn coop_k_step(s: &mut String, ks: u32, (fm, fn_): (u32, u32), emu: bool, a: FragAt, b: FragAt) {
+/// from `As`) and B fragments (column-major from `Bs`, or row-major with `b_row_major`) and
+/// multiply-add them into `acc{i}_{j}`.
+pub(super) fn coop_k_step(
+    s: &mut String,
+    ks: u32,
+    (fm, fn_): (u32, u32),
+    emu: bool,
+    a: FragAt,
+    b: FragAt,
+    b_row_major: bool,
+) {
     for i in 0..fm {
         let off = (a.0)(i);
         if emu {
@@ -621,7 +677,8 @@ pub(super) fn coop_k_step(s: &mut String, ks: u32, (fm, fn_): (u32, u32), emu: b
         if emu {
             let _ = writeln!(s, "        let fb{ks}_{j} = {off};");
         } else {
-            let _ = writeln!(s, "        let fb{ks}_{j} = coopLoad<coop_mat16x16<f16, B>>(&Bs[{off}], {}u);", b.1);
+            let load = if b_row_major { "coopLoadT" } else { "coopLoad" };
+            let _ = writeln!(s, "        let fb{ks}_{j} = {load}<coop_mat16x16<f16, B>>(&Bs[{off}], {}u);", b.1);
         }
     }
     for i in 0..fm {
@@ -693,12 +750,15 @@ pub(super) fn store4(s: &mut String, arr: &str, at: &str, v: &str) {
 
 /// The tensor-core kernels' scalar stand-in for a 16x16x16 multiply-add (`emulate`): each of a
 /// subgroup's 32 lanes owns 8 of the tile's 256 accumulators, A is read from `As` by rows
-/// `a_row` halves apart, B from `Bs` by columns `b_row` halves apart.
-fn emu_mma(s: &mut String, a_row: u32, b_row: u32) {
+/// `a_row` halves apart, B from `Bs` by columns `b_row` halves apart (by rows with
+/// `b_row_major`).
+fn emu_mma(s: &mut String, a_row: u32, b_row: u32, b_row_major: bool) {
+    let (b_at, b_kind) =
+        if b_row_major { (format!("k * {b_row}u + cc"), "row") } else { (format!("cc * {b_row}u + k"), "column") };
     let _ = write!(
         s,
         r#"
-// acc += A(16x16 at offset a, row stride {a_row}) * B(16x16 at offset b, column stride {b_row}),
+// acc += A(16x16 at offset a, row stride {a_row}) * B(16x16 at offset b, {b_kind} stride {b_row}),
 // the lane's 8 elements
 fn emu_mma(acc: array<f32, 8>, a: u32, b: u32, lane: u32) -> array<f32, 8> {{
     var o = acc;
@@ -709,7 +769,7 @@ fn emu_mma(acc: array<f32, 8>, a: u32, b: u32, lane: u32) -> array<f32, 8> {{
         var sum = 0.0;
         for (var k = 0u; k < 16u; k++) {{
             let av = As[a + r * {a_row}u + k];
-            let bv = Bs[b + cc * {b_row}u + k];
+            let bv = Bs[b + {b_at}];
             sum += f32(av) * f32(bv);
         }}
         o[e] += sum;
@@ -807,7 +867,7 @@ fn rload(i: u32) -> f32 {{
     return f32(R[pu(24u) + i]);
 }}
 "#,
-        xdecl = if b == BMode::Packed {
+        xdecl = if matches!(b, BMode::Packed | BMode::Rows) {
             "@group(0) @binding(1) var<storage, read> XP: array<vec4<ST>>;"
         } else {
             "@group(0) @binding(1) var<storage, read> X: array<ST>;"
@@ -815,13 +875,88 @@ fn rload(i: u32) -> f32 {{
         ktab = if b == BMode::Gather { "@group(0) @binding(4) var<storage, read> KT: array<vec4<i32>>;\n" } else { "" },
         part = if split { "@group(0) @binding(7) var<storage, read_write> Part: array<f32>;\n" } else { "" },
     );
-    // a packed operand is read as vectors, never through xload
-    if b != BMode::Packed {
+    // a packed operand (or runs of rows) is read as vectors, never through xload
+    if !matches!(b, BMode::Packed | BMode::Rows) {
         let _ = write!(
             s,
             "\nfn xload(i: u32) -> {load} {{\n    if (X_IN_Y) {{\n        return {load}(Y[i]);\n    }}\n    return {load}(X[i]);\n}}\n"
         );
     }
+}
+
+/// The `Rows` loader's per-invocation setup: its runs (K row `rk{r}`, run `rc{r}` of 16 pixels,
+/// whose first pixel's input row and column before the tap's offset are `roy{r}` / `rox{r}`)
+/// and the input geometry (parameter 28: the last vec4 of the input the kernel may read).
+fn rows_setup(s: &mut String, c: &CoopCfg) {
+    s.push_str(
+        "    let OW = max(pu(10u), 1u);\n    let RIW = i32(pu(8u));\n    let RIH = i32(pu(9u));\n    let CIN = pu(18u);\n    let KWT = pu(19u);\n    let HW = pu(8u) * pu(9u);\n    let VMAX = i32(pu(28u));\n",
+    );
+    let runs_per_row = c.bn / 16;
+    for r in 0..c.row_runs() {
+        let _ = write!(
+            s,
+            "    let ru{r} = li + {off}u;\n    let rk{r} = ru{r} / {runs_per_row}u;\n    let rc{r} = ru{r} % {runs_per_row}u;\n    let rp{r} = n0 + rc{r} * 16u;\n    let rok{r} = rp{r} < npix;\n    let roy{r} = i32(rp{r} / OW) - pi(13u);\n    let rox{r} = i32(rp{r} % OW) - pi(14u);\n",
+            off = r * c.threads()
+        );
+    }
+}
+
+/// The `Rows` loader: for the K tile from `k0` (one tap, channels k0 % C ..), each of the
+/// invocation's `runs` runs of 16 output pixels reads its input run (contiguous: stride 1, one
+/// output row) as the five vec4 that cover it, shifted by the run's start mod 4, into
+/// `pb{4r} .. pb{4r + 3}`; zero outside the image. The vec4 indices are clamped into the
+/// input's extent (the clamped ones only ever feed masked columns).
+fn rows_load(s: &mut String, k0: &str, runs: u32) {
+    let _ = write!(
+        s,
+        "        {{ let kk = {k0};\n          let tap = kk / CIN;\n          let c0 = kk % CIN;\n          let dy = i32((tap / KWT) * pu(20u));\n          let dx = i32((tap % KWT) * pu(21u));\n"
+    );
+    for r in 0..runs {
+        let _ = write!(
+            s,
+            r#"          {{ let iy = roy{r} + dy;
+            let ix = rox{r} + dx;
+            let ok = rok{r} && kk + rk{r} < pu(0u) && iy >= 0 && iy < RIH;
+            let e0 = i32(xb + (c0 + rk{r}) * HW) + iy * RIW + ix;
+            let sh = u32(e0 & 3);
+            let v0 = (e0 - i32(sh)) >> 2u;
+            let a0 = XP[u32(clamp(v0, 0, VMAX))];
+            let a1 = XP[u32(clamp(v0 + 1, 0, VMAX))];
+            let a2 = XP[u32(clamp(v0 + 2, 0, VMAX))];
+            let a3 = XP[u32(clamp(v0 + 3, 0, VMAX))];
+            let a4 = XP[u32(clamp(v0 + 4, 0, VMAX))];
+            var r0 = a0;
+            var r1 = a1;
+            var r2 = a2;
+            var r3 = a3;
+            switch sh {{
+              case 1u: {{ r0 = vec4<f16>(a0.yzw, a1.x); r1 = vec4<f16>(a1.yzw, a2.x); r2 = vec4<f16>(a2.yzw, a3.x); r3 = vec4<f16>(a3.yzw, a4.x); }}
+              case 2u: {{ r0 = vec4<f16>(a0.zw, a1.xy); r1 = vec4<f16>(a1.zw, a2.xy); r2 = vec4<f16>(a2.zw, a3.xy); r3 = vec4<f16>(a3.zw, a4.xy); }}
+              case 3u: {{ r0 = vec4<f16>(a0.w, a1.xyz); r1 = vec4<f16>(a1.w, a2.xyz); r2 = vec4<f16>(a2.w, a3.xyz); r3 = vec4<f16>(a3.w, a4.xyz); }}
+              default: {{}}
+            }}
+            if (!ok) {{
+              r0 = vec4<f16>(0.0); r1 = r0; r2 = r0; r3 = r0;
+            }} else if (ix < 0 || ix + 16 > RIW) {{
+              // the image's left or right edge: columns outside it are zero
+              let j = vec4<i32>(0, 1, 2, 3) + ix;
+              let z = vec4<f16>(0.0);
+              let w = vec4<i32>(RIW);
+              r0 = select(z, r0, (j >= vec4<i32>(0)) & (j < w));
+              r1 = select(z, r1, (j + 4 >= vec4<i32>(0)) & (j + 4 < w));
+              r2 = select(z, r2, (j + 8 >= vec4<i32>(0)) & (j + 8 < w));
+              r3 = select(z, r3, (j + 12 >= vec4<i32>(0)) & (j + 12 < w));
+            }}
+            pb{q0} = r0; pb{q1} = r1; pb{q2} = r2; pb{q3} = r3;
+          }}
+"#,
+            q0 = 4 * r,
+            q1 = 4 * r + 1,
+            q2 = 4 * r + 2,
+            q3 = 4 * r + 3,
+        );
+    }
+    s.push_str("        }\n");
 }
 
 /// The first pixel (relative to invocation row `pn`) of pass `q` over a packed operand tile:
@@ -887,6 +1022,7 @@ fn coop_b_load(s: &mut String, k0: &str, b: BMode, kq: u32, nq: u32, threads: u3
                 }
             }
         }
+        BMode::Rows => unreachable!("runs of rows load through rows_load"),
     }
     s.push_str("        }\n");
 }

@@ -116,6 +116,10 @@ pub struct GpuOptions {
     /// Halo tiles stage the weights of all taps of a channel block at once where workgroup
     /// memory allows (default on; off: one tap at a time, to compare).
     pub halo_resident: bool,
+    /// Tensor-core gathers of stride-1 convs with 16-pixel output rows and 4-aligned input load
+    /// runs of 16 pixels as vectors (`BMode::Rows`; default on; off: one f16 per load, to
+    /// compare).
+    pub row_loads: bool,
 }
 
 impl Default for GpuOptions {
@@ -135,6 +139,7 @@ impl Default for GpuOptions {
             wide_epilogue: true,
             thin: true,
             halo_resident: true,
+            row_loads: true,
         }
     }
 }
@@ -440,6 +445,7 @@ impl GpuModel {
             wide_epilogue: opts.wide_epilogue,
             thin: opts.thin,
             halo_resident: opts.halo_resident,
+            row_loads: opts.row_loads,
             max_binding: binding_limit(&ctx, &opts),
         };
         let Lowered { dispatches, aux, consts, scratch_bytes, im2col_bytes } =

@@ -156,7 +156,7 @@ pub fn generate(c: &HaloCfg) -> String {
     let emu = c.emulate;
     let mut s = String::new();
     header(&mut s, &c.name(), super::convgen::BMode::Taps, c.split, c.cb, "f16");
-    coop_shared(&mut s, (c.a_rows() * row, pp * row, c.warps() * c.epi * 256), emu, (row, row));
+    coop_shared(&mut s, (c.a_rows() * row, pp * row, c.warps() * c.epi * 256), emu, (row, row), false);
     let _ = write!(
         s,
         r#"
@@ -282,6 +282,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                 emu,
                 (&|i| format!("abase + (wm0 + {}u) * {row}u + {}u", i * 16, ks * 16), row),
                 (&|j| format!("(fp{j} + toff) * {row}u + {}u", ks * 16), row),
+                false,
             );
         }
     };

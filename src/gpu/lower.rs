@@ -179,6 +179,9 @@ pub struct LowerOpts {
     /// Halo tiles stage A for all taps of a channel block at once where it fits (see
     /// [`HaloCfg::resident`](super::halo::HaloCfg::resident)); off: A streams one tap at a time.
     pub halo_resident: bool,
+    /// Tensor-core gathers load runs of 16 output pixels as vectors where the conv allows
+    /// ([`BMode::Rows`](super::convgen::BMode::Rows)).
+    pub row_loads: bool,
     /// The largest storage binding in bytes (bounds the split-K scratch buffer).
     pub max_binding: u64,
 }
@@ -202,6 +205,7 @@ impl LowerOpts {
             wide_epilogue: true,
             thin: true,
             halo_resident: true,
+            row_loads: true,
             max_binding: 2047 << 20,
         }
     }

@@ -262,6 +262,8 @@ mod tests {
                 (BMode::Direct, false, true),
                 (BMode::Packed, false, false),
                 (BMode::Packed, false, true),
+                (BMode::Rows, false, false),
+                (BMode::Rows, false, true),
             ] {
                 for emulate in [false, true] {
                     // every epilogue width: one fragment per round up to all of a subgroup's

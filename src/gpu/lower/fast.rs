@@ -111,7 +111,7 @@ fn fast_dispatch(lx: &mut Lx, k: usize, n: &Node, f: FastConv) -> Result<()> {
     // the input may be another slice of the concat buffer this conv writes into
     let x_in_y = f.x.buf == f.y.buf;
     let split = f.slices > 1;
-    params.resize(28, 0);
+    params.resize(29, 0);
     params[24..26].copy_from_slice(&f.epi.res_params());
     if split {
         // K slices in K tiles, or in a halo kernel's channel blocks (param 18: channels)
@@ -138,8 +138,8 @@ fn fast_dispatch(lx: &mut Lx, k: usize, n: &Node, f: FastConv) -> Result<()> {
         // a split kernel has no epilogue: no bias or residual bindings
         if split { BufRef::Unbound } else { f.bias.map(|b| b.buf).unwrap_or(BufRef::Dummy) },
         ktab,
-        // a packed split kernel neither reads its input from Y nor writes Y
-        if split && cfg.b() == BMode::Packed { BufRef::Unbound } else { f.y.buf },
+        // a packed (or runs-of-rows) split kernel neither reads its input from Y nor writes Y
+        if split && matches!(cfg.b(), BMode::Packed | BMode::Rows) { BufRef::Unbound } else { f.y.buf },
         if split { BufRef::Unbound } else { rbuf },
     ];
     if split {
@@ -152,6 +152,10 @@ fn fast_dispatch(lx: &mut Lx, k: usize, n: &Node, f: FastConv) -> Result<()> {
     let x_need = f.x.offset + (batches - 1) * f.x.batch_stride + f.x_extent;
     let y_need = f.y.offset + (batches - 1) * f.y.batch_stride + f.y_channels as u64 * params[17] as u64;
     let w_eb = if coop { 2 } else { eb };
+    if cfg.b() == BMode::Rows {
+        // the last vec4 the runs of rows may read (the lowering checked the input's 4-alignment)
+        params[28] = (x_need / 4).saturating_sub(1) as u32;
+    }
     // a packed operand is counted in vec4
     let x_eb = if cfg.b() == BMode::Packed { 4 * eb } else { eb };
     let mut min_bytes = vec![
@@ -347,6 +351,24 @@ pub(super) fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::C
         cfg = FastTile::Halo(h);
         slices = s;
     }
+    // a stride-1 tensor-core gather whose output rows are whole runs of 16 pixels and whose
+    // input is 4-element aligned (rows, planes, view) loads those runs as vectors
+    if let FastTile::Coop(c) = cfg
+        && c.b == BMode::Taps
+        && lx.opts.row_loads
+        && g.y.stride == 1
+        && g.x.stride == 1
+        && g.x.output.is_multiple_of(16)
+        && g.x.input.is_multiple_of(4)
+        && xv.offset.is_multiple_of(4)
+        && xv.batch_stride.is_multiple_of(4)
+        && xv.buf != yv.buf
+    {
+        let r = CoopCfg { b: BMode::Rows, ..c };
+        if r.valid() && r.shared_bytes() <= lx.opts.max_shared {
+            cfg = FastTile::Coop(r);
+        }
+    }
     if cfg.b() == BMode::Packed {
         let blocks = npix.div_ceil(64);
         let params = vec![
@@ -434,7 +456,7 @@ pub(super) fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::C
         // stride 1: param 11 is the output height (12, the tiles along x, is set at dispatch)
         params[11] = g.y.output as u32;
     }
-    let tap_major = cfg.b() == BMode::Taps;
+    let tap_major = matches!(cfg.b(), BMode::Taps | BMode::Rows);
     if tap_major {
         params[18] = g.c as u32;
         params[19] = kw as u32;
