@@ -725,7 +725,8 @@ fn row_loads_tensor_core_convs() {
     // input channel as vectors (BMode::Rows): through the kernels' scalar emulation on every
     // tile that fits lavapipe's workgroup memory, with and without split-K: the tap's column
     // offset mod 4 takes every value (pads 1: 3, 0, 1; left pad 2: 2, 3, 0), image edges on
-    // both sides, dilation, a 5x1 kernel with a residual, batch 2, a concat buffer
+    // both sides, dilation, a 5x1 kernel with a residual, batch 2, a concat buffer, K tiles
+    // spanning taps
     let cases = vec![
         graph(
             "3x3 pad 1, 32 channels, 7x16, batch 2 + relu",
@@ -743,6 +744,18 @@ fn row_loads_tensor_core_convs() {
             vec![Run("x", vec![1, 32, 6, 16]), init("w", &[24, 32, 3, 3], 143)],
         ),
         conv5x1_residual("5x1 + residual", vec![2, 32, 5, 16], 9, 144),
+        // channels not a multiple of the K tile: a K tile spans taps (one shift per tap), and
+        // with 24 channels the last one is partial
+        graph(
+            "3x3 pad 1, 16 channels, 4x32",
+            vec![conv(vec!["x", "w"], "y", pad1())],
+            vec![Run("x", vec![1, 16, 4, 32]), init("w", &[16, 16, 3, 3], 148)],
+        ),
+        graph(
+            "3x3 pads left and right 3, 24 channels, 3x12 -> 3x16",
+            vec![conv(vec!["x", "w", "b"], "y", vec![attr_ints("pads", &[1, 3, 1, 3])])],
+            vec![Run("x", vec![2, 24, 3, 12]), init("w", &[12, 24, 3, 3], 149), init("b", &[12], 150)],
+        ),
         // the first conv reads x, the second another slice of the buffer it writes (loaded one
         // f16 at a time: the vector binding cannot alias the output)
         in_concat_buffer("in the concat buffer", vec![2, 32, 3, 16], 32, 145),

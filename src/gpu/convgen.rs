@@ -36,12 +36,12 @@ pub enum BMode {
     /// Tensor-core kernels only: B was written out by shaders/im2col.wgsl as [pixel][K padded
     /// to the K tile], read as 16-byte vectors.
     Packed,
-    /// Tensor-core kernels only: `Taps` for a stride-1 conv whose output rows are whole runs of
-    /// 16 pixels and whose input rows, planes and views are 4-element aligned. B is staged
-    /// row-major (K rows of the tile's pixels, as the GEMM probe stages it) and each invocation
-    /// loads a run of 16 output pixels of one input channel: the run's input is contiguous, so
-    /// five vec4 loads and a shift by the tap's column offset mod 4 (the same for the whole
-    /// workgroup) replace sixteen single-f16 loads.
+    /// Tensor-core kernels only: a gather with K ordered tap-major (any channel count) for a
+    /// stride-1 conv whose output rows are whole runs of 16 pixels and whose input rows, planes
+    /// and views are 4-element aligned. B is staged row-major (K rows of the tile's pixels, as
+    /// the GEMM probe stages it) and each invocation loads a run of 16 output pixels of one
+    /// input channel and tap: the run's input is contiguous, so five vec4 loads and a shift by
+    /// the tap's column offset mod 4 replace sixteen single-f16 loads (and the tap table).
     Rows,
 }
 
@@ -901,23 +901,24 @@ fn rows_setup(s: &mut String, c: &CoopCfg) {
     }
 }
 
-/// The `Rows` loader: for the K tile from `k0` (one tap, channels k0 % C ..), each of the
-/// invocation's `runs` runs of 16 output pixels reads its input run (contiguous: stride 1, one
-/// output row) as the five vec4 that cover it, shifted by the run's start mod 4, into
-/// `pb{4r} .. pb{4r + 3}`; zero outside the image. The vec4 indices are clamped into the
-/// input's extent (the clamped ones only ever feed masked columns).
+/// The `Rows` loader: for the K tile from `k0` (K tap-major: k = tap * C + channel), each of
+/// the invocation's `runs` runs of 16 output pixels, at K row `k0 + rk{r}`, reads its input run
+/// (contiguous: stride 1, one output row) as the five vec4 that cover it, shifted by the run's
+/// start mod 4, into `pb{4r} .. pb{4r + 3}`; zero outside the image and past K. The vec4
+/// indices are clamped into the input's extent (the clamped ones only ever feed masked
+/// columns). A K tile within one tap (channels a multiple of 32) has one shift for the whole
+/// workgroup; one that spans taps, one per tap.
 fn rows_load(s: &mut String, k0: &str, runs: u32) {
-    let _ = write!(
-        s,
-        "        {{ let kk = {k0};\n          let tap = kk / CIN;\n          let c0 = kk % CIN;\n          let dy = i32((tap / KWT) * pu(20u));\n          let dx = i32((tap % KWT) * pu(21u));\n"
-    );
+    let _ = writeln!(s, "        {{ let kk = {k0};");
     for r in 0..runs {
         let _ = write!(
             s,
-            r#"          {{ let iy = roy{r} + dy;
-            let ix = rox{r} + dx;
-            let ok = rok{r} && kk + rk{r} < pu(0u) && iy >= 0 && iy < RIH;
-            let e0 = i32(xb + (c0 + rk{r}) * HW) + iy * RIW + ix;
+            r#"          {{ let k = kk + rk{r};
+            let tap = k / CIN;
+            let iy = roy{r} + i32((tap / KWT) * pu(20u));
+            let ix = rox{r} + i32((tap % KWT) * pu(21u));
+            let ok = rok{r} && k < pu(0u) && iy >= 0 && iy < RIH;
+            let e0 = i32(xb + (k % CIN) * HW) + iy * RIW + ix;
             let sh = u32(e0 & 3);
             let v0 = (e0 - i32(sh)) >> 2u;
             let a0 = XP[u32(clamp(v0, 0, VMAX))];

@@ -352,10 +352,12 @@ pub(super) fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::C
         slices = s;
     }
     // a stride-1 tensor-core gather whose output rows are whole runs of 16 pixels and whose
-    // input is 4-element aligned (rows, planes, view) loads those runs as vectors
+    // input is 4-element aligned (rows, planes, view) loads those runs as vectors (K tap-major,
+    // whatever the channel count)
     if let FastTile::Coop(c) = cfg
-        && c.b == BMode::Taps
+        && matches!(c.b, BMode::Taps | BMode::Gather)
         && lx.opts.row_loads
+        && lx.opts.tap_major
         && g.y.stride == 1
         && g.x.stride == 1
         && g.x.output.is_multiple_of(16)
