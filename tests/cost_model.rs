@@ -175,6 +175,13 @@ fn tensor_core_gathers_load_runs_of_rows_on_an_h200_profile() {
     // a width that is not a multiple of 16 keeps the per-f16 gather
     let d = lowered("Conv", vec![attr_ints("pads", &[1, 1, 1, 1])], [1, 64, 40, 40], [64, 64, 3, 3], 64, false);
     assert!(matches!(d[0].shader, Shader::CoopConv(c) if c.b == BMode::Taps), "{:?}", d[0].shader);
+    // the direct GEMMs of a transposed conv and a 1x1 conv: one row of all their pixels
+    let d =
+        lowered("ConvTranspose", vec![attr_ints("strides", &[2, 2])], [1, 256, 64, 64], [256, 128, 2, 2], 128, false);
+    assert!(matches!(d[0].shader, Shader::CoopConv(c) if c.b == BMode::Rows && c.scatter), "{:?}", d[0].shader);
+    assert_eq!(&d[0].params[28..38], &[256 * 64 * 64 / 4 - 1, 256, 1, 0, 0, 64 * 64, 1, 64 * 64, 0, 0]);
+    let d = lowered("Conv", vec![], [1, 256, 128, 128], [256, 256, 1, 1], 256, false);
+    assert!(matches!(d[0].shader, Shader::CoopConv(c) if c.b == BMode::Rows), "{:?}", d[0].shader);
 }
 
 #[test]

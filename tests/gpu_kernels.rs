@@ -726,7 +726,7 @@ fn row_loads_tensor_core_convs() {
     // tile that fits lavapipe's workgroup memory, with and without split-K: the tap's column
     // offset mod 4 takes every value (pads 1: 3, 0, 1; left pad 2: 2, 3, 0), image edges on
     // both sides, dilation, a 5x1 kernel with a residual, batch 2, a concat buffer, K tiles
-    // spanning taps
+    // spanning taps, and the direct GEMMs of a 1x1 conv and a transposed conv
     let cases = vec![
         graph(
             "3x3 pad 1, 32 channels, 7x16, batch 2 + relu",
@@ -759,6 +759,17 @@ fn row_loads_tensor_core_convs() {
         // the first conv reads x, the second another slice of the buffer it writes (loaded one
         // f16 at a time: the vector binding cannot alias the output)
         in_concat_buffer("in the concat buffer", vec![2, 32, 3, 16], 32, 145),
+        // direct GEMMs: their pixels are one long row (the last run partial)
+        graph(
+            "1x1, 20 channels, 6x6 (36 pixels), batch 2 + relu",
+            vec![conv(vec!["x", "w", "b"], "c", vec![]), ("Relu", vec!["c"], vec!["y"], vec![])],
+            vec![Run("x", vec![2, 20, 6, 6]), init("w", &[11, 20, 1, 1], 151), init("b", &[11], 152)],
+        ),
+        graph(
+            "transposed 2x2 stride 2, 40 -> 9 channels, 5x8, batch 2",
+            vec![("ConvTranspose", vec!["x", "w", "b"], vec!["y"], vec![attr_ints("strides", &[2, 2])])],
+            vec![Run("x", vec![2, 40, 5, 8]), init("w", &[40, 9, 2, 2], 153), init("b", &[9], 154)],
+        ),
     ];
     let mut variants = Vec::new();
     for split in [Some(1), Some(2)] {
@@ -768,8 +779,14 @@ fn row_loads_tensor_core_convs() {
         }
     }
     check_kernels(&cases, &variants, &["_rows"]);
-    // output rows not runs of 16 pixels, or a stride: one f16 per load; and switched off
+    // output rows not runs of 16 pixels, a stride, or a direct GEMM of pixels not a multiple
+    // of 4: one f16 per load; and switched off
     let odd = vec![
+        graph(
+            "transposed 2x2 stride 2, 40 -> 9 channels, 3x3",
+            vec![("ConvTranspose", vec!["x", "w"], vec!["y"], vec![attr_ints("strides", &[2, 2])])],
+            vec![Run("x", vec![1, 40, 3, 3]), init("w", &[40, 9, 2, 2], 155)],
+        ),
         graph(
             "3x3 pad 1, 32 channels, 5x13",
             vec![conv(vec!["x", "w"], "y", pad1())],
@@ -781,7 +798,7 @@ fn row_loads_tensor_core_convs() {
             vec![Run("x", vec![1, 32, 9, 32]), init("w", &[8, 32, 3, 3], 147)],
         ),
     ];
-    check_kernels(&odd, &[emulated((32, 128), Some(1))], &["_taps", "!_rows"]);
+    check_kernels(&odd, &[emulated((32, 128), Some(1))], &["_taps|_direct", "!_rows"]);
     let off = GpuOptions { row_loads: false, ..emulated((32, 128), Some(1)) };
     check_kernels(&cases[..2], &[off], &["_taps", "!_rows"]);
 }

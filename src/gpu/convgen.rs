@@ -129,6 +129,13 @@ pub const TILES: [(u32, u32, u32, u32, u32, f64); 8] = [
     (16, 256, 8, 4, 4, 0.53),
 ];
 
+/// The `Rows` loader's parameters, after the shared ones (0-27): 28 the last vec4 of the input
+/// it may read, 29 channels per tap (K for a direct GEMM), 30 kernel width, 31 / 32 dilations,
+/// 33 / 34 input width and height, 35 output row length (pixels), 36 / 37 top and left pads
+/// (i32). A direct GEMM (1x1 conv, transposed conv) reads its columns as one row of all its
+/// pixels: 1x1 kernel, no pads, width = columns, height 1.
+pub const ROWS_PARAMS: usize = 38;
+
 // Parameters (P):
 // 0 K, 1 M, 2 npix (columns n: output pixels, or input pixels when scattering), 3 M padded / 4,
 // 4 x_off, 5 x_bs, 6 y_off, 7 y_bs, 8 IW, 9 IH, 10 OW (gather: output width for n -> (oy, ox)),
@@ -400,8 +407,9 @@ impl CoopCfg {
     }
     pub fn valid(&self) -> bool {
         let t = self.threads();
-        // a scatter (transposed conv) is a direct GEMM (split: see `ConvCfg::valid`)
-        (!self.scatter || self.b == BMode::Direct)
+        // a scatter (transposed conv) is a direct GEMM (split: see `ConvCfg::valid`), its
+        // columns loaded one f16 at a time or as runs of rows
+        (!self.scatter || matches!(self.b, BMode::Direct | BMode::Rows))
             && self.wm.is_multiple_of(16)
             && self.wn.is_multiple_of(16)
             && self.bm.is_multiple_of(self.wm)
@@ -416,8 +424,8 @@ impl CoopCfg {
             && (COOP_BK / (t / self.bn)).is_multiple_of(4)
             // a packed operand is staged 8 invocations per pixel, in whole passes over the tile
             && (self.b != BMode::Packed || (COOP_BK / 4 * self.bn).is_multiple_of(t))
-            // runs of 16 pixels: whole runs per invocation; no transposed conv
-            && (self.b != BMode::Rows || ((self.bn / 16 * COOP_BK).is_multiple_of(t) && self.bn.is_multiple_of(16) && !self.scatter))
+            // runs of 16 pixels: whole runs per invocation
+            && (self.b != BMode::Rows || ((self.bn / 16 * COOP_BK).is_multiple_of(t) && self.bn.is_multiple_of(16)))
     }
     pub fn name(&self) -> String {
         format!(
@@ -886,16 +894,16 @@ fn rload(i: u32) -> f32 {{
 
 /// The `Rows` loader's per-invocation setup: its runs (K row `rk{r}`, run `rc{r}` of 16 pixels,
 /// whose first pixel's input row and column before the tap's offset are `roy{r}` / `rox{r}`)
-/// and the input geometry (parameter 28: the last vec4 of the input the kernel may read).
+/// and the input geometry, from parameters of its own ([`ROWS_PARAMS`]).
 fn rows_setup(s: &mut String, c: &CoopCfg) {
     s.push_str(
-        "    let OW = max(pu(10u), 1u);\n    let RIW = i32(pu(8u));\n    let RIH = i32(pu(9u));\n    let CIN = pu(18u);\n    let KWT = pu(19u);\n    let HW = pu(8u) * pu(9u);\n    let VMAX = i32(pu(28u));\n",
+        "    let VMAX = i32(pu(28u));\n    let CIN = pu(29u);\n    let KWT = pu(30u);\n    let RIW = i32(pu(33u));\n    let RIH = i32(pu(34u));\n    let OW = max(pu(35u), 1u);\n    let HW = pu(33u) * pu(34u);\n",
     );
     let runs_per_row = c.bn / 16;
     for r in 0..c.row_runs() {
         let _ = write!(
             s,
-            "    let ru{r} = li + {off}u;\n    let rk{r} = ru{r} / {runs_per_row}u;\n    let rc{r} = ru{r} % {runs_per_row}u;\n    let rp{r} = n0 + rc{r} * 16u;\n    let rok{r} = rp{r} < npix;\n    let roy{r} = i32(rp{r} / OW) - pi(13u);\n    let rox{r} = i32(rp{r} % OW) - pi(14u);\n",
+            "    let ru{r} = li + {off}u;\n    let rk{r} = ru{r} / {runs_per_row}u;\n    let rc{r} = ru{r} % {runs_per_row}u;\n    let rp{r} = n0 + rc{r} * 16u;\n    let rok{r} = rp{r} < npix;\n    let roy{r} = i32(rp{r} / OW) - pi(36u);\n    let rox{r} = i32(rp{r} % OW) - pi(37u);\n",
             off = r * c.threads()
         );
     }
@@ -915,8 +923,8 @@ fn rows_load(s: &mut String, k0: &str, runs: u32) {
             s,
             r#"          {{ let k = kk + rk{r};
             let tap = k / CIN;
-            let iy = roy{r} + i32((tap / KWT) * pu(20u));
-            let ix = rox{r} + i32((tap % KWT) * pu(21u));
+            let iy = roy{r} + i32((tap / KWT) * pu(31u));
+            let ix = rox{r} + i32((tap % KWT) * pu(32u));
             let ok = rok{r} && k < pu(0u) && iy >= 0 && iy < RIH;
             let e0 = i32(xb + (k % CIN) * HW) + iy * RIW + ix;
             let sh = u32(e0 & 3);

@@ -111,7 +111,8 @@ fn fast_dispatch(lx: &mut Lx, k: usize, n: &Node, f: FastConv) -> Result<()> {
     // the input may be another slice of the concat buffer this conv writes into
     let x_in_y = f.x.buf == f.y.buf;
     let split = f.slices > 1;
-    params.resize(29, 0);
+    let len = params.len().max(29);
+    params.resize(len, 0);
     params[24..26].copy_from_slice(&f.epi.res_params());
     if split {
         // K slices in K tiles, or in a halo kernel's channel blocks (param 18: channels)
@@ -261,6 +262,55 @@ fn gather_params(g: &crate::ops::conv::ConvGeom) -> Vec<u32> {
     p
 }
 
+/// Where the `Rows` loader reads a GEMM's columns (see convgen's `ROWS_PARAMS`): channels per
+/// tap, kernel width, dilations (y, x), input (width, height), output row length, pads (top,
+/// left).
+struct RowsGeom {
+    cin: usize,
+    kw: usize,
+    dil: (usize, usize),
+    input: (usize, usize),
+    out_row: usize,
+    pad: (usize, usize),
+}
+
+impl RowsGeom {
+    fn fill(&self, params: &mut Vec<u32>) {
+        if params.len() < crate::gpu::convgen::ROWS_PARAMS {
+            params.resize(crate::gpu::convgen::ROWS_PARAMS, 0);
+        }
+        params[29..38].copy_from_slice(&[
+            self.cin as u32,
+            self.kw as u32,
+            self.dil.0 as u32,
+            self.dil.1 as u32,
+            self.input.0 as u32,
+            self.input.1 as u32,
+            self.out_row as u32,
+            self.pad.0 as u32,
+            self.pad.1 as u32,
+        ]);
+    }
+}
+
+/// With row loads on, switch a tensor-core tile to the `Rows` loader where the input view is
+/// 4-element aligned (offset and image stride) and not in the output's buffer (the vector
+/// binding cannot alias it) and the tile is valid and fits; whether it did.
+fn rows_fit(lx: &Lx, cfg: &mut FastTile, x: &View, y: &View) -> bool {
+    let FastTile::Coop(c) = *cfg else { return false };
+    let r = CoopCfg { b: BMode::Rows, ..c };
+    let ok = lx.opts.row_loads
+        && x.offset.is_multiple_of(4)
+        && x.batch_stride.is_multiple_of(4)
+        && x.buf != y.buf
+        && r.valid()
+        && r.shared_bytes() <= lx.opts.max_shared;
+    if ok {
+        *cfg = FastTile::Coop(r);
+    }
+    ok
+}
+
 /// Conv with constant weights and one group: the generated register-blocked kernel.
 pub(super) fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::Conv) -> Result<bool> {
     if !lx.opts.fast_conv || c.group != 1 {
@@ -353,24 +403,31 @@ pub(super) fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::C
     }
     // a stride-1 tensor-core gather whose output rows are whole runs of 16 pixels and whose
     // input is 4-element aligned (rows, planes, view) loads those runs as vectors (K tap-major,
-    // whatever the channel count)
-    if let FastTile::Coop(c) = cfg
-        && matches!(c.b, BMode::Taps | BMode::Gather)
-        && lx.opts.row_loads
-        && lx.opts.tap_major
-        && g.y.stride == 1
-        && g.x.stride == 1
-        && g.x.output.is_multiple_of(16)
-        && g.x.input.is_multiple_of(4)
-        && xv.offset.is_multiple_of(4)
-        && xv.batch_stride.is_multiple_of(4)
-        && xv.buf != yv.buf
-    {
-        let r = CoopCfg { b: BMode::Rows, ..c };
-        if r.valid() && r.shared_bytes() <= lx.opts.max_shared {
-            cfg = FastTile::Coop(r);
+    // whatever the channel count); so does a 1x1 conv's direct GEMM, its pixels one long row
+    let rows_geom = match cfg {
+        FastTile::Coop(c) if c.b == BMode::Direct && npix.is_multiple_of(4) => {
+            Some(RowsGeom { cin: g.c, kw: 1, dil: (0, 0), input: (npix, 1), out_row: npix, pad: (0, 0) })
         }
-    }
+        FastTile::Coop(c)
+            if matches!(c.b, BMode::Taps | BMode::Gather)
+                && lx.opts.tap_major
+                && g.y.stride == 1
+                && g.x.stride == 1
+                && g.x.output.is_multiple_of(16)
+                && g.x.input.is_multiple_of(4) =>
+        {
+            Some(RowsGeom {
+                cin: g.c,
+                kw,
+                dil: (g.y.dilation, g.x.dilation),
+                input: (g.x.input, g.y.input),
+                out_row: g.x.output,
+                pad: (g.y.pad_begin, g.x.pad_begin),
+            })
+        }
+        _ => None,
+    };
+    let rows_geom = rows_geom.filter(|_| rows_fit(lx, &mut cfg, &xv, &yv));
     if cfg.b() == BMode::Packed {
         let blocks = npix.div_ceil(64);
         let params = vec![
@@ -465,6 +522,9 @@ pub(super) fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::C
         params[20] = g.y.dilation as u32;
         params[21] = g.x.dilation as u32;
     }
+    if let Some(r) = &rows_geom {
+        r.fill(&mut params);
+    }
     // W [M, C, KH, KW]: row k = (c, tap), or (tap, c) when tap-major
     let (cin, wd) = (g.c, &wd);
     let weight = move |kq: usize, mq: usize| {
@@ -524,11 +584,13 @@ pub(super) fn fast_conv_transpose(
     let npix_in = g.y.input * g.x.input;
     // one GEMM for all taps: row (output channel, tap), so that each input pixel is loaded once
     let gemm = Gemm { m: taps * m, cols: npix_in, z: g.n, k: cin, b: BMode::Direct, scatter: true, cin: None };
-    let (cfg, slices) = if wants_thin(lx, taps * m, cin) {
+    let (mut cfg, slices) = if wants_thin(lx, taps * m, cin) {
         (FastTile::Thin(ThinCfg::for_channels(taps * m, true)), 1)
     } else {
         pick(lx, &gemm, false)
     };
+    // on the tensor cores, the input pixels read as runs of rows where they are 4-aligned
+    let rows = matches!(cfg, FastTile::Coop(_)) && npix_in.is_multiple_of(4) && rows_fit(lx, &mut cfg, &xv, &yv);
     let mut params = vec![0u32; 24];
     params[8] = g.x.input as u32;
     params[9] = g.y.input as u32;
@@ -544,6 +606,9 @@ pub(super) fn fast_conv_transpose(
     params[20] = g.x.output as u32;
     params[21] = kw as u32;
     params[22] = taps as u32;
+    if rows {
+        RowsGeom { cin, kw: 1, dil: (0, 0), input: (npix_in, 1), out_row: npix_in, pad: (0, 0) }.fill(&mut params);
+    }
     let f = FastConv {
         kind: "ConvTranspose",
         cfg,
