@@ -10,7 +10,8 @@
 //!   `Taps`: k = (tap, input channel) with the channels a multiple of BK, so a K slice has one
 //!   tap, one bounds check and no table), or input pixel (`Direct`: 1x1 stride-1 convs and a
 //!   transposed conv whose stride equals its kernel, all of its taps in one GEMM, where B is the
-//!   input itself);
+//!   input itself); the tensor-core kernels also read B as runs of 16 pixels of one input row
+//!   (`Rows`, for the stride-1 gathers and the direct GEMMs) or from an im2col pass (`Packed`);
 //! - the epilogue adds the bias, applies the fused activation, adds a fused residual, applies
 //!   the activation after it and writes straight into the output view (`Scatter`: row m's tap
 //!   picks the strided position of a transposed conv's output); with split-K each workgroup
@@ -38,10 +39,12 @@ pub enum BMode {
     Packed,
     /// Tensor-core kernels only: a gather with K ordered tap-major (any channel count) for a
     /// stride-1 conv whose output rows are whole runs of 16 pixels and whose input rows, planes
-    /// and views are 4-element aligned. B is staged row-major (K rows of the tile's pixels, as
-    /// the GEMM probe stages it) and each invocation loads a run of 16 output pixels of one
-    /// input channel and tap: the run's input is contiguous, so five vec4 loads and a shift by
-    /// the tap's column offset mod 4 replace sixteen single-f16 loads (and the tap table).
+    /// and views are 4-element aligned, or a direct GEMM (1x1 conv, transposed conv) whose
+    /// pixels, one long row, are. B is staged row-major (K rows of the tile's pixels, as the
+    /// GEMM probe stages it) and each invocation loads a run of 16 output pixels of one input
+    /// channel and tap: the run's input is contiguous, so five vec4 loads and a shift by the
+    /// run's start mod 4 replace sixteen single-f16 loads (and the tap table). Its geometry
+    /// parameters are [`ROWS_PARAMS`].
     Rows,
 }
 
