@@ -759,6 +759,21 @@ fn row_loads_tensor_core_convs() {
         // the first conv reads x, the second another slice of the buffer it writes (loaded one
         // f16 at a time: the vector binding cannot alias the output)
         in_concat_buffer("in the concat buffer", vec![2, 32, 3, 16], 32, 145),
+        // the only conv reads the second slice of a concat buffer it does not write (the
+        // view's offset is 12 planes)
+        Case {
+            outputs: vec!["y", "c"],
+            ..graph(
+                "reading a concat slice",
+                vec![
+                    ("Relu", vec!["x1"], vec!["a"], vec![]),
+                    ("Relu", vec!["x2"], vec!["b"], vec![]),
+                    ("Concat", vec!["a", "b"], vec!["y"], vec![attr_i("axis", 1)]),
+                    conv(vec!["b", "w"], "c", pad1()),
+                ],
+                vec![Run("x1", vec![2, 12, 5, 16]), Run("x2", vec![2, 16, 5, 16]), init("w", &[8, 16, 3, 3], 156)],
+            )
+        },
         // direct GEMMs: their pixels are one long row (the last run partial)
         graph(
             "1x1, 20 channels, 6x6 (36 pixels), batch 2 + relu",
