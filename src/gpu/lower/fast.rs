@@ -275,6 +275,11 @@ struct RowsGeom {
 }
 
 impl RowsGeom {
+    /// A direct GEMM's columns (1x1 conv, transposed conv): `k` channels of `pixels` pixels,
+    /// read as one row, with a 1x1 kernel and no pads.
+    fn direct(k: usize, pixels: usize) -> RowsGeom {
+        RowsGeom { cin: k, kw: 1, dil: (0, 0), input: (pixels, 1), out_row: pixels, pad: (0, 0) }
+    }
     fn fill(&self, params: &mut Vec<u32>) {
         if params.len() < crate::gpu::convgen::ROWS_PARAMS {
             params.resize(crate::gpu::convgen::ROWS_PARAMS, 0);
@@ -344,43 +349,16 @@ pub(super) fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::C
         Some(t) => (t.im2col, t.halo),
         None => (lx.opts.im2col, lx.opts.halo),
     };
-    if wants_thin(lx, m, kk) {
-        let mut params = gather_params(&g);
-        params[18] = g.c as u32;
-        params[19] = kw as u32;
-        params[20] = g.y.dilation as u32;
-        params[21] = g.x.dilation as u32;
-        params[22] = kh as u32;
-        let wd = &wd;
-        let f = FastConv {
-            kind: "Conv",
-            cfg: FastTile::Thin(ThinCfg::for_channels(m, false)),
-            slices: 1,
-            x: xv,
-            y: yv,
-            bias,
-            ktab: BufRef::Unbound,
-            y_channels: m,
-            k: kk,
-            m,
-            cols: npix,
-            z: g.n,
-            epi: Epilogue::of(lx, n, &n.op)?,
-            flops: 2 * (g.n * m * npix * kk) as u64,
-            x_extent: (g.c * g.y.input * g.x.input) as u64,
-            // K in the ONNX order (input channel, ky, kx)
-            weight: &move |kq: usize, mq: usize| wd[mq * kk + kq],
-            params,
-        };
-        fast_dispatch(lx, k, n, f)?;
-        return Ok(true);
-    }
+    // few output channels or a short K: the thin direct kernel (K in the ONNX order), and none
+    // of the tensor-core variants below
+    let thin = wants_thin(lx, m, kk);
     let halo_conv = g.y.stride == 1 && g.x.stride == 1 && g.y.dilation == g.x.dilation;
     // with halo tiles asked for, a conv with taps that can have them gets them, whatever the cost
     // model (fitted without halo tiles) says of the tensor cores for it: base 16's 16-channel
     // 512x512 convs would otherwise stay on FMA tiles (autotuning measures both)
     let halo_first = want_halo && halo_conv && kh * kw > 1 && g.c.is_multiple_of(16);
-    let (mut cfg, mut slices) = pick(lx, &gemm, halo_first);
+    let (mut cfg, mut slices) =
+        if thin { (FastTile::Thin(ThinCfg::for_channels(m, false)), 1) } else { pick(lx, &gemm, halo_first) };
     let khw = kh * kw;
     // a tensor-core gather may read its operand packed by an im2col pass instead
     let kp = kk.next_multiple_of(COOP_BK as usize);
@@ -405,9 +383,7 @@ pub(super) fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::C
     // input is 4-element aligned (rows, planes, view) loads those runs as vectors (K tap-major,
     // whatever the channel count); so does a 1x1 conv's direct GEMM, its pixels one long row
     let rows_geom = match cfg {
-        FastTile::Coop(c) if c.b == BMode::Direct && npix.is_multiple_of(4) => {
-            Some(RowsGeom { cin: g.c, kw: 1, dil: (0, 0), input: (npix, 1), out_row: npix, pad: (0, 0) })
-        }
+        FastTile::Coop(c) if c.b == BMode::Direct && npix.is_multiple_of(4) => Some(RowsGeom::direct(g.c, npix)),
         FastTile::Coop(c)
             if matches!(c.b, BMode::Taps | BMode::Gather)
                 && lx.opts.tap_major
@@ -516,11 +492,14 @@ pub(super) fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::C
         params[11] = g.y.output as u32;
     }
     let tap_major = matches!(cfg.b(), BMode::Taps | BMode::Rows);
-    if tap_major {
+    if tap_major || thin {
         params[18] = g.c as u32;
         params[19] = kw as u32;
         params[20] = g.y.dilation as u32;
         params[21] = g.x.dilation as u32;
+    }
+    if thin {
+        params[22] = kh as u32;
     }
     if let Some(r) = &rows_geom {
         r.fill(&mut params);
@@ -607,7 +586,7 @@ pub(super) fn fast_conv_transpose(
     params[21] = kw as u32;
     params[22] = taps as u32;
     if rows {
-        RowsGeom { cin, kw: 1, dil: (0, 0), input: (npix_in, 1), out_row: npix_in, pad: (0, 0) }.fill(&mut params);
+        RowsGeom::direct(cin, npix_in).fill(&mut params);
     }
     let f = FastConv {
         kind: "ConvTranspose",
