@@ -463,7 +463,7 @@ pub fn generate_coop(c: &CoopCfg) -> String {
     let la = c.bm * bk / 4 / threads;
     // each invocation stages `kq` consecutive K values of one column, as `nq` vec4; with `Rows`,
     // `row_runs` runs of 16 pixels of one K row, as 4 vec4 each
-    let kq = bk / (threads / c.bn).max(1);
+    let kq = bk / (threads / c.bn);
     let nq = if rows { 4 * c.row_runs() } else { kq / 4 };
     let wgn = c.bn / c.wn; // subgroups along n
     let fm = c.wm / 16;

@@ -93,25 +93,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         px = THIN_PX,
         co = c.co,
     );
-    if c.scatter {
-        s.push_str(
-            "    let C = pu(0u);
-    let KW = 1u;
-    let DH = 1u;
-    let DW = 1u;
-    let KH = 1u;
-",
-        );
+    // channels, kernel width, dilations, kernel height: a scatter's columns read as a 1x1 conv's
+    let (cin, kw, dh, dw, kh) = if c.scatter {
+        ("pu(0u)", "1u", "1u", "1u", "1u")
     } else {
-        s.push_str(
-            "    let C = pu(18u);
-    let KW = pu(19u);
-    let DH = pu(20u);
-    let DW = pu(21u);
-    let KH = pu(22u);
-",
-        );
-    }
+        ("pu(18u)", "pu(19u)", "pu(20u)", "pu(21u)", "pu(22u)")
+    };
+    let _ = writeln!(
+        s,
+        "    let C = {cin};\n    let KW = {kw};\n    let DH = {dh};\n    let DW = {dw};\n    let KH = {kh};"
+    );
     // each pixel's place: in the output (ok past the last), and its first input row and column
     for i in 0..THIN_PX {
         let _ = write!(
