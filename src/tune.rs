@@ -158,15 +158,9 @@ fn min_into(acc: &mut Vec<f64>, t: &[f64]) {
 pub fn gemms_of(dispatches: &[Dispatch], nodes: usize) -> Vec<Option<[u32; 4]>> {
     let mut v = vec![None; nodes];
     for d in dispatches {
-        let split = match d.shader {
-            Shader::FastConv(c) => c.split,
-            Shader::CoopConv(c) => c.split,
-            Shader::HaloConv(c) => c.split,
-            Shader::ThinConv(_) => false,
-            _ => continue,
-        };
-        let slices = if split { d.params[27].max(1) } else { 1 };
-        v[d.node] = Some([d.params[1], d.params[2], d.groups[2] / slices, d.params[0]]);
+        if let Some(c) = tile_of(d) {
+            v[d.node] = Some([d.params[1], d.params[2], d.groups[2] / c.slices as u32, d.params[0]]);
+        }
     }
     v
 }
@@ -180,17 +174,25 @@ pub fn choices(gm: &GpuModel) -> Vec<Option<TileChoice>> {
 pub fn choices_of(dispatches: &[Dispatch], nodes: usize) -> Vec<Option<TileChoice>> {
     let mut v = vec![None; nodes];
     for d in dispatches {
-        let (coop, bm, bn, split, im2col, halo, thin) = match d.shader {
-            Shader::FastConv(c) => (false, c.bm, c.bn, c.split, false, false, false),
-            Shader::CoopConv(c) => (true, c.bm, c.bn, c.split, c.b == crate::gpu::convgen::BMode::Packed, false, false),
-            Shader::HaloConv(c) => (true, c.bm, c.bn, c.split, false, true, false),
-            Shader::ThinConv(c) => (false, c.co, c.bn(), false, false, false, true),
-            _ => continue,
-        };
-        let slices = if split { d.params[27] as usize } else { 1 };
-        v[d.node] = Some(TileChoice { coop, bm, bn, slices, im2col, halo, thin });
+        if let Some(c) = tile_of(d) {
+            v[d.node] = Some(c);
+        }
     }
     v
+}
+
+/// The fast-conv kernel a dispatch runs, as a choice (None for every other dispatch, a split
+/// conv's reduction and an im2col pass included).
+fn tile_of(d: &Dispatch) -> Option<TileChoice> {
+    let (coop, bm, bn, split, im2col, halo, thin) = match d.shader {
+        Shader::FastConv(c) => (false, c.bm, c.bn, c.split, false, false, false),
+        Shader::CoopConv(c) => (true, c.bm, c.bn, c.split, c.b == crate::gpu::convgen::BMode::Packed, false, false),
+        Shader::HaloConv(c) => (true, c.bm, c.bn, c.split, false, true, false),
+        Shader::ThinConv(c) => (false, c.co, c.bn(), false, false, false, true),
+        _ => return None,
+    };
+    let slices = if split { d.params[27] as usize } else { 1 };
+    Some(TileChoice { coop, bm, bn, slices, im2col, halo, thin })
 }
 
 /// A candidate's options as text.
