@@ -89,6 +89,17 @@ fn in_concat_buffer(name: &'static str, x: Vec<usize>, ch: i64, seed: u64) -> Ca
     )
 }
 
+/// A 3x3 conv (pads 1) with bias, `cout` outputs, and a ReLU. Input `x` (channels at index 1),
+/// seeds from `seed`.
+fn conv3x3_relu(name: &'static str, x: Vec<usize>, cout: usize, seed: u64) -> Case {
+    let cin = x[1] as i64;
+    graph(
+        name,
+        vec![conv(vec!["x", "w", "b"], "c", pad1()), ("Relu", vec!["c"], vec!["y"], vec![])],
+        vec![Run("x", x), init("w", &[cout as i64, cin, 3, 3], seed), init("b", &[cout as i64], seed + 1)],
+    )
+}
+
 /// A 5x1 conv (pads 2 above and below) with bias, `cout` outputs, plus a fused residual Add
 /// of the output's shape. Input `x` (channels at index 1), seeds from `seed`.
 fn conv5x1_residual(name: &'static str, x: Vec<usize>, cout: usize, seed: u64) -> Case {
@@ -598,14 +609,7 @@ fn split_k_convs() {
     // the K loop split over slices whose partial sums a reduction kernel adds up before the
     // epilogue (bias, activation, residual, activation after it), in every kernel variant
     let cases = vec![
-        (
-            graph(
-                "3x3 + relu",
-                vec![conv(vec!["x", "w", "b"], "c", pad1()), ("Relu", vec!["c"], vec!["y"], vec![])],
-                vec![Run("x", vec![2, 13, 9, 10]), init("w", &[11, 13, 3, 3], 80), init("b", &[11], 81)],
-            ),
-            2,
-        ),
+        (conv3x3_relu("3x3 + relu", vec![2, 13, 9, 10], 11, 80), 2),
         (
             graph(
                 "1x1 + residual + leakyrelu",
@@ -671,14 +675,7 @@ fn tap_major_gather() {
     // f32, and the tensor-core kernels through their scalar emulation on both tile shapes that
     // fit lavapipe's workgroup memory, with and without split-K
     let cases = vec![
-        graph(
-            "3x3 pad 1 + relu",
-            vec![
-                conv(vec!["x", "w", "b"], "c", vec![attr_ints("pads", &[1, 1, 1, 1])]),
-                ("Relu", vec!["c"], vec!["y"], vec![]),
-            ],
-            vec![Run("x", vec![2, 32, 9, 13]), init("w", &[20, 32, 3, 3], 90), init("b", &[20], 91)],
-        ),
+        conv3x3_relu("3x3 pad 1 + relu", vec![2, 32, 9, 13], 20, 90),
         graph(
             "3x3 stride 2 dilation 2",
             vec![conv(
@@ -728,11 +725,7 @@ fn row_loads_tensor_core_convs() {
     // both sides, dilation, a 5x1 kernel with a residual, batch 2, a concat buffer, K tiles
     // spanning taps, and the direct GEMMs of a 1x1 conv and a transposed conv
     let cases = vec![
-        graph(
-            "3x3 pad 1, 32 channels, 7x16, batch 2 + relu",
-            vec![conv(vec!["x", "w", "b"], "c", pad1()), ("Relu", vec!["c"], vec!["y"], vec![])],
-            vec![Run("x", vec![2, 32, 7, 16]), init("w", &[20, 32, 3, 3], 140), init("b", &[20], 141)],
-        ),
+        conv3x3_relu("3x3 pad 1, 32 channels, 7x16, batch 2 + relu", vec![2, 32, 7, 16], 20, 140),
         graph(
             "3x3 pads left 2 right 0, 64 channels, 5x32",
             vec![conv(vec!["x", "w"], "y", vec![attr_ints("pads", &[1, 2, 1, 0])])],
@@ -858,11 +851,7 @@ fn halo_tile_tensor_core_convs() {
     // right and bottom edges, channel blocks of 32 and 16, dilation, asymmetric padding, a 5x1
     // kernel, a fused residual, input and output in one concat buffer; with and without split-K
     let cases = vec![
-        graph(
-            "3x3 pad 1, 32 channels, batch 2, bias + relu",
-            vec![conv(vec!["x", "w", "b"], "c", pad1()), ("Relu", vec!["c"], vec!["y"], vec![])],
-            vec![Run("x", vec![2, 32, 19, 21]), init("w", &[20, 32, 3, 3], 110), init("b", &[20], 111)],
-        ),
+        conv3x3_relu("3x3 pad 1, 32 channels, batch 2, bias + relu", vec![2, 32, 19, 21], 20, 110),
         graph(
             "3x3 dilation 2, asymmetric pads, 48 channels",
             vec![conv(vec!["x", "w"], "y", vec![attr_ints("pads", &[2, 1, 0, 3]), attr_ints("dilations", &[2, 2])])],
@@ -894,11 +883,7 @@ fn thin_direct_convs() {
     // partial last one, strides, dilation, asymmetric pads, a residual, the concat buffer, and
     // transposed convs
     let cases = vec![
-        graph(
-            "first conv: 3 channels 3x3 pad 1 -> 21, batch 2, bias + relu",
-            vec![conv(vec!["x", "w", "b"], "c", pad1()), ("Relu", vec!["c"], vec!["y"], vec![])],
-            vec![Run("x", vec![2, 3, 13, 11]), init("w", &[21, 3, 3, 3], 120), init("b", &[21], 121)],
-        ),
+        conv3x3_relu("first conv: 3 channels 3x3 pad 1 -> 21, batch 2, bias + relu", vec![2, 3, 13, 11], 21, 120),
         graph(
             "head: 1x1, 19 -> 3, bias + sigmoid",
             vec![conv(vec!["x", "w", "b"], "c", vec![]), ("Sigmoid", vec!["c"], vec!["y"], vec![])],
