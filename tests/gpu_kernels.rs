@@ -1077,7 +1077,32 @@ fn max_pool_2x2_kernel() {
         },
     ];
     let f16 = GpuOptions { coop: Some(CoopMode::Off), ..GpuOptions::f16() };
-    check_kernels(&cases, &[GpuOptions::default(), f16], &["pool2x2.wgsl", "!pool.wgsl"]);
+    check_kernels(&cases, &[GpuOptions::default(), f16], &["pool2x2.wgsl", "!pool.wgsl", "!pool2x2v4"]);
+    // rows a multiple of 8 wide: four outputs per invocation as vec4 (even and odd heights, in
+    // floor and ceil mode, several row quads per workgroup, and the concat buffer's slice)
+    let mut ceil = k2();
+    ceil.push(attr_i("ceil_mode", 1));
+    let quads = vec![
+        case("maxpool 2x2 quads, batch 2", "MaxPool", vec!["x"], k2(), vec![x(&[2, 3, 10, 16])]),
+        case("maxpool 2x2 quads, odd height, floor", "MaxPool", vec!["x"], k2(), vec![x(&[2, 3, 9, 8])]),
+        case("maxpool 2x2 quads, odd height, ceil", "MaxPool", vec!["x"], ceil, vec![x(&[1, 5, 7, 24])]),
+        case("maxpool 2x2 quads, 66 quads a row", "MaxPool", vec!["x"], k2(), vec![x(&[1, 2, 3, 528])]),
+        Case {
+            name: "maxpool 2x2 quads of the second slice of a concat buffer",
+            nodes: vec![
+                conv(vec!["x", "w1"], "a", pad1()),
+                conv(vec!["a", "w2"], "b", pad1()),
+                ("Concat", vec!["a", "b"], vec!["y"], vec![attr_i("axis", 1)]),
+                ("MaxPool", vec!["b"], vec!["p"], k2()),
+            ],
+            operands: vec![x(&[2, 3, 6, 16]), init("w1", &[5, 3, 3, 3], 132), init("w2", &[7, 5, 3, 3], 133)],
+            outputs: vec!["y", "p"],
+            opset: 17,
+            lo: -1.0,
+            hi: 1.0,
+        },
+    ];
+    check_kernels(&quads, &[GpuOptions::default(), f16], &["pool2x2v4.wgsl", "!pool.wgsl", "!pool2x2.wgsl"]);
     // any other pool keeps the general kernel
     let k3 = case(
         "maxpool 3x3 s2",

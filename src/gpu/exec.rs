@@ -204,6 +204,7 @@ fn unchecked(s: Shader) -> bool {
             | Shader::HaloConv(_)
             | Shader::ThinConv(_)
             | Shader::Pool2x2
+            | Shader::Pool2x2Quads
             | Shader::SplitK
     ) && std::env::var_os("UNET_GPU_CHECKED").is_none()
 }

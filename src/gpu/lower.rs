@@ -515,7 +515,19 @@ fn lower_node(lx: &mut Lx, k: usize, n: &Node) -> Result<()> {
                     && (a.output == a.input / 2 || a.output == a.input.div_ceil(2))
             };
             let fast = pool.max && two(&g.y) && two(&g.x) && g.y.output > 0 && g.x.output > 0;
-            let mut d = base(if fast { Shader::Pool2x2 } else { Shader::Pool }, "main", &n.op_type);
+            // four outputs per invocation as vec4: rows a multiple of 8 wide, views 4-aligned,
+            // and the grid's rows and planes within the device's limit
+            let quads = fast
+                && g.x.input.is_multiple_of(8)
+                && [xv.offset, xv.batch_stride, yv.offset, yv.batch_stride].iter().all(|v| v.is_multiple_of(4))
+                && g.y.output <= lx.max_groups as usize
+                && g.n * g.c <= lx.max_groups as usize;
+            let shader = match (fast, quads) {
+                (true, true) => Shader::Pool2x2Quads,
+                (true, false) => Shader::Pool2x2,
+                _ => Shader::Pool,
+            };
+            let mut d = base(shader, "main", &n.op_type);
             if fast {
                 // every index the kernel forms is below these (it reads only inside each plane)
                 let (eb, batches) = (lx.opts.precision.bytes(), g.n as u64);
@@ -550,7 +562,11 @@ fn lower_node(lx: &mut Lx, k: usize, n: &Node) -> Result<()> {
                 yv.batch_stride as u32,
             ];
             d.bindings = vec![xv.buf, yv.buf];
-            d.groups = lx.grid(total);
+            d.groups = if quads {
+                [((g.x.output / 4) as u32).div_ceil(64), g.y.output as u32, (g.n * g.c) as u32]
+            } else {
+                lx.grid(total)
+            };
             lx.push(d);
         }
         Op::GlobalPool(gp) => {

@@ -88,6 +88,8 @@ pub enum Shader {
     Pool,
     /// MaxPool 2x2 stride 2 without padding: one output per invocation, unchecked.
     Pool2x2,
+    /// The same, four outputs of a row per invocation as vec4 (rows a multiple of 8 wide).
+    Pool2x2Quads,
     Reduce,
     Norm,
     Softmax,
@@ -109,13 +111,14 @@ pub enum Shader {
 pub const COMMON_WGSL: &str = include_str!("../../shaders/common.wgsl");
 
 impl Shader {
-    pub const ALL: [Shader; 12] = [
+    pub const ALL: [Shader; 13] = [
         Shader::Conv,
         Shader::Elementwise,
         Shader::Copy,
         Shader::Pad,
         Shader::Pool,
         Shader::Pool2x2,
+        Shader::Pool2x2Quads,
         Shader::Reduce,
         Shader::Norm,
         Shader::Softmax,
@@ -136,6 +139,7 @@ impl Shader {
             Shader::Pad => "pad.wgsl",
             Shader::Pool => "pool.wgsl",
             Shader::Pool2x2 => "pool2x2.wgsl",
+            Shader::Pool2x2Quads => "pool2x2v4.wgsl",
             Shader::Reduce => "reduce.wgsl",
             Shader::Norm => "norm.wgsl",
             Shader::Softmax => "softmax.wgsl",
@@ -173,6 +177,7 @@ impl Shader {
             Shader::Pad => include_str!("../../shaders/pad.wgsl"),
             Shader::Pool => include_str!("../../shaders/pool.wgsl"),
             Shader::Pool2x2 => include_str!("../../shaders/pool2x2.wgsl"),
+            Shader::Pool2x2Quads => include_str!("../../shaders/pool2x2v4.wgsl"),
             Shader::Reduce => include_str!("../../shaders/reduce.wgsl"),
             Shader::Norm => include_str!("../../shaders/norm.wgsl"),
             Shader::Softmax => include_str!("../../shaders/softmax.wgsl"),
