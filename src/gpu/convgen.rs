@@ -307,7 +307,17 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
     s.push_str("    let yb = pu(6u) + batch * pu(7u);\n    let rb = batch * pu(25u);\n    let plane = pu(17u);\n");
     if c.scatter {
-        s.push_str("    let IWs = max(pu(8u), 1u);\n    let TAPS = pu(22u);\n");
+        // each column's place in the output (its input pixel's tap (0, 0)), once for all rows
+        s.push_str(SCATTER_GEOMETRY);
+        for h in 0..c.tn / 4 {
+            for cc in 0..4 {
+                let _ = writeln!(
+                    s,
+                    "    let sn{h}_{cc} = n0 + ({}u + tx) * 4u + {cc}u;\n    let sc{h}_{cc} = (sn{h}_{cc} / IWs) * SHs * OWs + (sn{h}_{cc} % IWs) * SWs;",
+                    h * txn
+                );
+            }
+        }
     }
     for g in 0..c.tm / 4 {
         for i in 0..4 {
@@ -326,8 +336,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                         h * txn
                     );
                     if c.scatter {
-                        s.push_str("let oy = (n / IWs) * pu(18u) + ky; let ox = (n % IWs) * pu(19u) + kx; ");
-                        s.push_str("let o = co * plane + oy * pu(20u) + ox; ");
+                        let _ = write!(s, "let o = rbase + sc{h}_{cc}; ");
                     } else {
                         s.push_str("let o = m * plane + n; ");
                     }
@@ -603,9 +612,40 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         256 * c.epi
     );
     if c.scatter && !c.split {
-        s.push_str("    let IWs = max(pu(8u), 1u);\n    let TAPS = pu(22u);\n");
+        s.push_str(SCATTER_GEOMETRY);
+        s.push_str("    let KHs = TAPS / KWs;\n");
     }
     coop_epilogue(&mut s, (fm, fn_), c.epi, emu, &|s, i, j| {
+        if c.scatter && !c.split {
+            // a lane's column n is the same for its 8 elements (idx % 16 = lane % 16), so its
+            // place in the output is computed once; its rows m advance by 2 (idx / 16 = 2e +
+            // lane / 16), (output channel, ky, kx) counted along without dividing
+            let _ = write!(
+                s,
+                r#"    let n = n0 + wn0 + {j16}u + lane % 16u;
+    let n_ok = t_ok && n < npix;
+    let cb = (n / IWs) * SHs * OWs + (n % IWs) * SWs;
+    var m = m0 + wm0 + {i16}u + lane / 16u;
+    var co = m / TAPS;
+    var ky = (m % TAPS) / KWs;
+    var kx = (m % TAPS) % KWs;
+    for (var e = 0u; e < 8u; e++) {{
+        if (n_ok && m < M) {{
+            var bias = 0.0;
+            if (HAS_BIAS) {{ bias = f32(Bias[co]); }}
+            let v = act(Cs[cso + e * 32u + lane] + bias);
+            let o = co * plane + ky * OWs + kx + cb;
+            Y[yb + o] = ST(post_act(v + rload(rb + o)));
+        }}
+        m += 2u;
+{step}{step}    }}
+"#,
+                j16 = j * 16,
+                i16 = i * 16,
+                step = SCATTER_STEP,
+            );
+            return;
+        }
         let _ = write!(
             s,
             "    for (var e = 0u; e < 8u; e++) {{\n        let idx = e * 32u + lane;\n        let m = m0 + wm0 + {}u + idx / 16u;\n        let n = n0 + wn0 + {}u + idx % 16u;\n        if (t_ok && m < M && n < npix) {{\n",
@@ -613,13 +653,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             j * 16
         );
         if !c.split {
-            s.push_str(&scatter_row(c.scatter, "            "));
-            s.push_str("            var bias = 0.0;\n            if (HAS_BIAS) { bias = f32(Bias[co]); }\n            let v = act(Cs[cso + idx] + bias);\n");
+            s.push_str("            var bias = 0.0;\n            if (HAS_BIAS) { bias = f32(Bias[m]); }\n            let v = act(Cs[cso + idx] + bias);\n");
         }
         if c.split {
             s.push_str("            Part[(wg.z * M + m) * npix + n] = Cs[cso + idx];\n");
-        } else if c.scatter {
-            s.push_str("            let oy = (n / IWs) * pu(18u) + ky;\n            let ox = (n % IWs) * pu(19u) + kx;\n            let o = co * plane + oy * pu(20u) + ox;\n            Y[yb + o] = ST(post_act(v + rload(rb + o)));\n");
         } else {
             s.push_str(
                 "            let o = m * plane + n;\n            Y[yb + o] = ST(post_act(v + rload(rb + o)));\n",
@@ -791,20 +828,30 @@ fn emu_mma(acc: array<f32, 8>, a: u32, b: u32, lane: u32) -> array<f32, 8> {{
     );
 }
 
-/// Shared by both generators' epilogues: the output channel `co` of GEMM row `m`, and for a
-/// transposed conv (whose rows are (output channel, tap), `TAPS` taps per channel) the tap's
-/// offset (ky, kx) in the output. With the taps of a channel in consecutive rows, the two rows
-/// a tensor-core epilogue store covers (kx = 0 and 1 of a 2x2 kernel) fill one contiguous run
-/// of output pixels.
+/// The register-blocked epilogue's row: the output channel `co` of GEMM row `m`, and for a
+/// transposed conv (whose rows are (output channel, tap), `TAPS` taps per channel) where the
+/// row's tap (ky, kx) starts in the output (`rbase`; a column adds its pixel's place). With the
+/// taps of a channel in consecutive rows, the two rows a tensor-core epilogue store covers
+/// (kx = 0 and 1 of a 2x2 kernel) fill one contiguous run of output pixels.
 fn scatter_row(scatter: bool, indent: &str) -> String {
     if scatter {
         format!(
-            "{indent}let co = m / TAPS;\n{indent}let ky = (m % TAPS) / pu(21u);\n{indent}let kx = (m % TAPS) % pu(21u);\n"
+            "{indent}let co = m / TAPS;\n{indent}let rbase = co * plane + ((m % TAPS) / KWs) * OWs + (m % TAPS) % KWs;\n"
         )
     } else {
         format!("{indent}let co = m;\n")
     }
 }
+
+/// A scatter epilogue's geometry (parameters as numbered for `generate`): the input pixels'
+/// row length, the taps per output channel and the kernel width, the strides, the output's
+/// row length.
+const SCATTER_GEOMETRY: &str = "    let IWs = max(pu(8u), 1u);\n    let TAPS = pu(22u);\n    let KWs = pu(21u);\n    let SHs = pu(18u);\n    let SWs = pu(19u);\n    let OWs = pu(20u);\n";
+
+/// One step along a scatter's GEMM rows, (output channel, ky, kx) counted in the order the rows
+/// run (tap-minor), with `KHs` = taps / kernel width.
+const SCATTER_STEP: &str =
+    "        kx += 1u;\n        if (kx == KWs) { kx = 0u; ky += 1u; if (ky == KHs) { ky = 0u; co += 1u; } }\n";
 
 /// Shared by both generators: the batch of the workgroup, and the B loader's coordinates: each invocation loads one column `p` (an output pixel, or an input
 /// pixel for a direct GEMM) at rows `kb + j * rstep`.
