@@ -943,8 +943,10 @@ fn rload(i: u32) -> f32 {{
 }
 
 /// The `Rows` loader's per-invocation setup: its runs (K row `rk{r}`, run `rc{r}` of 16 pixels,
-/// whose first pixel's input row and column before the tap's offset are `roy{r}` / `rox{r}`)
-/// and the input geometry, from parameters of its own ([`ROWS_PARAMS`]).
+/// whose first pixel's input row and column before the tap's offset are `roy{r}` / `rox{r}`),
+/// the channel and tap of each run's K row in the first K tile (`rch{r}`, `rky{r}`, `rkx{r}`:
+/// the only divisions; the loads count them along) and the input geometry, from parameters
+/// of its own ([`ROWS_PARAMS`]).
 fn rows_setup(s: &mut String, c: &CoopCfg) {
     s.push_str(
         "    let VMAX = i32(pu(28u));\n    let CIN = pu(29u);\n    let KWT = pu(30u);\n    let RIW = i32(pu(33u));\n    let RIH = i32(pu(34u));\n    let OW = max(pu(35u), 1u);\n    let HW = pu(33u) * pu(34u);\n",
@@ -956,6 +958,12 @@ fn rows_setup(s: &mut String, c: &CoopCfg) {
             "    let ru{r} = li + {off}u;\n    let rk{r} = ru{r} / {runs_per_row}u;\n    let rc{r} = ru{r} % {runs_per_row}u;\n    let rp{r} = n0 + rc{r} * 16u;\n    let rok{r} = rp{r} < npix;\n    let roy{r} = i32(rp{r} / OW) - pi(36u);\n    let rox{r} = i32(rp{r} % OW) - pi(37u);\n",
             off = r * c.threads()
         );
+        // the run's K row in the first K tile the workgroup loads, as (channel, tap row, tap
+        // column); each load moves it one K tile on (`rows_load`)
+        let _ = write!(
+            s,
+            "    var rch{r} = (kt0 * KTILE + rk{r}) % CIN;\n    let rtap{r} = (kt0 * KTILE + rk{r}) / CIN;\n    var rky{r} = rtap{r} / KWT;\n    var rkx{r} = rtap{r} % KWT;\n"
+        );
     }
 }
 
@@ -965,18 +973,19 @@ fn rows_setup(s: &mut String, c: &CoopCfg) {
 /// start mod 4, into `pb{4r} .. pb{4r + 3}`; zero outside the image and past K. The vec4
 /// indices are clamped into the input's extent (the clamped ones only ever feed masked
 /// columns). A K tile within one tap (channels a multiple of 32) has one shift for the whole
-/// workgroup; one that spans taps, one per tap.
+/// workgroup; one that spans taps, one per tap. Each call moves the runs' (channel, tap) one K
+/// tile on, so the calls must follow the K tiles in order (the prologue's, then one per
+/// iteration that loads).
 fn rows_load(s: &mut String, k0: &str, runs: u32) {
     let _ = writeln!(s, "        {{ let kk = {k0};");
     for r in 0..runs {
         let _ = write!(
             s,
             r#"          {{ let k = kk + rk{r};
-            let tap = k / CIN;
-            let iy = roy{r} + i32((tap / KWT) * pu(31u));
-            let ix = rox{r} + i32((tap % KWT) * pu(32u));
+            let iy = roy{r} + i32(rky{r} * pu(31u));
+            let ix = rox{r} + i32(rkx{r} * pu(32u));
             let ok = rok{r} && k < pu(0u) && iy >= 0 && iy < RIH;
-            let e0 = i32(xb + (k % CIN) * HW) + iy * RIW + ix;
+            let e0 = i32(xb + rch{r} * HW) + iy * RIW + ix;
             let sh = u32(e0 & 3);
             let v0 = (e0 - i32(sh)) >> 2u;
             let a0 = XP[u32(clamp(v0, 0, VMAX))];
@@ -1007,6 +1016,14 @@ fn rows_load(s: &mut String, k0: &str, runs: u32) {
               r3 = select(z, r3, (j + 12 >= vec4<i32>(0)) & (j + 12 < w));
             }}
             pb{q0} = r0; pb{q1} = r1; pb{q2} = r2; pb{q3} = r3;
+            // on to the next K tile: KTILE channels on, taps wrapping (one step unless the
+            // channels are fewer than KTILE)
+            rch{r} += KTILE;
+            while (rch{r} >= CIN) {{
+              rch{r} -= CIN;
+              rkx{r} += 1u;
+              if (rkx{r} == KWT) {{ rkx{r} = 0u; rky{r} += 1u; }}
+            }}
           }}
 "#,
             q0 = 4 * r,
