@@ -212,6 +212,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if c.b == BMode::Taps {
         // 18 input channels, 19 kernel width, 20 / 21 dilations
         s.push_str("    let CIN = pu(18u);\n    let KWT = pu(19u);\n    let HW = u32(IH * IW);\n");
+        s.push_str(TAPS_SETUP);
     }
     for r in 0..c.tm {
         for h in 0..c.tn / 4 {
@@ -229,7 +230,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             // one tap per K tile: one bounds check, then channel planes HW apart
             let _ = write!(
                 s,
-                "        {{ let kk = {k0};\n          let tap = kk / CIN;\n          let dy = i32((tap / KWT) * pu(20u));\n          let dx = i32((tap % KWT) * pu(21u));\n          let iy = iy0 + dy;\n          let ix = ix0 + dx;\n          if (p_ok && iy >= 0 && ix >= 0 && iy < IH && ix < IW) {{\n            let base = u32(pix + dy * IW + dx) + (kk % CIN + kb) * HW;\n"
+                "        {{ let dy = i32(tky * pu(20u));\n          let dx = i32(tkx * pu(21u));\n          let iy = iy0 + dy;\n          let ix = ix0 + dx;\n          if (p_ok && iy >= 0 && ix >= 0 && iy < IH && ix < IW) {{\n            let base = u32(pix + dy * IW + dx) + (tch + kb) * HW;\n"
             );
             for j in 0..lb {
                 let _ = writeln!(s, "            pb{j} = xload(base + {}u * HW);", j * rstep);
@@ -238,7 +239,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             for j in 0..lb {
                 let _ = writeln!(s, "            pb{j} = 0.0;");
             }
-            s.push_str("          }\n        }\n");
+            s.push_str("          }\n");
+            s.push_str(TAPS_STEP);
+            s.push_str("        }\n");
         } else {
             for j in 0..lb {
                 b_load(s, k0, j, j * rstep, gather, "0.0");
@@ -533,6 +536,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if c.b == BMode::Taps {
         // 18 input channels, 19 kernel width, 20 / 21 dilations
         s.push_str("    let CIN = pu(18u);\n    let KWT = pu(19u);\n    let HW = u32(IH * IW);\n");
+        s.push_str(TAPS_SETUP);
     }
     if rows {
         rows_setup(&mut s, c);
@@ -843,6 +847,13 @@ fn scatter_row(scatter: bool, indent: &str) -> String {
     }
 }
 
+/// Tap-major K tiles (`BMode::Taps`: the channels a multiple of the K tile, so a tile lies
+/// within one tap): the tap (row `tky`, column `tkx`) and first channel `tch` of the K tile the
+/// workgroup loads first; [`TAPS_STEP`] moves them one K tile on after each load, so the loads
+/// must follow the K tiles in order.
+const TAPS_SETUP: &str = "    var tch = (kt0 * KTILE) % CIN;\n    let ttap = (kt0 * KTILE) / CIN;\n    var tky = ttap / KWT;\n    var tkx = ttap % KWT;\n";
+const TAPS_STEP: &str = "          tch += KTILE;\n          if (tch >= CIN) { tch = 0u; tkx += 1u; if (tkx == KWT) { tkx = 0u; tky += 1u; } }\n";
+
 /// A scatter epilogue's geometry (parameters as numbered for `generate`): the input pixels'
 /// row length, the taps per output channel and the kernel width, the strides, the output's
 /// row length.
@@ -1051,7 +1062,7 @@ fn coop_b_load(s: &mut String, k0: &str, b: BMode, kq: u32, nq: u32, threads: u3
             // one tap per K tile: one bounds check, then channel planes HW apart
             let _ = write!(
                 s,
-                "          let tap = kk / CIN;\n          let dy = i32((tap / KWT) * pu(20u));\n          let dx = i32((tap % KWT) * pu(21u));\n          let iy = iy0 + dy;\n          let ix = ix0 + dx;\n          if (p_ok && iy >= 0 && ix >= 0 && iy < IH && ix < IW) {{\n            let base = u32(pix + dy * IW + dx) + (kk % CIN) * HW;\n"
+                "          let dy = i32(tky * pu(20u));\n          let dx = i32(tkx * pu(21u));\n          let iy = iy0 + dy;\n          let ix = ix0 + dx;\n          if (p_ok && iy >= 0 && ix >= 0 && iy < IH && ix < IW) {{\n            let base = u32(pix + dy * IW + dx) + (tch + kb * {kq}u) * HW;\n"
             );
             for q in 0..nq {
                 let e: Vec<String> = (0..4).map(|i| format!("xload(base + {}u * HW)", 4 * q + i)).collect();
@@ -1062,6 +1073,7 @@ fn coop_b_load(s: &mut String, k0: &str, b: BMode, kq: u32, nq: u32, threads: u3
                 let _ = writeln!(s, "            pb{q} = vec4<f16>(0.0);");
             }
             s.push_str("          }\n");
+            s.push_str(TAPS_STEP);
         }
         BMode::Gather => {
             for q in 0..nq {
