@@ -15,7 +15,7 @@ def key(e):
 
 def order(e):
     return (key(e), e.get('precision', ''), e.get('split_k') is False, e.get('tap_major') is False, bool(e.get('im2col')),
-            bool(e.get('halo')), e.get('wide_epilogue') is False, e.get('thin') is False,
+            bool(e.get('halo')), e.get('wide_epilogue') is False, e.get('thin') is False, bool(e.get('thin_all')),
             e.get('halo_resident') is False, e.get('row_loads') is False, bool(e.get('autotune')))
 
 
@@ -34,6 +34,8 @@ def variant(e):
         v += ', epilogue 1 fragment/round'
     if e.get('thin') is False:
         v += ', thin kernel off'
+    if e.get('thin_all'):
+        v += ', thin kernel for every conv'
     if e.get('tap_major') is False:
         v += ', tap-major off'
     if e.get('row_loads') is False:

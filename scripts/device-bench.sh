@@ -7,8 +7,8 @@
 #     default kernels and the fastest run of each layer (scripts/layer_diff.py: layers.md).
 # Usage: scripts/device-bench.sh [OUTDIR]   (UNET_GPU_BIN overrides the binary; QUICK=1 runs only
 # the base 64 and 16 networks at 1x3x512x512 (cost model, halo tiles, split-K off, tap-major off,
-# im2col, narrow tensor-core epilogue, halo with A streamed, row loads off, thin kernel off,
-# autotuned), their check against the CPU reference, and then the fixtures and u2netp;
+# im2col, narrow tensor-core epilogue, halo with A streamed, row loads off, thin kernel off or
+# for every conv, autotuned), their check against the CPU reference, and then the fixtures and u2netp;
 # QUICK=targets: only the four target configurations with the cost model's kernels (f16 also
 # with --halo), the baseline, and the checks; GRID=1 with QUICK adds batch 8 and 1024^2 for both, as the full run)
 set -u
@@ -76,6 +76,10 @@ if [ "${QUICK:-}" != targets ]; then
   # (default: the thin kernel)
   run_bench 64 512 1 f16 --iters 20 --thin off
   run_bench 16 512 1 f16 --iters 30 --thin off
+  # every conv on the thin kernel (default: the head and short-K convs only); base 16's
+  # 16-channel 512^2 layers are the question
+  run_bench 16 512 1 f16 --iters 30 --thin all
+  run_bench 16 512 1 f32 --iters 30 --thin all
 fi
 
 stamp "PyTorch / cuDNN"

@@ -127,6 +127,7 @@ pub fn bench(ctx: Arc<GpuContext>, model: &Model, opts: &BenchOpts) -> Result<se
         "tap_major": opts.gpu.tap_major,
         "wide_epilogue": opts.gpu.wide_epilogue,
         "thin": opts.gpu.thin,
+        "thin_all": opts.gpu.thin_all,
         "row_loads": opts.gpu.row_loads,
         "halo_resident": opts.gpu.halo_resident,
         "split_k_convs": gm.dispatches().iter().filter(|d| d.shader == crate::gpu::Shader::SplitK).count(),

@@ -28,6 +28,13 @@ enum OnOff {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Thin {
+    On,
+    Off,
+    All,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Coop {
     Auto,
     Off,
@@ -148,9 +155,10 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = OnOff::On)]
         wide_epilogue: OnOff,
         /// Convs with at most 4 output channels or 32 K rows (the 1x1 head, the first conv) on the
-        /// thin direct kernel (on), or on GEMM tiles (off: to compare)
-        #[arg(long, value_enum, default_value_t = OnOff::On)]
-        thin: OnOff,
+        /// thin direct kernel (on), or on GEMM tiles (off: to compare), or every conv on it (all:
+        /// to compare)
+        #[arg(long, value_enum, default_value_t = Thin::On)]
+        thin: Thin,
         /// With --halo: stage the weights of all taps of a channel block at once where they fit
         /// (on), or one tap at a time (off: to compare)
         #[arg(long, value_enum, default_value_t = OnOff::On)]
@@ -270,7 +278,8 @@ fn real_main(cli: Cli) -> Result<()> {
                     halo,
                     tap_major: tap_major == OnOff::On,
                     wide_epilogue: wide_epilogue == OnOff::On,
-                    thin: thin == OnOff::On,
+                    thin: thin != Thin::Off,
+                    thin_all: thin == Thin::All,
                     halo_resident: halo_resident == OnOff::On,
                     row_loads: row_loads == OnOff::On,
                     autotune,

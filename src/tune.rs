@@ -2,7 +2,8 @@
 //! the device and keep, for each conv, the one that ran fastest.
 //!
 //! The whole model is built once per candidate (tensor cores or not, each (BM, BN) tile, each
-//! split-K factor forced on every conv) and its output checked against the generic kernels'.
+//! split-K factor forced on every conv; and the thin direct kernel on every conv) and its
+//! output checked against the generic kernels'.
 //! Candidates are built in groups of eight, and each group is timed together with the cost
 //! model's own model (the control), in turns, best of three runs with a timestamp around every
 //! dispatch, after a warm-up; a conv's time includes its split-K reduction. Each candidate's
@@ -51,7 +52,7 @@ pub fn cache_key(ctx: &GpuContext, p: &Prepared, opts: &GpuOptions) -> String {
         }
     }
     format!(
-        "unet-gpu {} | {} | {} {} | {:?} coop {:?} split-K {} im2col {} halo {} tap-major {} wide-epilogue {} thin {} halo-resident {} row-loads {} | graph {h:016x}",
+        "unet-gpu {} | {} | {} {} | {:?} coop {:?} split-K {} im2col {} halo {} tap-major {} wide-epilogue {} thin {} thin-all {} halo-resident {} row-loads {} | graph {h:016x}",
         env!("CARGO_PKG_VERSION"),
         ctx.info.name,
         ctx.info.driver,
@@ -64,6 +65,7 @@ pub fn cache_key(ctx: &GpuContext, p: &Prepared, opts: &GpuOptions) -> String {
         opts.tap_major,
         opts.wide_epilogue,
         opts.thin,
+        opts.thin_all,
         opts.halo_resident,
         opts.row_loads
     )
@@ -311,6 +313,11 @@ pub fn measure(
                 }
             }
         }
+    }
+    // the thin direct kernel for every conv (the cost model gives it only the head and short-K
+    // convs; timed per conv here, it can win elsewhere: 16-channel layers, say)
+    if base.thin {
+        candidates.push(GpuOptions { thin_all: true, force_tile: None, force_split: None, ..base });
     }
     let mut best: Vec<Option<(f64, TileChoice)>> = vec![None; nodes];
     let mut auto_ms = vec![0.0; nodes];

@@ -77,6 +77,18 @@ fn lowered(
     cout: i64,
     halo: bool,
 ) -> Vec<unet_gpu::gpu::lower::Dispatch> {
+    lowered_with(op, attrs, x, wshape, cout, LowerOpts { halo, ..LowerOpts::h200_class(Precision::F16) })
+}
+
+/// As [`lowered`], with the options given.
+fn lowered_with(
+    op: &str,
+    attrs: Vec<unet_gpu::onnx::proto::AttributeProto>,
+    x: [i64; 4],
+    wshape: [i64; 4],
+    cout: i64,
+    opts: LowerOpts,
+) -> Vec<unet_gpu::gpu::lower::Dispatch> {
     let n: i64 = wshape.iter().product();
     let m = model(
         vec![node(op, "n", &["x", "w", "b"], &["y"], attrs)],
@@ -87,7 +99,6 @@ fn lowered(
     let m = Model::from_bytes(&bytes(&m), op).unwrap();
     let p = m.prepare(&[x.iter().map(|&d| d as usize).collect()]).unwrap();
     let mp = plan(&p, 2).unwrap();
-    let opts = LowerOpts { halo, ..LowerOpts::h200_class(Precision::F16) };
     lower(&p, &mp, 65535, opts, &[]).unwrap().dispatches
 }
 
@@ -217,4 +228,16 @@ fn the_thin_kernel_takes_the_first_conv_the_head_and_the_last_upsampling() {
         lowered("ConvTranspose", vec![attr_ints("strides", &[2, 2])], [1, 32, 256, 256], [32, 16, 2, 2], 16, false);
     assert!(matches!(up[0].shader, Shader::ThinConv(c) if c.co == 16 && c.scatter), "{:?}", up[0].shader);
     assert_eq!((up[0].params[2], up[0].params[15], up[0].params[16]), (256 * 256, 256 * 256 / 256, 4));
+    // `--thin all` (autotuning's candidate): those two as well, in blocks of 16 output channels;
+    // a forced tile still wins
+    let all = LowerOpts { thin_all: true, ..LowerOpts::h200_class(Precision::F16) };
+    let deep = lowered_with("Conv", pad(), [1, 16, 512, 512], [16, 16, 3, 3], 16, all);
+    assert!(matches!(deep[0].shader, Shader::ThinConv(c) if c.co == 16 && !c.scatter), "{:?}", deep[0].shader);
+    assert_eq!(deep[0].params[16], 1);
+    let wide = lowered_with("Conv", vec![], [1, 32, 64, 64], [256, 32, 1, 1], 256, all);
+    assert!(matches!(wide[0].shader, Shader::ThinConv(c) if c.co == 16), "{:?}", wide[0].shader);
+    assert_eq!(wide[0].params[16], 16);
+    let forced = LowerOpts { force_tile: Some((64, 64)), ..all };
+    let deep = lowered_with("Conv", pad(), [1, 16, 512, 512], [16, 16, 3, 3], 16, forced);
+    assert!(!matches!(deep[0].shader, Shader::ThinConv(_)), "{:?}", deep[0].shader);
 }

@@ -939,6 +939,24 @@ fn thin_direct_convs() {
     check_kernels(&cases, &variants, &["thin_", "!conv_", "!coop_"]);
     // and switched off, GEMM tiles
     check_kernels(&cases, &[GpuOptions { thin: false, ..GpuOptions::default() }], &["conv_", "!thin_"]);
+    // `--thin all`: convs the cost model keeps on GEMM tiles (more channels, a longer K; a 1x1
+    // with 37 outputs, three blocks of 16 with a partial last; a transposed conv of 24 x 4 rows)
+    let more = vec![
+        conv3x3_relu("3x3, 18 -> 20 channels (K 162), bias + relu", vec![2, 18, 9, 13], 20, 134),
+        graph(
+            "1x1, 40 -> 37",
+            vec![conv(vec!["x", "w", "b"], "y", vec![])],
+            vec![Run("x", vec![1, 40, 7, 9]), init("w", &[37, 40, 1, 1], 135), init("b", &[37], 136)],
+        ),
+        graph(
+            "transposed 2x2 stride 2, 48 -> 24 channels",
+            vec![("ConvTranspose", vec!["x", "w"], vec!["y"], vec![attr_ints("strides", &[2, 2])])],
+            vec![Run("x", vec![1, 48, 5, 6]), init("w", &[48, 24, 2, 2], 137)],
+        ),
+    ];
+    let all = |o: GpuOptions| GpuOptions { thin_all: true, ..o };
+    check_kernels(&more, &variants.map(all), &["thin_", "!conv_", "!coop_"]);
+    check_kernels(&more, &[GpuOptions::default()], &["conv_", "!thin_"]);
 }
 
 #[test]

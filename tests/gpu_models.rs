@@ -277,6 +277,10 @@ fn autotune_keeps_the_fastest_kernel_per_conv() {
     let drift = report["control_drift"].as_array().unwrap();
     assert!(drift.len() >= 3 && (drift[0].as_f64().unwrap() - 1.0).abs() < 1e-9, "{report}");
     assert!(drift.iter().all(|d| d.as_f64().unwrap() > 0.0), "{report}");
+    // the thin direct kernel was timed on every conv (the `--thin all` candidate)
+    for l in report["layers"].as_array().unwrap() {
+        assert!(l["all_ms"].as_object().unwrap().keys().any(|k| k.starts_with("thin ")), "{l}");
+    }
     // each conv's GEMM for fitting the cost model: [rows, columns, images, K]; a transposed
     // conv's rows are its channels x taps over the input pixels
     for l in report["layers"].as_array().unwrap() {

@@ -113,6 +113,9 @@ pub struct GpuOptions {
     /// Convs with few output channels or a short K run on the thin direct kernel
     /// (`gpu/thin.rs`; default on; off: on GEMM tiles, to compare).
     pub thin: bool,
+    /// With `thin`: every conv the thin kernel can run goes to it, whatever its channels or K
+    /// (blocks of 16 output channels; autotuning's candidate, `--thin all`; default off).
+    pub thin_all: bool,
     /// Halo tiles stage the weights of all taps of a channel block at once where workgroup
     /// memory allows (default on; off: one tap at a time, to compare).
     pub halo_resident: bool,
@@ -138,6 +141,7 @@ impl Default for GpuOptions {
             tap_major: true,
             wide_epilogue: true,
             thin: true,
+            thin_all: false,
             halo_resident: true,
             row_loads: true,
         }
@@ -445,6 +449,7 @@ impl GpuModel {
             tap_major: opts.tap_major,
             wide_epilogue: opts.wide_epilogue,
             thin: opts.thin,
+            thin_all: opts.thin_all,
             halo_resident: opts.halo_resident,
             row_loads: opts.row_loads,
             max_binding: binding_limit(&ctx, &opts),

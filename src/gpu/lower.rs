@@ -176,6 +176,9 @@ pub struct LowerOpts {
     /// [`THIN_SHORT_K_MAX_M`] output channels, run on the thin direct kernel (`gpu/thin.rs`) instead of a GEMM tile (unless a measured choice or a
     /// forced tile says otherwise).
     pub thin: bool,
+    /// With `thin`, every conv (any output channels, in blocks of 16; any K) runs on the thin
+    /// kernel unless a measured choice or a forced tile says otherwise.
+    pub thin_all: bool,
     /// Halo tiles stage A for all taps of a channel block at once where it fits (see
     /// [`HaloCfg::resident`](super::halo::HaloCfg::resident)); off: A streams one tap at a time.
     pub halo_resident: bool,
@@ -204,6 +207,7 @@ impl LowerOpts {
             tap_major: true,
             wide_epilogue: true,
             thin: true,
+            thin_all: false,
             halo_resident: true,
             row_loads: true,
             max_binding: 2047 << 20,

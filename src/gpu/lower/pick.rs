@@ -308,7 +308,7 @@ pub(super) fn wants_thin(lx: &Lx, m: usize, k: usize) -> bool {
             lx.opts.thin
                 && lx.opts.force_tile.is_none()
                 && lx.opts.force_split.is_none()
-                && (m <= THIN_MAX_M || (k <= THIN_MAX_K && m <= THIN_SHORT_K_MAX_M))
+                && (lx.opts.thin_all || m <= THIN_MAX_M || (k <= THIN_MAX_K && m <= THIN_SHORT_K_MAX_M))
         }
     }
 }
