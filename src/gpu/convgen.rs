@@ -623,7 +623,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         if c.scatter && !c.split {
             // a lane's column n is the same for its 8 elements (idx % 16 = lane % 16), so its
             // place in the output is computed once; its rows m advance by 2 (idx / 16 = 2e +
-            // lane / 16), (output channel, ky, kx) counted along without dividing
+            // lane / 16), (output channel, ky, kx) counted along without dividing. With the
+            // taps of a channel in consecutive rows, the two rows one store covers (kx = 0 and 1
+            // of a 2x2 kernel) fill one contiguous run of output pixels.
             let _ = write!(
                 s,
                 r#"    let n = n0 + wn0 + {j16}u + lane % 16u;
@@ -834,9 +836,7 @@ fn emu_mma(acc: array<f32, 8>, a: u32, b: u32, lane: u32) -> array<f32, 8> {{
 
 /// The register-blocked epilogue's row: the output channel `co` of GEMM row `m`, and for a
 /// transposed conv (whose rows are (output channel, tap), `TAPS` taps per channel) where the
-/// row's tap (ky, kx) starts in the output (`rbase`; a column adds its pixel's place). With the
-/// taps of a channel in consecutive rows, the two rows a tensor-core epilogue store covers
-/// (kx = 0 and 1 of a 2x2 kernel) fill one contiguous run of output pixels.
+/// row's tap (ky, kx) starts in the output (`rbase`; a column adds its pixel's place).
 fn scatter_row(scatter: bool, indent: &str) -> String {
     if scatter {
         format!(
