@@ -1105,6 +1105,7 @@ fn max_pool_2x2_kernel() {
         case("maxpool 2x2 quads, odd height, floor", "MaxPool", vec!["x"], k2(), vec![x(&[2, 3, 9, 8])]),
         case("maxpool 2x2 quads, odd height, ceil", "MaxPool", vec!["x"], ceil, vec![x(&[1, 5, 7, 24])]),
         case("maxpool 2x2 quads, 66 quads a row", "MaxPool", vec!["x"], k2(), vec![x(&[1, 2, 3, 528])]),
+        case("maxpool 2x2 quads, 90 quads a plane over 10 rows", "MaxPool", vec!["x"], k2(), vec![x(&[2, 3, 20, 72])]),
         Case {
             name: "maxpool 2x2 quads of the second slice of a concat buffer",
             nodes: vec![

@@ -520,11 +520,13 @@ fn lower_node(lx: &mut Lx, k: usize, n: &Node) -> Result<()> {
             };
             let fast = pool.max && two(&g.y) && two(&g.x) && g.y.output > 0 && g.x.output > 0;
             // four outputs per invocation as vec4: rows a multiple of 8 wide, views 4-aligned,
-            // and the grid's rows and planes within the device's limit
+            // and the grid (a plane's quads in workgroups of 64, by planes) within the device's
+            // limit
+            let plane_groups = (g.y.output * g.x.output / 4).div_ceil(64);
             let quads = fast
                 && g.x.input.is_multiple_of(8)
                 && [xv.offset, xv.batch_stride, yv.offset, yv.batch_stride].iter().all(|v| v.is_multiple_of(4))
-                && g.y.output <= lx.max_groups as usize
+                && plane_groups <= lx.max_groups as usize
                 && g.n * g.c <= lx.max_groups as usize;
             let shader = match (fast, quads) {
                 (true, true) => Shader::Pool2x2Quads,
@@ -566,11 +568,7 @@ fn lower_node(lx: &mut Lx, k: usize, n: &Node) -> Result<()> {
                 yv.batch_stride as u32,
             ];
             d.bindings = vec![xv.buf, yv.buf];
-            d.groups = if quads {
-                [((g.x.output / 4) as u32).div_ceil(64), g.y.output as u32, (g.n * g.c) as u32]
-            } else {
-                lx.grid(total)
-            };
+            d.groups = if quads { [plane_groups as u32, (g.n * g.c) as u32, 1] } else { lx.grid(total) };
             lx.push(d);
         }
         Op::GlobalPool(gp) => {
