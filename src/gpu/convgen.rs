@@ -1056,7 +1056,13 @@ fn packed_pixel(q: u32, threads: u32) -> u32 {
 /// of column `p`, zero outside the input (and past K); for a packed operand, vec4 `pk` of the K
 /// tile of pixel `pn + q * threads / 8`.
 fn coop_b_load(s: &mut String, k0: &str, b: BMode, kq: u32, nq: u32, threads: u32) {
-    let _ = writeln!(s, "        {{ let kk = {k0} + kb * {kq}u;");
+    // the invocation's first K row, for the loaders that index K per element (a tap-major
+    // loader keeps its tile's tap, a packed one reads the tile from `k0`)
+    if matches!(b, BMode::Gather | BMode::Direct) {
+        let _ = writeln!(s, "        {{ let kk = {k0} + kb * {kq}u;");
+    } else {
+        s.push_str("        {\n");
+    }
     match b {
         BMode::Taps => {
             // one tap per K tile: one bounds check, then channel planes HW apart
