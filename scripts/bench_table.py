@@ -40,6 +40,10 @@ def variant(e):
         v += ', tap-major off'
     if e.get('row_loads') is False:
         v += ', row loads off'
+    if e.get('force_tile'):
+        v += f", tile {e['force_tile']}"
+    if e.get('force_slices'):
+        v += f", {e['force_slices']} K slices"
     if e.get('autotune'):
         v += ', autotuned'
     if e.get('batch_chunks', 1) > 1:

@@ -130,6 +130,8 @@ pub fn bench(ctx: Arc<GpuContext>, model: &Model, opts: &BenchOpts) -> Result<se
         "thin_all": opts.gpu.thin_all,
         "row_loads": opts.gpu.row_loads,
         "halo_resident": opts.gpu.halo_resident,
+        "force_tile": opts.gpu.force_tile.map(|(m, n)| format!("{m}x{n}")),
+        "force_slices": opts.gpu.force_split,
         "split_k_convs": gm.dispatches().iter().filter(|d| d.shader == crate::gpu::Shader::SplitK).count(),
         "autotune": gm.tune_report().cloned(),
         "check_rel_l2_vs_generic": check,

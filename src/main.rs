@@ -167,6 +167,14 @@ enum Cmd {
         /// those runs as vectors (on), or one f16 per load (off: to compare)
         #[arg(long, value_enum, default_value_t = OnOff::On)]
         row_loads: OnOff,
+        /// Run every fast conv on this tile, BMxBN (output channels x pixels; tensor-core tiles
+        /// in f16 where the adapter has them), to compare (default: chosen per conv)
+        #[arg(long, value_name = "BMxBN")]
+        tile: Option<String>,
+        /// Split the K loop of every fast conv that can be into this many slices, to compare
+        /// (default: chosen per conv)
+        #[arg(long, value_name = "N")]
+        slices: Option<u32>,
         /// Time every conv kernel shape on this GPU first and keep the fastest per conv
         #[arg(long)]
         autotune: bool,
@@ -198,6 +206,27 @@ fn parse_shape(s: &str) -> Result<Vec<usize>> {
     s.split(['x', 'X', ','])
         .map(|p| p.trim().parse::<usize>().with_context(|| format!("bad dimension '{p}' in shape '{s}'")))
         .collect()
+}
+
+/// A tile shape `BMxBN` that the fast conv kernels have (register-blocked or tensor-core).
+fn parse_tile(t: &str) -> Result<(u32, u32)> {
+    use unet_gpu::gpu::convgen::{COOP_TILES, TILES};
+    let mut known: Vec<(u32, u32)> = Vec::new();
+    for t in TILES.iter().map(|c| (c.0, c.1)).chain(COOP_TILES.iter().map(|c| (c.0, c.1))) {
+        if !known.contains(&t) {
+            known.push(t);
+        }
+    }
+    let v = parse_shape(t)?;
+    let list = || known.iter().map(|(m, n)| format!("{m}x{n}")).collect::<Vec<_>>().join(", ");
+    if v.len() != 2 {
+        bail!("--tile takes BMxBN (one of {}), got '{t}'", list());
+    }
+    let (bm, bn) = (v[0] as u32, v[1] as u32);
+    if !known.contains(&(bm, bn)) {
+        bail!("--tile {t}: no such tile; the tiles are {}", list());
+    }
+    Ok((bm, bn))
 }
 
 fn main() {
@@ -250,6 +279,8 @@ fn real_main(cli: Cli) -> Result<()> {
             thin,
             halo_resident,
             row_loads,
+            tile,
+            slices,
             autotune,
             tune_cache,
             adapter,
@@ -266,6 +297,13 @@ fn real_main(cli: Cli) -> Result<()> {
                 }
                 None => None,
             };
+            let force_tile = match tile {
+                Some(t) => Some(parse_tile(&t)?),
+                None => None,
+            };
+            if slices == Some(0) {
+                bail!("--slices must be at least 1");
+            }
             let opts = BenchOpts {
                 size,
                 batch,
@@ -282,6 +320,8 @@ fn real_main(cli: Cli) -> Result<()> {
                     thin_all: thin == Thin::All,
                     halo_resident: halo_resident == OnOff::On,
                     row_loads: row_loads == OnOff::On,
+                    force_tile,
+                    force_split: slices,
                     autotune,
                     ..Default::default()
                 },
