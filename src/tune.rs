@@ -21,6 +21,7 @@
 use crate::error::Result;
 use crate::gpu::convgen::{COOP_TILES, TILES};
 use crate::gpu::exec::{GpuModel, GpuOptions};
+use crate::gpu::halo::HALO_TILES;
 use crate::gpu::lower::{CoopMode, Dispatch, TileChoice};
 use crate::gpu::{GpuContext, Precision, Shader};
 use crate::graph::prepare::Prepared;
@@ -301,6 +302,10 @@ pub fn measure(
         // the gathered operand, the im2col-packed one, the halo tile
         for (im2col, halo) in [(false, false), (true, false), (false, true)] {
             for &(bm, bn, ..) in &COOP_TILES {
+                // (a tile without a halo variant would run as the plain gather again)
+                if halo && !HALO_TILES.iter().any(|h| (h.0, h.1) == (bm, bn)) {
+                    continue;
+                }
                 for s in SLICES {
                     candidates.push(GpuOptions {
                         force_tile: Some((bm, bn)),

@@ -241,3 +241,39 @@ fn the_thin_kernel_takes_the_first_conv_the_head_and_the_last_upsampling() {
     let deep = lowered_with("Conv", pad(), [1, 16, 512, 512], [16, 16, 3, 3], 16, forced);
     assert!(!matches!(deep[0].shader, Shader::ThinConv(_)), "{:?}", deep[0].shader);
 }
+
+/// A tensor-core tile not yet timed on hardware (efficiency 0 in `COOP_TILES`) is never the cost
+/// model's choice, on any conv shape of the benchmark networks, but runs where it is forced (as
+/// autotuning forces every tile to time it).
+#[test]
+fn untimed_tiles_run_only_when_forced() {
+    use unet_gpu::gpu::convgen::COOP_TILES;
+    let untimed: Vec<(u32, u32)> = COOP_TILES.iter().filter(|t| t.4 <= 0.0).map(|t| (t.0, t.1)).collect();
+    for &(cin, cout, hw) in &[
+        (64, 64, 512),
+        (128, 64, 512),
+        (64, 128, 256),
+        (128, 128, 256),
+        (256, 256, 128),
+        (512, 512, 64),
+        (512, 1024, 32),
+    ] {
+        let (coop, bm, bn, _) = pick(Precision::F16, cin, cout, hw);
+        assert!(!(coop && untimed.contains(&(bm, bn))), "{cin}->{cout} at {hw}: untimed tile {bm}x{bn} picked");
+    }
+    for &(bm, bn) in &untimed {
+        let m = model(
+            vec![node("Conv", "conv", &["x", "w", "b"], &["y"], vec![attr_ints("pads", &[1, 1, 1, 1])])],
+            vec![vi("x", &[1, 64, 64, 64])],
+            vec![vi("y", &[1, 64, 64, 64])],
+            vec![tensor("w", &[64, 64, 3, 3], &vec![0.01; 64 * 64 * 9]), tensor("b", &[64], &[0.0; 64])],
+        );
+        let m = Model::from_bytes(&bytes(&m), "conv").unwrap();
+        let p = m.prepare(&[vec![1, 64, 64, 64]]).unwrap();
+        let mp = plan(&p, 2).unwrap();
+        let opts = LowerOpts { force_tile: Some((bm, bn)), ..LowerOpts::h200_class(Precision::F16) };
+        let low = lower(&p, &mp, 65535, opts, &[]).unwrap();
+        let c = unet_gpu::tune::choices_of(&low.dispatches, p.graph.nodes.len()).into_iter().flatten().next().unwrap();
+        assert_eq!((c.coop, c.bm, c.bn), (true, bm, bn), "forced {bm}x{bn}");
+    }
+}

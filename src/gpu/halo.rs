@@ -58,8 +58,9 @@ pub struct HaloCfg {
     pub resident: bool,
 }
 
-/// (BM, BN, WM, WN): the tensor-core tiles of convgen's `COOP_TILES`, each with a halo variant
-/// so that a measured choice (autotuning) names it by the same (BM, BN).
+/// (BM, BN, WM, WN): tensor-core tiles of convgen's `COOP_TILES` with a halo variant, which a
+/// measured choice (autotuning) names by the same (BM, BN). Their subgroup tiles are their own:
+/// 64x128 kept its 32x64 subgroups here when the plain kernel's became 64x32; 128x64 has none.
 pub const HALO_TILES: [(u32, u32, u32, u32); 5] =
     [(128, 128, 64, 32), (64, 128, 32, 64), (64, 64, 32, 32), (32, 128, 32, 32), (16, 128, 16, 32)];
 

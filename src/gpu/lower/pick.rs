@@ -261,6 +261,14 @@ pub(super) fn pick(lx: &Lx, g: &Gemm, tensor_cores: bool) -> (FastTile, usize) {
         if c.shared_bytes() > lx.opts.max_shared || lx.opts.force_tile.is_some_and(|t| t != (bm, bn)) {
             continue;
         }
+        // a tile not yet timed on hardware runs only where it is forced or measured
+        let eff = if eff > 0.0 {
+            eff
+        } else if lx.opts.force_tile.is_some() {
+            1.0
+        } else {
+            continue;
+        };
         for s in slice_options(lx, g, COOP_BK) {
             let cost = tile_time(Family::Coop, g, (bm, bn, COOP_BK), eff, s);
             if best.is_none_or(|(bc, _, _)| cost < bc) {
