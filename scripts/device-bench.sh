@@ -5,12 +5,16 @@
 #     exported by that script) at base 64 and 16, 512^2 and 1024^2, batch 1 and 8;
 #  4. one comparison table (scripts/bench_table.py), and per layer, each f16 run against the
 #     default kernels and the fastest run of each layer (scripts/layer_diff.py: layers.md).
-# Usage: scripts/device-bench.sh [OUTDIR]   (UNET_GPU_BIN overrides the binary; QUICK=1 runs only
-# the base 64 and 16 networks at 1x3x512x512 (cost model, halo tiles, split-K off, tap-major off,
-# im2col, narrow tensor-core epilogue, halo with A streamed, row loads off, thin kernel off or
-# for every conv, autotuned), their check against the CPU reference, and then the fixtures and u2netp;
-# QUICK=targets: only the four target configurations with the cost model's kernels (f16 also
-# with --halo), the baseline, and the checks; GRID=1 with QUICK adds batch 8 and 1024^2 for both, as the full run)
+# Usage: scripts/device-bench.sh [OUTDIR]   (UNET_GPU_BIN overrides the binary; GEMM_PROBE names
+# the GEMM probe's binary, default .devbin/gemm-probe, built from ../shared/reference/gemm-probe:
+# its kernels are timed beside the engine's where it is there). QUICK=1 runs only the base 64
+# and 16 networks at 1x3x512x512 (cost model, halo tiles, narrow tensor-core epilogue, halo with
+# A streamed, row loads off, thin kernel off or for every conv, autotuned), the probe shapes
+# (scripts/probe_nets.py: engine, GEMM probe and cuDNN per shape, probes.md), their check
+# against the CPU reference, and then the fixtures and u2netp; QUICK=targets: only the four
+# target configurations with the cost model's kernels (f16 also with --halo), the baseline, and
+# the checks; GRID=1 with QUICK adds batch 8 and 1024^2 for both, as the full run, which also
+# compares split-K off, tap-major off and im2col.
 set -u
 OUT=${1:-${OUT:-device-out}}
 mkdir -p "$OUT"
@@ -52,7 +56,38 @@ run_bench 64 512 1 f16 --iters 20 --halo
 run_bench 16 512 1 f16 --iters 30
 run_bench 16 512 1 f16 --iters 30 --halo
 run_bench 16 512 1 f32 --iters 30 --cpu-reference
+# the probe shapes (scripts/probe_nets.py): one conv each, large enough to fill the GPU many
+# times over, timed here, autotuned (every tile timed on them), against the GEMM probe's own
+# kernels on the same card (when its binary was carried as $GEMM_PROBE, default
+# .devbin/gemm-probe) and against cuDNN per shape (with every U-Net layer's shape)
 if [ "${QUICK:-}" != targets ]; then
+  stamp "probe shapes"
+  timeout 60 python3 scripts/probe_nets.py --export /tmp/probes 2>&1 | tail -3
+  : > "$OUT/probes.jsonl"
+  for run in "gemm4096 f16" "gemm4096 f16 --autotune" "gemm4096 f32" "conv512 f16" "conv512 f16 --autotune" \
+      "conv64 f16" "conv64 f16 --autotune" "occ132 f16 --tile 128x128 --slices 1" \
+      "occ264 f16 --tile 128x128 --slices 1" "occ396 f16 --tile 128x128 --slices 1"; do
+    set -- $run
+    n=$1 prec=$2; shift 2
+    line=$(timeout 120 "$B" bench /tmp/probes/$n.onnx --iters 10 --precision $prec "$@" 2>&1 | tail -1)
+    python3 -c 'import json,sys; n,p,a,l=sys.argv[1:5]
+try: r=json.loads(l)
+except Exception: r=dict(error=l)
+print(json.dumps(dict(probe=n, precision=p, args=a, result=r)))' "$n" "$prec" "$*" "$line" >> "$OUT/probes.jsonl"
+    tail -1 "$OUT/probes.jsonl" | cut -c1-300
+  done
+  GP=${GEMM_PROBE:-.devbin/gemm-probe}
+  if [ -x "$GP" ]; then
+    timeout 60 "$GP" 4096 --runs 10 --no-coop-check --max-seconds 50 \
+      --kernel coop_sms_128x128_w64x32_k32,coop_smv_64x64_w32x32_k32,f32_rb128x128_t8x8_k8 \
+      > "$OUT/gemm-probe.txt" 2>&1
+    grep '^RESULT' "$OUT/gemm-probe.txt"
+  fi
+  timeout 120 python3 scripts/probe_nets.py --time --iters 30 ${QUICK:+--nets 64} 2>&1 | grep '^{' > "$OUT/torch_layers.jsonl"
+  wc -l "$OUT/torch_layers.jsonl"
+fi
+
+if [ -z "${QUICK:-}" ]; then
   stamp "unet-gpu bench: split-K off, tap-major off, im2col, to compare in the same run"
   run_bench 64 512 1 f32 --iters 10 --no-layers --split-k off
   run_bench 64 512 1 f32 --iters 10 --no-layers --tap-major off
@@ -61,14 +96,14 @@ if [ "${QUICK:-}" != targets ]; then
   run_bench 64 512 1 f16 --iters 20 --im2col
   run_bench 16 512 1 f16 --iters 20 --no-layers --split-k off
   run_bench 16 512 1 f16 --iters 20 --no-layers --im2col
+fi
+if [ "${QUICK:-}" != targets ]; then
   # (with per-layer times from here on, for layers.md)
   # the tensor-core epilogue one fragment per round, as up to run 7 (default: as many as fit)
   run_bench 64 512 1 f16 --iters 20 --wide-epilogue off
-  run_bench 64 512 1 f16 --iters 20 --no-layers --wide-epilogue off --halo
   run_bench 16 512 1 f16 --iters 30 --wide-epilogue off
   # halo tiles streaming A tap by tap (default with --halo: all taps resident where they fit)
   run_bench 64 512 1 f16 --iters 20 --halo --halo-resident off
-  run_bench 16 512 1 f16 --iters 30 --halo --halo-resident off
   # tensor-core gathers one f16 per load, as up to run 7 (default: runs of 16 pixels as vectors)
   run_bench 64 512 1 f16 --iters 20 --row-loads off
   run_bench 16 512 1 f16 --iters 30 --row-loads off
@@ -95,7 +130,8 @@ timeout 150 python3 scripts/device_check.py "$B" "$OUT" 2>&1 | grep -v '"ok": tr
 # its correctness
 if [ "${QUICK:-}" != targets ]; then
   stamp "autotuned (every kernel shape timed per conv first, each checked against the generic kernels)"
-  run_bench 64 512 1 f32 --iters 20 --autotune --tune-cache "$OUT/tune-cache.json"
+  # (f32 base 64 is within its target: autotuned in full runs only)
+  [ -z "${QUICK:-}" ] && run_bench 64 512 1 f32 --iters 20 --autotune --tune-cache "$OUT/tune-cache.json"
   run_bench 64 512 1 f16 --iters 20 --autotune --tune-cache "$OUT/tune-cache.json"
   run_bench 16 512 1 f16 --iters 30 --autotune --tune-cache "$OUT/tune-cache.json"
   run_bench 16 512 1 f32 --iters 30 --autotune --tune-cache "$OUT/tune-cache.json" --no-layers
@@ -106,6 +142,7 @@ if [ -n "${QUICK:-}" ] && [ -z "${GRID:-}" ]; then
   stamp "table"
   python3 scripts/bench_table.py "$OUT/engine.jsonl" "$OUT/torch.jsonl" | tee "$OUT/table.md"
   python3 scripts/layer_diff.py "$OUT/engine.jsonl" > "$OUT/layers.md"
+  python3 scripts/probe_table.py "$OUT" > "$OUT/probes.md"
   exit 0
 fi
 
@@ -126,3 +163,4 @@ done
 stamp "table"
 python3 scripts/bench_table.py "$OUT/engine.jsonl" "$OUT/torch.jsonl" | tee "$OUT/table.md"
 python3 scripts/layer_diff.py "$OUT/engine.jsonl" > "$OUT/layers.md"
+python3 scripts/probe_table.py "$OUT" > "$OUT/probes.md"
