@@ -9,7 +9,9 @@ was carried), torch_layers.jsonl (cuDNN per shape: `probe_nets.py --time`) and e
 default runs' per-layer times). Prints
   1. each probe shape: the engine's kernel and TFLOP/s (cost model; autotuned, with the five
      fastest kernels autotuning timed), cuDNN FP16 NCHW / channels-last / FP32, and the probe;
-  2. each layer of the U-Nets in f16 (the default run, batch 1, 512x512): the engine's time
+  2. every autotuning candidate rejected (results that differ from the generic kernels, or a
+     failure), from the probe runs and the networks' runs;
+  3. each layer of the U-Nets in f16 (the default run, batch 1, 512x512): the engine's time
      against cuDNN FP16 NCHW and channels-last for the same layer shape, sorted by time lost.
 """
 import json, os, re, sys
@@ -113,8 +115,25 @@ def layers(d):
         print(f"| convs, summed | | | {ours:.3f} | | {theirs:.3f} | {cl:.3f} | {ours / theirs:.2f} | {ours - theirs:+.3f} |\n")
 
 
+def rejected(d):
+    """Autotuning candidates that differed from the generic kernels or failed, in any run."""
+    runs = [(r['probe'], r.get('result') or {}) for r in read_jsonl(os.path.join(d, 'probes.jsonl'))]
+    runs += [(os.path.basename(str(e.get('model', '?'))) + ' ' + str(e.get('precision')), e)
+             for e in read_jsonl(os.path.join(d, 'engine.jsonl'))]
+    out = []
+    for name, res in runs:
+        for r in (res.get('autotune') or {}).get('rejected', []):
+            out.append(f"- {name}: {r.get('candidate')}: " +
+                       (f"rel-L2 {r['rel_l2_vs_generic']:.3g} against the generic kernels" if 'rel_l2_vs_generic' in r
+                        else str(r.get('error', r))[:200]))
+    if out:
+        print('## Autotuning candidates rejected (wrong results or failures on this card)\n')
+        print('\n'.join(out) + '\n')
+
+
 def main(d):
     probes(d)
+    rejected(d)
     layers(d)
 
 
