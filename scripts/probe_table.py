@@ -12,7 +12,8 @@ default runs' per-layer times). Prints
   2. every autotuning candidate rejected (results that differ from the generic kernels, or a
      failure), from the probe runs and the networks' runs;
   3. each layer of the U-Nets in f16 (the default run, batch 1, 512x512): the engine's time
-     against cuDNN FP16 NCHW and channels-last for the same layer shape, sorted by time lost.
+     against cuDNN FP16 NCHW and channels-last for the same layer shape, sorted by time lost,
+     with each layer's floor (its bytes at the H200's bandwidth or its FLOPs at the probe's rate).
 """
 import json, os, re, sys
 from bench_table import variant
@@ -85,6 +86,20 @@ def probes(d):
         print()
 
 
+# what a layer cannot go below on an H200: its f16 bytes (input, weights, output, each once) at
+# the card's 4.8 TB/s, or its FLOPs at the GEMM probe's 169 TFLOP/s, whichever is longer
+H200_BYTES_PER_S = 4.8e12
+PROBE_FLOPS = 169e12
+
+
+def floor_ms(t):
+    h, w = t['size'] if isinstance(t['size'], list) else (t['size'], t['size'])
+    k, ci, co = t['k'], t['cin'], t['cout']
+    oh, ow = (h * k, w * k) if t['kind'] == 'convT' else (h, w)
+    nbytes = 2 * (ci * h * w + co * oh * ow + ci * co * k * k)
+    return 1e3 * max(nbytes / H200_BYTES_PER_S, t['gflop'] * 1e9 / PROBE_FLOPS)
+
+
 def layers(d):
     eng = read_jsonl(os.path.join(d, 'engine.jsonl'))
     torch = read_jsonl(os.path.join(d, 'torch_layers.jsonl'))
@@ -98,8 +113,8 @@ def layers(d):
         print(f'## Base {base}, 1x3x512x512, f16: each layer against cuDNN on its own shape\n')
         print('cuDNN times are single-layer calls (launch included); the engine\'s are profiled dispatches '
               'of one submission. "lost" is the engine\'s time minus cuDNN FP16 NCHW\'s.\n')
-        print('| layer | output | engine kernel | ms | TFLOP/s | cuDNN FP16 ms | CL ms | ours / FP16 | lost ms |')
-        print('|---|---|---|---|---|---|---|---|---|')
+        print('| layer | output | engine kernel | ms | TFLOP/s | cuDNN FP16 ms | CL ms | ours / FP16 | lost ms | floor ms |')
+        print('|---|---|---|---|---|---|---|---|---|---|')
         rows = []
         for l in run['layers']:
             t = tl.get(l['node'])
@@ -108,11 +123,14 @@ def layers(d):
             rows.append((l['ms'] - t['fp16_ms'], l, t))
         for lost, l, t in sorted(rows, key=lambda r: -r[0]):
             print(f"| {l['node']} | {l['out']} | {l['kernel']} | {l['ms']:.3f} | {l.get('tflops') or 0:.1f} | "
-                  f"{t['fp16_ms']:.3f} | {t['fp16_cl_ms']:.3f} | {l['ms'] / t['fp16_ms']:.2f} | {lost:+.3f} |")
+                  f"{t['fp16_ms']:.3f} | {t['fp16_cl_ms']:.3f} | {l['ms'] / t['fp16_ms']:.2f} | {lost:+.3f} | "
+                  f"{floor_ms(t):.3f} |")
         ours = sum(r[1]['ms'] for r in rows)
         theirs = sum(r[2]['fp16_ms'] for r in rows)
         cl = sum(r[2]['fp16_cl_ms'] for r in rows)
-        print(f"| convs, summed | | | {ours:.3f} | | {theirs:.3f} | {cl:.3f} | {ours / theirs:.2f} | {ours - theirs:+.3f} |\n")
+        floor = sum(floor_ms(r[2]) for r in rows)
+        print(f"| convs, summed | | | {ours:.3f} | | {theirs:.3f} | {cl:.3f} | {ours / theirs:.2f} | {ours - theirs:+.3f} | "
+              f"{floor:.3f} |\n")
 
 
 def rejected(d):
