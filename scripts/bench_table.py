@@ -40,6 +40,8 @@ def variant(e):
         v += ', tap-major off'
     if e.get('row_loads') is False:
         v += ', row loads off'
+    if e.get('row_quads'):
+        v += ', row quads'
     if e.get('force_tile'):
         v += f", tile {e['force_tile']}"
     if e.get('force_slices'):

@@ -9,7 +9,7 @@
 # the GEMM probe's binary, default .devbin/gemm-probe, built from ../shared/reference/gemm-probe:
 # its kernels are timed beside the engine's where it is there). QUICK=1 runs only the base 64
 # and 16 networks at 1x3x512x512 (cost model, halo tiles, narrow tensor-core epilogue, halo with
-# A streamed, row loads off, thin kernel off or for every conv, autotuned), the probe shapes
+# A streamed, row loads off or as quads, thin kernel off or for every conv, autotuned), the probe shapes
 # (scripts/probe_nets.py: engine, GEMM probe and cuDNN per shape, probes.md), their check
 # against the CPU reference, and then the fixtures and u2netp; QUICK=targets: only the four
 # target configurations with the cost model's kernels (f16 also with --halo), the baseline, and
@@ -64,8 +64,9 @@ if [ "${QUICK:-}" != targets ]; then
   stamp "probe shapes"
   timeout 60 python3 scripts/probe_nets.py --export /tmp/probes 2>&1 | tail -3
   : > "$OUT/probes.jsonl"
-  for run in "gemm4096 f16" "gemm4096 f16 --autotune" "gemm4096 f32" "conv512 f16" "conv512 f16 --autotune" \
-      "conv64 f16" "conv64 f16 --autotune" "occ132 f16 --tile 128x128 --slices 1" \
+  for run in "gemm4096 f16" "gemm4096 f16 --autotune" "gemm4096 f16 --row-loads quads" "gemm4096 f32" \
+      "conv512 f16" "conv512 f16 --autotune" "conv512 f16 --row-loads quads" \
+      "conv64 f16" "conv64 f16 --autotune" "conv64 f16 --row-loads quads" "occ132 f16 --tile 128x128 --slices 1" \
       "occ264 f16 --tile 128x128 --slices 1" "occ396 f16 --tile 128x128 --slices 1"; do
     set -- $run
     n=$1 prec=$2; shift 2
@@ -107,6 +108,10 @@ if [ "${QUICK:-}" != targets ]; then
   # tensor-core gathers one f16 per load, as up to run 7 (default: runs of 16 pixels as vectors)
   run_bench 64 512 1 f16 --iters 20 --row-loads off
   run_bench 16 512 1 f16 --iters 30 --row-loads off
+  # quads of 4 pixels per invocation where the channels are a multiple of 32, consecutive
+  # invocations reading consecutive quads as the GEMM probe's B loader does (default: runs of 16)
+  run_bench 64 512 1 f16 --iters 20 --row-loads quads
+  run_bench 16 512 1 f16 --iters 30 --row-loads quads
   # the first conv, the head and short-K transposed convs on GEMM tiles, as up to run 7
   # (default: the thin kernel)
   run_bench 64 512 1 f16 --iters 20 --thin off

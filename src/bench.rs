@@ -129,6 +129,7 @@ pub fn bench(ctx: Arc<GpuContext>, model: &Model, opts: &BenchOpts) -> Result<se
         "thin": opts.gpu.thin,
         "thin_all": opts.gpu.thin_all,
         "row_loads": opts.gpu.row_loads,
+        "row_quads": opts.gpu.row_quads,
         "halo_resident": opts.gpu.halo_resident,
         "force_tile": opts.gpu.force_tile.map(|(m, n)| format!("{m}x{n}")),
         "force_slices": opts.gpu.force_split,

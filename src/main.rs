@@ -28,6 +28,13 @@ enum OnOff {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum RowLoads {
+    On,
+    Off,
+    Quads,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Thin {
     On,
     Off,
@@ -164,9 +171,11 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = OnOff::On)]
         halo_resident: OnOff,
         /// With f16 on tensor cores: stride-1 convs whose output rows are runs of 16 pixels load
-        /// those runs as vectors (on), or one f16 per load (off: to compare)
-        #[arg(long, value_enum, default_value_t = OnOff::On)]
-        row_loads: OnOff,
+        /// those runs as vectors (on), or one f16 per load (off: to compare), or, where the
+        /// channels are a multiple of 32, quads of 4 pixels, consecutive invocations reading
+        /// consecutive quads (quads: to compare)
+        #[arg(long, value_enum, default_value_t = RowLoads::On)]
+        row_loads: RowLoads,
         /// Run every fast conv on this tile, BMxBN (output channels x pixels; tensor-core tiles
         /// in f16 where the adapter has them), to compare (default: chosen per conv)
         #[arg(long, value_name = "BMxBN")]
@@ -319,7 +328,8 @@ fn real_main(cli: Cli) -> Result<()> {
                     thin: thin != Thin::Off,
                     thin_all: thin == Thin::All,
                     halo_resident: halo_resident == OnOff::On,
-                    row_loads: row_loads == OnOff::On,
+                    row_loads: row_loads != RowLoads::Off,
+                    row_quads: row_loads == RowLoads::Quads,
                     force_tile,
                     force_split: slices,
                     autotune,

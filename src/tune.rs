@@ -53,7 +53,7 @@ pub fn cache_key(ctx: &GpuContext, p: &Prepared, opts: &GpuOptions) -> String {
         }
     }
     format!(
-        "unet-gpu {} | {} | {} {} | {:?} coop {:?} split-K {} im2col {} halo {} tap-major {} wide-epilogue {} thin {} thin-all {} halo-resident {} row-loads {} | graph {h:016x}",
+        "unet-gpu {} | {} | {} {} | {:?} coop {:?} split-K {} im2col {} halo {} tap-major {} wide-epilogue {} thin {} thin-all {} halo-resident {} row-loads {} row-quads {} | graph {h:016x}",
         env!("CARGO_PKG_VERSION"),
         ctx.info.name,
         ctx.info.driver,
@@ -68,7 +68,8 @@ pub fn cache_key(ctx: &GpuContext, p: &Prepared, opts: &GpuOptions) -> String {
         opts.thin,
         opts.thin_all,
         opts.halo_resident,
-        opts.row_loads
+        opts.row_loads,
+        opts.row_quads
     )
 }
 

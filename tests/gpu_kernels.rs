@@ -10,6 +10,7 @@ use unet_gpu::onnx::proto::{AttributeProto, OperatorSetIdProto, TensorProto};
 use unet_gpu::{Model, Tensor};
 
 /// An operand of a test graph: fed at run time, or an initializer.
+#[derive(Clone)]
 enum Operand {
     Run(&'static str, Vec<usize>),
     Init(TensorProto),
@@ -17,6 +18,7 @@ enum Operand {
 }
 use Operand::*;
 
+#[derive(Clone)]
 struct Case {
     name: &'static str,
     nodes: Vec<(&'static str, Vec<&'static str>, Vec<&'static str>, Vec<AttributeProto>)>,
@@ -428,6 +430,7 @@ fn every_conv_tile_shape() {
                 emulate: true,
                 split: false,
                 epi: 1,
+                quads: false,
             };
             if cc.shared_bytes() > gpu().limits.max_compute_workgroup_storage_size {
                 continue; // (lavapipe: 32 KiB) the engine falls back to the scalar f16 kernel there
@@ -787,6 +790,29 @@ fn row_loads_tensor_core_convs() {
         }
     }
     check_kernels(&cases, &variants, &["_rows"]);
+    // quads of 4 pixels (`--row-loads quads`) where the channels are a multiple of the K tile:
+    // the shift and edges as above, a 64-channel K tile wrapping to the next tap, dilation, a
+    // residual, the concat buffer, split-K, and direct GEMMs of 32 and 64 channels whose last
+    // run of 16 is partial; runs of 16 where the channels are not
+    let quads: Vec<Case> = [0, 1, 2, 3, 6]
+        .iter()
+        .map(|&i| cases[i].clone())
+        .chain([
+            graph(
+                "1x1, 32 channels, 6x6 (36 pixels), batch 2 + relu",
+                vec![conv(vec!["x", "w", "b"], "c", vec![]), ("Relu", vec!["c"], vec!["y"], vec![])],
+                vec![Run("x", vec![2, 32, 6, 6]), init("w", &[11, 32, 1, 1], 157), init("b", &[11], 158)],
+            ),
+            graph(
+                "transposed 2x2 stride 2, 64 -> 9 channels, 5x4, batch 2",
+                vec![("ConvTranspose", vec!["x", "w", "b"], vec!["y"], vec![attr_ints("strides", &[2, 2])])],
+                vec![Run("x", vec![2, 64, 5, 4]), init("w", &[64, 9, 2, 2], 159), init("b", &[9], 160)],
+            ),
+        ])
+        .collect();
+    let quad_variants: Vec<GpuOptions> = variants.iter().map(|v| GpuOptions { row_quads: true, ..*v }).collect();
+    check_kernels(&quads, &quad_variants, &["_rows_q4"]);
+    check_kernels(&[cases[4].clone(), cases[5].clone()], &quad_variants, &["_rows", "!_q4"]);
     // output rows not runs of 16 pixels, a stride, or a direct GEMM of pixels not a multiple
     // of 4: one f16 per load; and switched off
     let odd = vec![

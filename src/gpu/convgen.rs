@@ -374,6 +374,10 @@ pub struct CoopCfg {
     pub split: bool,
     /// Accumulator fragments each subgroup stages per epilogue round (see `coop_epilogue`).
     pub epi: u32,
+    /// With `Rows`, for a conv whose channels (K, for a direct GEMM) are a multiple of the K
+    /// tile: each invocation loads quads of 4 output pixels instead of runs of 16, consecutive
+    /// invocations consecutive quads of one K row (see [`rows_load`]).
+    pub quads: bool,
 }
 
 pub const COOP_BK: u32 = 32;
@@ -422,9 +426,13 @@ impl CoopCfg {
     pub fn b_tile(&self) -> u32 {
         if self.b == BMode::Rows { COOP_BK * (self.bn + COOP_PAD) } else { self.bn * (COOP_BK + COOP_PAD) }
     }
-    /// Runs of 16 pixels each invocation loads per K tile (`Rows`).
+    /// Pixels per run of the `Rows` loader: 16, or 4 with `quads`.
+    pub fn run_len(&self) -> u32 {
+        if self.quads { 4 } else { 16 }
+    }
+    /// Runs of pixels each invocation loads per K tile (`Rows`).
     pub fn row_runs(&self) -> u32 {
-        self.bn / 16 * COOP_BK / self.threads()
+        self.bn / self.run_len() * COOP_BK / self.threads()
     }
     /// Accumulator fragments per subgroup.
     pub fn frags(&self) -> u32 {
@@ -451,15 +459,19 @@ impl CoopCfg {
             && (self.b != BMode::Packed || (COOP_BK / 4 * self.bn).is_multiple_of(t))
             // runs of 16 pixels: whole runs per invocation
             && (self.b != BMode::Rows || ((self.bn / 16 * COOP_BK).is_multiple_of(t) && self.bn.is_multiple_of(16)))
+            // quads: a row of quads no longer than the invocations, so that an invocation's
+            // quads share their pixels (and K rows t / (BN / 4) apart share their tap)
+            && (!self.quads || (self.b == BMode::Rows && t.is_multiple_of(self.bn / 4)))
     }
     pub fn name(&self) -> String {
         format!(
-            "coop_{}x{}_w{}x{}_{}{}{}{}{}",
+            "coop_{}x{}_w{}x{}_{}{}{}{}{}{}",
             self.bm,
             self.bn,
             self.wm,
             self.wn,
             self.b.label(),
+            if self.quads { "_q4" } else { "" },
             if self.scatter { "_scatter" } else { "" },
             if self.split { "_splitk" } else { "" },
             epi_label(self.epi),
@@ -486,7 +498,13 @@ pub fn generate_coop(c: &CoopCfg) -> String {
     // each invocation stages `kq` consecutive K values of one column, as `nq` vec4; with `Rows`,
     // `row_runs` runs of 16 pixels of one K row, as 4 vec4 each
     let kq = bk / (threads / c.bn);
-    let nq = if rows { 4 * c.row_runs() } else { kq / 4 };
+    let nq = if rows && c.quads {
+        c.row_runs()
+    } else if rows {
+        4 * c.row_runs()
+    } else {
+        kq / 4
+    };
     let wgn = c.bn / c.wn; // subgroups along n
     let fm = c.wm / 16;
     let fn_ = c.wn / 16;
@@ -548,7 +566,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         s.push_str("    let CIN = pu(18u);\n    let KWT = pu(19u);\n    let HW = u32(IH * IW);\n");
         s.push_str(TAPS_SETUP);
     }
-    if rows {
+    if rows && c.quads {
+        quads_setup(&mut s, c);
+    } else if rows {
         rows_setup(&mut s, c);
     }
     coop_accumulators(&mut s, fm, fn_, emu);
@@ -559,7 +579,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                 "        {{ let m = m0 + am{j}; let kq = {k0} / 4u + ak{j};\n          if (m < M && kq < K4) {{ pa{j} = vec4<f16>(WT[m * K4 + kq]); }} else {{ pa{j} = vec4<f16>(0.0); }} }}\n"
             );
         }
-        if rows {
+        if rows && c.quads {
+            quads_load(s, k0, c.row_runs(), quad_step(c));
+        } else if rows {
             rows_load(s, k0, c.row_runs());
         } else {
             coop_b_load(s, k0, c.b, kq, nq, threads);
@@ -570,7 +592,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             store4(s, "As", &format!("{abase} + am{j} * {a_row}u + ak{j} * 4u"), &format!("pa{j}"));
         }
         for q in 0..nq {
-            if rows {
+            if rows && c.quads {
+                // quad q of the invocation: K row rk0 + q * (its K rows' step), pixels rc0 * 4 ..
+                store4(
+                    s,
+                    "Bs",
+                    &format!("{bbase} + (rk0 + {}u) * {b_row}u + rc0 * 4u", q * quad_step(c)),
+                    &format!("pb{q}"),
+                );
+            } else if rows {
                 // run q / 4 of the invocation: K row rk, pixels rc * 16 .. + 16
                 let (run, r) = (q / 4, q % 4);
                 store4(
@@ -1054,6 +1084,87 @@ fn rows_load(s: &mut String, k0: &str, runs: u32) {
         );
     }
     s.push_str("        }\n");
+}
+
+/// K rows between an invocation's quads (`CoopCfg::quads`): a row of quads takes BN / 4
+/// invocations, so the invocations hold that many rows at a time.
+fn quad_step(c: &CoopCfg) -> u32 {
+    c.threads() / (c.bn / 4)
+}
+
+/// The quads loader's setup: the invocation's quad of 4 output pixels (`rc0`, the same in
+/// every K row it loads) and first K row `rk0`, the quad's first pixel's input row and column
+/// before the tap's offset (`roy0` / `rox0`), and the first K tile's channel and tap of K row
+/// `rk0` (`rch0`, `rky0`, `rkx0`). With channels a multiple of the K tile a K tile lies within
+/// one tap, so the invocation's other K rows are channels `rch0 + q * step` of the same tap.
+fn quads_setup(s: &mut String, c: &CoopCfg) {
+    s.push_str(
+        "    let VMAX = i32(pu(28u));\n    let CIN = pu(29u);\n    let KWT = pu(30u);\n    let RIW = i32(pu(33u));\n    let RIH = i32(pu(34u));\n    let OW = max(pu(35u), 1u);\n    let HW = pu(33u) * pu(34u);\n",
+    );
+    let per_row = c.bn / 4;
+    let _ = write!(
+        s,
+        "    let rk0 = li / {per_row}u;\n    let rc0 = li % {per_row}u;\n    let rp0 = n0 + rc0 * 4u;\n    let rok0 = rp0 < npix;\n    let roy0 = i32(rp0 / OW) - pi(36u);\n    let rox0 = i32(rp0 % OW) - pi(37u);\n    var rch0 = (kt0 * KTILE + rk0) % CIN;\n    let rtap0 = (kt0 * KTILE + rk0) / CIN;\n    var rky0 = rtap0 / KWT;\n    var rkx0 = rtap0 % KWT;\n"
+    );
+}
+
+/// The quads loader (`CoopCfg::quads`): for the K tile from `k0`, each of the invocation's
+/// `quads` K rows (`rk0 + q * step`) reads its quad of 4 input pixels (contiguous: stride 1,
+/// one output row) as the vec4 that holds its first pixel and, unless the quad is 4-aligned,
+/// the next one, shifted by the quad's start mod 4, into `pb{q}`; zero outside the image and
+/// past K. Consecutive invocations read consecutive quads of one K row, as the GEMM probe's
+/// loader does: a subgroup's load covers whole 32-byte sectors. One tap for the whole K tile
+/// (channels a multiple of it), so the rows, the shift (the same for the whole workgroup) and
+/// the edge mask are found once per tile; each call moves the tap one K tile on.
+fn quads_load(s: &mut String, k0: &str, quads: u32, step: u32) {
+    let _ = write!(
+        s,
+        r#"        {{ let kk = {k0};
+          let iy = roy0 + i32(rky0 * pu(31u));
+          let ix = rox0 + i32(rkx0 * pu(32u));
+          let ok = rok0 && kk + rk0 < pu(0u) && iy >= 0 && iy < RIH;
+          let e0 = i32(xb + rch0 * HW) + iy * RIW + ix;
+          let sh = u32(e0 & 3);
+          let v0 = (e0 - i32(sh)) >> 2u;
+          let qhw = i32(HW / 4u) * {step};
+          // the image's left or right edge: columns outside it are zero
+          let j = vec4<i32>(0, 1, 2, 3) + ix;
+          let inside = ok && ix >= 0 && ix + 4 <= RIW;
+          let keep = vec4<bool>(ok) & (j >= vec4<i32>(0)) & (j < vec4<i32>(RIW));
+"#
+    );
+    for q in 0..quads {
+        let _ = write!(
+            s,
+            r#"          {{ let v = v0 + {q} * qhw;
+            let a0 = XP[u32(clamp(v, 0, VMAX))];
+            var r = a0;
+            if (sh != 0u) {{
+              let a1 = XP[u32(clamp(v + 1, 0, VMAX))];
+              switch sh {{
+                case 1u: {{ r = vec4<f16>(a0.yzw, a1.x); }}
+                case 2u: {{ r = vec4<f16>(a0.zw, a1.xy); }}
+                default: {{ r = vec4<f16>(a0.w, a1.xyz); }}
+              }}
+            }}
+            if (!inside) {{ r = select(vec4<f16>(0.0), r, keep); }}
+            pb{q} = r;
+          }}
+"#
+        );
+    }
+    // on to the next K tile: KTILE channels on, at most one wrap to the next tap (the
+    // channels are a multiple of KTILE)
+    s.push_str(
+        "          rch0 += KTILE;
+          if (rch0 >= CIN) {
+            rch0 -= CIN;
+            rkx0 += 1u;
+            if (rkx0 == KWT) { rkx0 = 0u; rky0 += 1u; }
+          }
+        }
+",
+    );
 }
 
 /// The first pixel (relative to invocation row `pn`) of pass `q` over a packed operand tile:

@@ -123,6 +123,10 @@ pub struct GpuOptions {
     /// runs of 16 pixels as vectors (`BMode::Rows`; default on; off: one f16 per load, to
     /// compare).
     pub row_loads: bool,
+    /// With `row_loads`: where a conv's channels are a multiple of the K tile, each invocation
+    /// loads quads of 4 pixels, consecutive invocations consecutive quads (`CoopCfg::quads`;
+    /// default off, to compare).
+    pub row_quads: bool,
 }
 
 impl Default for GpuOptions {
@@ -144,6 +148,7 @@ impl Default for GpuOptions {
             thin_all: false,
             halo_resident: true,
             row_loads: true,
+            row_quads: false,
         }
     }
 }
@@ -452,6 +457,7 @@ impl GpuModel {
             thin_all: opts.thin_all,
             halo_resident: opts.halo_resident,
             row_loads: opts.row_loads,
+            row_quads: opts.row_quads,
             max_binding: binding_limit(&ctx, &opts),
         };
         let Lowered { dispatches, aux, consts, scratch_bytes, im2col_bytes } =

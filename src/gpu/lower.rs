@@ -185,6 +185,9 @@ pub struct LowerOpts {
     /// Tensor-core gathers load runs of 16 output pixels as vectors where the conv allows
     /// ([`BMode::Rows`](super::convgen::BMode::Rows)).
     pub row_loads: bool,
+    /// ... as quads of 4 pixels where the channels are a multiple of the K tile
+    /// ([`CoopCfg::quads`](super::convgen::CoopCfg::quads)).
+    pub row_quads: bool,
     /// The largest storage binding in bytes (bounds the split-K scratch buffer).
     pub max_binding: u64,
 }
@@ -210,6 +213,7 @@ impl LowerOpts {
             thin_all: false,
             halo_resident: true,
             row_loads: true,
+            row_quads: false,
             max_binding: 2047 << 20,
         }
     }

@@ -274,15 +274,20 @@ mod tests {
                     // every epilogue width: one fragment per round up to all of a subgroup's
                     let frags = (wm / 16) * (wn / 16);
                     for epi in (1..=frags).filter(|e| frags.is_multiple_of(*e)) {
-                        let c = convgen::CoopCfg { bm, bn, wm, wn, b, scatter, emulate, split, epi };
+                        let c = convgen::CoopCfg { bm, bn, wm, wn, b, scatter, emulate, split, epi, quads: false };
                         assert!(c.valid(), "{c:?}");
                         if epi == 1 {
                             assert!(c.shared_bytes() <= 49152, "{c:?} needs {} bytes", c.shared_bytes());
                         }
-                        let m = validate_wgsl(&Shader::CoopConv(c).source(Precision::F16))
-                            .unwrap_or_else(|e| panic!("{}: {e}", c.name()));
-                        // and lower to SPIR-V as wgpu's Vulkan backend will
-                        spirv(&m, &c.name());
+                        // with runs of rows, also as quads (every tile has a valid quad loader)
+                        let q = convgen::CoopCfg { quads: true, ..c };
+                        assert_eq!(q.valid(), b == BMode::Rows, "{q:?}");
+                        for c in [c, q].into_iter().filter(|c| c.valid()) {
+                            let m = validate_wgsl(&Shader::CoopConv(c).source(Precision::F16))
+                                .unwrap_or_else(|e| panic!("{}: {e}", c.name()));
+                            // and lower to SPIR-V as wgpu's Vulkan backend will
+                            spirv(&m, &c.name());
+                        }
                     }
                 }
             }

@@ -300,10 +300,14 @@ impl RowsGeom {
 
 /// With row loads on, switch a tensor-core tile to the `Rows` loader where the input view is
 /// 4-element aligned (offset and image stride) and not in the output's buffer (the vector
-/// binding cannot alias it) and the tile is valid and fits; whether it did.
-fn rows_fit(lx: &Lx, cfg: &mut FastTile, x: &View, y: &View) -> bool {
+/// binding cannot alias it) and the tile is valid and fits; whether it did. With row quads on
+/// and `cin` (channels per tap) a multiple of the K tile, the loader takes quads of 4 pixels
+/// where that tile is valid.
+fn rows_fit(lx: &Lx, cfg: &mut FastTile, x: &View, y: &View, cin: usize) -> bool {
     let FastTile::Coop(c) = *cfg else { return false };
     let r = CoopCfg { b: BMode::Rows, ..c };
+    let q = CoopCfg { quads: true, ..r };
+    let r = if lx.opts.row_quads && cin.is_multiple_of(COOP_BK as usize) && q.valid() { q } else { r };
     let ok = lx.opts.row_loads
         && x.offset.is_multiple_of(4)
         && x.batch_stride.is_multiple_of(4)
@@ -403,7 +407,7 @@ pub(super) fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::C
         }
         _ => None,
     };
-    let rows_geom = rows_geom.filter(|_| rows_fit(lx, &mut cfg, &xv, &yv));
+    let rows_geom = rows_geom.filter(|_| rows_fit(lx, &mut cfg, &xv, &yv, g.c));
     if cfg.b() == BMode::Packed {
         let blocks = npix.div_ceil(64);
         let params = vec![
@@ -569,7 +573,7 @@ pub(super) fn fast_conv_transpose(
         pick(lx, &gemm, false)
     };
     // on the tensor cores, the input pixels read as runs of rows where they are 4-aligned
-    let rows = matches!(cfg, FastTile::Coop(_)) && npix_in.is_multiple_of(4) && rows_fit(lx, &mut cfg, &xv, &yv);
+    let rows = matches!(cfg, FastTile::Coop(_)) && npix_in.is_multiple_of(4) && rows_fit(lx, &mut cfg, &xv, &yv, cin);
     let mut params = vec![0u32; 24];
     params[8] = g.x.input as u32;
     params[9] = g.y.input as u32;

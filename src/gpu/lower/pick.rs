@@ -227,7 +227,7 @@ fn tuned_tile(lx: &Lx, t: TileChoice, g: &Gemm) -> Option<(FastTile, usize)> {
         let (bm, bn) = (t.bm, t.bn);
         let &(_, _, wm, wn, _) = COOP_TILES.iter().find(|c| (c.0, c.1) == (bm, bn))?;
         let emulate = lx.opts.coop == CoopMode::Emulate;
-        let c = CoopCfg { bm, bn, wm, wn, b: cb, scatter, emulate, split, epi: 1 };
+        let c = CoopCfg { bm, bn, wm, wn, b: cb, scatter, emulate, split, epi: 1, quads: false };
         (c.valid() && c.shared_bytes() <= lx.opts.max_shared).then_some((FastTile::Coop(c), t.slices))
     } else {
         let &(bm, bn, bk, tm, tn, _) = TILES.iter().find(|c| (c.0, c.1) == (t.bm, t.bn))?;
@@ -257,7 +257,7 @@ pub(super) fn pick(lx: &Lx, g: &Gemm, tensor_cores: bool) -> (FastTile, usize) {
     let cb = tap_major(b, cin, COOP_BK);
     let mut best: Option<(f64, CoopCfg, usize)> = None;
     for &(bm, bn, wm, wn, eff) in &COOP_TILES {
-        let c = CoopCfg { bm, bn, wm, wn, b: cb, scatter, emulate, split: false, epi: 1 };
+        let c = CoopCfg { bm, bn, wm, wn, b: cb, scatter, emulate, split: false, epi: 1, quads: false };
         if c.shared_bytes() > lx.opts.max_shared || lx.opts.force_tile.is_some_and(|t| t != (bm, bn)) {
             continue;
         }
