@@ -376,7 +376,7 @@ pub struct CoopCfg {
     pub epi: u32,
     /// With `Rows`, for a conv whose channels (K, for a direct GEMM) are a multiple of the K
     /// tile: each invocation loads quads of 4 output pixels instead of runs of 16, consecutive
-    /// invocations consecutive quads of one K row (see [`rows_load`]).
+    /// invocations consecutive quads of one K row (the generator's `quads_load`).
     pub quads: bool,
 }
 
