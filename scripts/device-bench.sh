@@ -65,8 +65,9 @@ if [ "${QUICK:-}" != targets ]; then
   timeout 60 python3 scripts/probe_nets.py --export /tmp/probes 2>&1 | tail -3
   : > "$OUT/probes.jsonl"
   for run in "gemm4096 f16" "gemm4096 f16 --autotune" "gemm4096 f16 --row-loads quads" "gemm4096 f32" \
-      "conv512 f16" "conv512 f16 --autotune" "conv512 f16 --row-loads quads" \
-      "conv64 f16" "conv64 f16 --autotune" "conv64 f16 --row-loads quads" "occ132 f16 --tile 128x128 --slices 1" \
+      "conv512 f16" "conv512 f16 --autotune" "conv512 f16 --row-loads quads" "conv512 f16 --row-loads off" \
+      "conv64 f16" "conv64 f16 --autotune" "conv64 f16 --row-loads quads" "conv64 f16 --row-loads off" \
+      "occ132 f16 --tile 128x128 --slices 1" \
       "occ264 f16 --tile 128x128 --slices 1" "occ396 f16 --tile 128x128 --slices 1"; do
     set -- $run
     n=$1 prec=$2; shift 2
