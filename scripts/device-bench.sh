@@ -43,6 +43,19 @@ run_bench() {
   echo "$line" | cut -c1-400
 }
 
+# one `unet-gpu bench` of a probe shape (scripts/probe_nets.py) into probes.jsonl:
+# run_probe TIMEOUT NAME PRECISION [OPTIONS...]
+run_probe() {
+  local limit=$1 n=$2 prec=$3; shift 3
+  local line
+  line=$(timeout "$limit" "$B" bench /tmp/probes/$n.onnx --iters 10 --precision $prec "$@" 2>&1 | tail -1)
+  python3 -c 'import json,sys; n,p,a,l=sys.argv[1:5]
+try: r=json.loads(l)
+except Exception: r=dict(error=l)
+print(json.dumps(dict(probe=n, precision=p, args=a, result=r)))' "$n" "$prec" "$*" "$line" >> "$OUT/probes.jsonl"
+  tail -1 "$OUT/probes.jsonl" | cut -c1-300
+}
+
 stamp() { echo "== $(date -u +%H:%M:%S) $*"; }
 stamp "the benchmark networks against the CPU reference"
 for base in 64 16; do
@@ -64,19 +77,13 @@ if [ "${QUICK:-}" != targets ]; then
   stamp "probe shapes"
   timeout 60 python3 scripts/probe_nets.py --export /tmp/probes 2>&1 | tail -3
   : > "$OUT/probes.jsonl"
-  for run in "gemm4096 f16" "gemm4096 f16 --autotune" "gemm4096 f16 --row-loads quads" "gemm4096 f32" \
-      "conv512 f16" "conv512 f16 --autotune" "conv512 f16 --row-loads quads" "conv512 f16 --row-loads off" \
-      "conv64 f16" "conv64 f16 --autotune" "conv64 f16 --row-loads quads" "conv64 f16 --row-loads off" \
+  # (their autotuning comes last, after the networks')
+  for run in "gemm4096 f16" "gemm4096 f16 --row-loads quads" "gemm4096 f32" \
+      "conv512 f16" "conv512 f16 --row-loads quads" "conv512 f16 --row-loads off" \
+      "conv64 f16" "conv64 f16 --row-loads quads" "conv64 f16 --row-loads off" \
       "occ132 f16 --tile 128x128 --slices 1" \
       "occ264 f16 --tile 128x128 --slices 1" "occ396 f16 --tile 128x128 --slices 1"; do
-    set -- $run
-    n=$1 prec=$2; shift 2
-    line=$(timeout 120 "$B" bench /tmp/probes/$n.onnx --iters 10 --precision $prec "$@" 2>&1 | tail -1)
-    python3 -c 'import json,sys; n,p,a,l=sys.argv[1:5]
-try: r=json.loads(l)
-except Exception: r=dict(error=l)
-print(json.dumps(dict(probe=n, precision=p, args=a, result=r)))' "$n" "$prec" "$*" "$line" >> "$OUT/probes.jsonl"
-    tail -1 "$OUT/probes.jsonl" | cut -c1-300
+    run_probe 60 $run
   done
   GP=${GEMM_PROBE:-.devbin/gemm-probe}
   if [ -x "$GP" ]; then
@@ -141,6 +148,10 @@ if [ "${QUICK:-}" != targets ]; then
   run_bench 64 512 1 f16 --iters 20 --autotune --tune-cache "$OUT/tune-cache.json"
   run_bench 16 512 1 f16 --iters 30 --autotune --tune-cache "$OUT/tune-cache.json"
   run_bench 16 512 1 f32 --iters 30 --autotune --tune-cache "$OUT/tune-cache.json" --no-layers
+  stamp "probe shapes autotuned (every tile timed on each)"
+  for n in gemm4096 conv512 conv64; do
+    run_probe 90 $n f16 --autotune
+  done
 fi
 
 
