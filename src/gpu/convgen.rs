@@ -993,15 +993,17 @@ fn rload(i: u32) -> f32 {{
     }
 }
 
+/// The input geometry both `Rows` loaders (runs of 16, quads) read from their parameters
+/// ([`ROWS_PARAMS`]).
+const ROWS_GEOMETRY: &str = "    let VMAX = i32(pu(28u));\n    let CIN = pu(29u);\n    let KWT = pu(30u);\n    let RIW = i32(pu(33u));\n    let RIH = i32(pu(34u));\n    let OW = max(pu(35u), 1u);\n    let HW = pu(33u) * pu(34u);\n";
+
 /// The `Rows` loader's per-invocation setup: its runs (K row `rk{r}`, run `rc{r}` of 16 pixels,
 /// whose first pixel's input row and column before the tap's offset are `roy{r}` / `rox{r}`),
 /// the channel and tap of each run's K row in the first K tile (`rch{r}`, `rky{r}`, `rkx{r}`:
 /// the only divisions; the loads count them along) and the input geometry, from parameters
 /// of its own ([`ROWS_PARAMS`]).
 fn rows_setup(s: &mut String, c: &CoopCfg) {
-    s.push_str(
-        "    let VMAX = i32(pu(28u));\n    let CIN = pu(29u);\n    let KWT = pu(30u);\n    let RIW = i32(pu(33u));\n    let RIH = i32(pu(34u));\n    let OW = max(pu(35u), 1u);\n    let HW = pu(33u) * pu(34u);\n",
-    );
+    s.push_str(ROWS_GEOMETRY);
     let runs_per_row = c.bn / 16;
     for r in 0..c.row_runs() {
         let _ = write!(
@@ -1098,9 +1100,7 @@ fn quad_step(c: &CoopCfg) -> u32 {
 /// `rk0` (`rch0`, `rky0`, `rkx0`). With channels a multiple of the K tile a K tile lies within
 /// one tap, so the invocation's other K rows are channels `rch0 + q * step` of the same tap.
 fn quads_setup(s: &mut String, c: &CoopCfg) {
-    s.push_str(
-        "    let VMAX = i32(pu(28u));\n    let CIN = pu(29u);\n    let KWT = pu(30u);\n    let RIW = i32(pu(33u));\n    let RIH = i32(pu(34u));\n    let OW = max(pu(35u), 1u);\n    let HW = pu(33u) * pu(34u);\n",
-    );
+    s.push_str(ROWS_GEOMETRY);
     let per_row = c.bn / 4;
     let _ = write!(
         s,
