@@ -262,18 +262,10 @@ fn untimed_tiles_run_only_when_forced() {
         assert!(!(coop && untimed.contains(&(bm, bn))), "{cin}->{cout} at {hw}: untimed tile {bm}x{bn} picked");
     }
     for &(bm, bn) in &untimed {
-        let m = model(
-            vec![node("Conv", "conv", &["x", "w", "b"], &["y"], vec![attr_ints("pads", &[1, 1, 1, 1])])],
-            vec![vi("x", &[1, 64, 64, 64])],
-            vec![vi("y", &[1, 64, 64, 64])],
-            vec![tensor("w", &[64, 64, 3, 3], &vec![0.01; 64 * 64 * 9]), tensor("b", &[64], &[0.0; 64])],
-        );
-        let m = Model::from_bytes(&bytes(&m), "conv").unwrap();
-        let p = m.prepare(&[vec![1, 64, 64, 64]]).unwrap();
-        let mp = plan(&p, 2).unwrap();
         let opts = LowerOpts { force_tile: Some((bm, bn)), ..LowerOpts::h200_class(Precision::F16) };
-        let low = lower(&p, &mp, 65535, opts, &[]).unwrap();
-        let c = unet_gpu::tune::choices_of(&low.dispatches, p.graph.nodes.len()).into_iter().flatten().next().unwrap();
+        let pads = vec![attr_ints("pads", &[1, 1, 1, 1])];
+        let d = lowered_with("Conv", pads, [1, 64, 64, 64], [64, 64, 3, 3], 64, opts);
+        let c = unet_gpu::tune::choices_of(&d, 1).into_iter().flatten().next().unwrap();
         assert_eq!((c.coop, c.bm, c.bn), (true, bm, bn), "forced {bm}x{bn}");
     }
 }
