@@ -76,9 +76,10 @@ def layer(kind, cin, cout, k):
     return ConvRelu(cin, cout, k)
 
 
-def gflop(kind, cin, cout, k, h):
-    # a transposed conv: one tap per output pixel, output 2h x 2h
-    hh, ww = h if isinstance(h, tuple) else (h, h)
+def gflop(kind, cin, cout, k, hw):
+    """GFLOP of a layer on an input of `hw` = (height, width); a transposed conv: one tap per
+    output pixel, its output k times the input's size."""
+    hh, ww = hw
     px = hh * ww * k * k if kind == 'convT' else hh * ww
     taps = 1 if kind == 'convT' else k * k
     return 2 * px * cin * cout * taps / 1e9
@@ -110,13 +111,12 @@ def time_all(iters, bases=(64, 16)):
     torch.backends.cuda.matmul.allow_tf32 = False
     shapes = [('probe', n, 'conv', ci, co, k, (h, w)) for n, ci, co, k, h, w in PROBES]
     for base in bases:
-        shapes += [(f'unet{base}', n, kind, ci, co, k, h) for n, kind, ci, co, k, h in unet_layers(base)]
-    for net, name, kind, ci, co, k, h in shapes:
+        shapes += [(f'unet{base}', n, kind, ci, co, k, (h, h)) for n, kind, ci, co, k, h in unet_layers(base)]
+    for net, name, kind, ci, co, k, hw in shapes:
         torch.manual_seed(0)
         m = layer(kind, ci, co, k).eval().to(dev)
-        hw = h if isinstance(h, tuple) else (h, h)
         x = torch.randn(1, ci, *hw, device=dev)
-        g = gflop(kind, ci, co, k, h)
+        g = gflop(kind, ci, co, k, hw)
         row = dict(net=net, node=name, kind=kind, cin=ci, cout=co, k=k, size=list(hw), gflop=round(g, 4))
         row['fp32_ms'] = bench(m, x, iters)
         mh, xh = m.half(), x.half()

@@ -93,7 +93,7 @@ PROBE_FLOPS = 169e12
 
 
 def floor_ms(t):
-    h, w = t['size'] if isinstance(t['size'], list) else (t['size'], t['size'])
+    h, w = t['size']
     k, ci, co = t['k'], t['cin'], t['cout']
     oh, ow = (h * k, w * k) if t['kind'] == 'convT' else (h, w)
     nbytes = 2 * (ci * h * w + co * oh * ow + ci * co * k * k)
