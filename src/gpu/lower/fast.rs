@@ -308,16 +308,17 @@ fn rows_fit(lx: &Lx, cfg: &mut FastTile, x: &View, y: &View, cin: usize) -> bool
     let r = CoopCfg { b: BMode::Rows, ..c };
     let q = CoopCfg { quads: true, ..r };
     let r = if lx.opts.row_quads && cin.is_multiple_of(COOP_BK as usize) && q.valid() { q } else { r };
-    let ok = lx.opts.row_loads
-        && x.offset.is_multiple_of(4)
-        && x.batch_stride.is_multiple_of(4)
-        && x.buf != y.buf
-        && r.valid()
-        && r.shared_bytes() <= lx.opts.max_shared;
+    let ok = rows_view_ok(lx, x, y) && r.valid() && r.shared_bytes() <= lx.opts.max_shared;
     if ok {
         *cfg = FastTile::Coop(r);
     }
     ok
+}
+
+/// Whether row loads are on and the input view allows them: 4-element aligned (offset and
+/// image stride) and not in the output's buffer (the vector binding cannot alias it).
+fn rows_view_ok(lx: &Lx, x: &View, y: &View) -> bool {
+    lx.opts.row_loads && x.offset.is_multiple_of(4) && x.batch_stride.is_multiple_of(4) && x.buf != y.buf
 }
 
 /// Conv with constant weights and one group: the generated register-blocked kernel.
@@ -346,13 +347,31 @@ pub(super) fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::C
     let mode = if direct { BMode::Direct } else { BMode::Gather };
     // K can be ordered tap-major when whole K tiles share a tap
     let taps_cin = (!direct && lx.opts.tap_major).then_some(g.c);
-    let gemm = Gemm { m, cols: npix, z: g.n, k: kk, b: mode, scatter: false, cin: taps_cin };
     // the operand a measured choice names, or the options'
     let tuned = lx.tuned.get(lx.node).copied().flatten();
     let (want_packed, want_halo) = match tuned {
         Some(t) => (t.im2col, t.halo),
         None => (lx.opts.im2col, lx.opts.halo),
     };
+    let khw = kh * kw;
+    // a tensor-core gather may read its operand packed by an im2col pass instead
+    let kp = kk.next_multiple_of(COOP_BK as usize);
+    let packed_bytes = (g.n * npix * kp * 2) as u64;
+    let packs = !direct && want_packed && packed_bytes <= lx.opts.max_binding;
+    // a stride-1 tensor-core gather whose output rows are whole runs of 16 pixels and whose
+    // input is 4-element aligned (rows, planes, view) loads those runs as vectors (K tap-major,
+    // whatever the channel count); so does a 1x1 conv's direct GEMM, its pixels one long row
+    let rows_shape = if direct {
+        npix.is_multiple_of(4)
+    } else {
+        lx.opts.tap_major
+            && g.y.stride == 1
+            && g.x.stride == 1
+            && g.x.output.is_multiple_of(16)
+            && g.x.input.is_multiple_of(4)
+    };
+    let rows = rows_shape && !packs && rows_view_ok(lx, &xv, &yv);
+    let gemm = Gemm { m, cols: npix, z: g.n, k: kk, b: mode, scatter: false, cin: taps_cin, rows };
     // few output channels or a short K: the thin direct kernel (K in the ONNX order), and none
     // of the tensor-core variants below
     let thin = wants_thin(lx, m, kk);
@@ -363,14 +382,9 @@ pub(super) fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::C
     let halo_first = want_halo && halo_conv && kh * kw > 1 && g.c.is_multiple_of(16);
     let (mut cfg, mut slices) =
         if thin { (FastTile::Thin(ThinCfg::for_channels(m, false)), 1) } else { pick(lx, &gemm, halo_first) };
-    let khw = kh * kw;
-    // a tensor-core gather may read its operand packed by an im2col pass instead
-    let kp = kk.next_multiple_of(COOP_BK as usize);
-    let packed_bytes = (g.n * npix * kp * 2) as u64;
     if let FastTile::Coop(c) = cfg
         && matches!(c.b, BMode::Gather | BMode::Taps)
-        && want_packed
-        && packed_bytes <= lx.opts.max_binding
+        && packs
     {
         cfg = FastTile::Coop(CoopCfg { b: BMode::Packed, ..c });
     }
@@ -383,28 +397,16 @@ pub(super) fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::C
         cfg = FastTile::Halo(h);
         slices = s;
     }
-    // a stride-1 tensor-core gather whose output rows are whole runs of 16 pixels and whose
-    // input is 4-element aligned (rows, planes, view) loads those runs as vectors (K tap-major,
-    // whatever the channel count); so does a 1x1 conv's direct GEMM, its pixels one long row
     let rows_geom = match cfg {
-        FastTile::Coop(c) if c.b == BMode::Direct && npix.is_multiple_of(4) => Some(RowsGeom::direct(g.c, npix)),
-        FastTile::Coop(c)
-            if matches!(c.b, BMode::Taps | BMode::Gather)
-                && lx.opts.tap_major
-                && g.y.stride == 1
-                && g.x.stride == 1
-                && g.x.output.is_multiple_of(16)
-                && g.x.input.is_multiple_of(4) =>
-        {
-            Some(RowsGeom {
-                cin: g.c,
-                kw,
-                dil: (g.y.dilation, g.x.dilation),
-                input: (g.x.input, g.y.input),
-                out_row: g.x.output,
-                pad: (g.y.pad_begin, g.x.pad_begin),
-            })
-        }
+        FastTile::Coop(c) if c.b == BMode::Direct && rows_shape => Some(RowsGeom::direct(g.c, npix)),
+        FastTile::Coop(c) if matches!(c.b, BMode::Taps | BMode::Gather) && rows_shape => Some(RowsGeom {
+            cin: g.c,
+            kw,
+            dil: (g.y.dilation, g.x.dilation),
+            input: (g.x.input, g.y.input),
+            out_row: g.x.output,
+            pad: (g.y.pad_begin, g.x.pad_begin),
+        }),
         _ => None,
     };
     let rows_geom = rows_geom.filter(|_| rows_fit(lx, &mut cfg, &xv, &yv, g.c));
@@ -566,14 +568,15 @@ pub(super) fn fast_conv_transpose(
     let wd = wt.as_f32().map_err(|e| err(n, e))?;
     let npix_in = g.y.input * g.x.input;
     // one GEMM for all taps: row (output channel, tap), so that each input pixel is loaded once
-    let gemm = Gemm { m: taps * m, cols: npix_in, z: g.n, k: cin, b: BMode::Direct, scatter: true, cin: None };
+    let rows = npix_in.is_multiple_of(4) && rows_view_ok(lx, &xv, &yv);
+    let gemm = Gemm { m: taps * m, cols: npix_in, z: g.n, k: cin, b: BMode::Direct, scatter: true, cin: None, rows };
     let (mut cfg, slices) = if wants_thin(lx, taps * m, cin) {
         (FastTile::Thin(ThinCfg::for_channels(taps * m, true)), 1)
     } else {
         pick(lx, &gemm, false)
     };
     // on the tensor cores, the input pixels read as runs of rows where they are 4-aligned
-    let rows = matches!(cfg, FastTile::Coop(_)) && npix_in.is_multiple_of(4) && rows_fit(lx, &mut cfg, &xv, &yv, cin);
+    let rows = matches!(cfg, FastTile::Coop(_)) && rows && rows_fit(lx, &mut cfg, &xv, &yv, cin);
     let mut params = vec![0u32; 24];
     params[8] = g.x.input as u32;
     params[9] = g.y.input as u32;

@@ -55,7 +55,9 @@ const REDUCE_FIXED: f64 = 7.3e-6;
 
 /// The implicit GEMM a fast conv runs: `m` rows (output channels), `cols` columns (pixels),
 /// `k` deep, over `z` images (or taps), with its B operand mode; `scatter` for a transposed
-/// conv's direct GEMM, `cin` for a gather whose K may be ordered tap-major.
+/// conv's direct GEMM, `cin` for a gather whose K may be ordered tap-major; `rows` where a
+/// tensor-core tile will load B with the `Rows` loader if it is valid and fits (geometry, view
+/// alignment and options allow it), so that a tile is priced by that loader's workgroup memory.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Gemm {
     pub(super) m: usize,
@@ -65,6 +67,7 @@ pub(super) struct Gemm {
     pub(super) b: BMode,
     pub(super) scatter: bool,
     pub(super) cin: Option<usize>,
+    pub(super) rows: bool,
 }
 
 /// Estimated time (seconds) of a conv on a tile in `slices` K slices: waves of workgroups, each
@@ -205,6 +208,14 @@ impl FastTile {
     }
 }
 
+/// Whether tensor-core tile `c` fits the workgroup memory with the B loader it will get: the
+/// `Rows` loader (smaller B: K rows of pixels, no column padding per K value) where the GEMM
+/// allows it and that variant is valid, else `c`'s own.
+pub(super) fn coop_fits(lx: &Lx, g: &Gemm, c: &CoopCfg) -> bool {
+    let r = CoopCfg { b: BMode::Rows, ..*c };
+    c.shared_bytes() <= lx.opts.max_shared || (g.rows && r.valid() && r.shared_bytes() <= lx.opts.max_shared)
+}
+
 pub(super) fn use_coop(lx: &Lx) -> bool {
     lx.opts.precision == Precision::F16 && lx.opts.coop != CoopMode::Off
 }
@@ -228,7 +239,7 @@ fn tuned_tile(lx: &Lx, t: TileChoice, g: &Gemm) -> Option<(FastTile, usize)> {
         let &(_, _, wm, wn, _) = COOP_TILES.iter().find(|c| (c.0, c.1) == (bm, bn))?;
         let emulate = lx.opts.coop == CoopMode::Emulate;
         let c = CoopCfg { bm, bn, wm, wn, b: cb, scatter, emulate, split, epi: 1, quads: false };
-        (c.valid() && c.shared_bytes() <= lx.opts.max_shared).then_some((FastTile::Coop(c), t.slices))
+        (c.valid() && coop_fits(lx, g, &c)).then_some((FastTile::Coop(c), t.slices))
     } else {
         let &(bm, bn, bk, tm, tn, _) = TILES.iter().find(|c| (c.0, c.1) == (t.bm, t.bn))?;
         if !ok_slices(bk) {
@@ -258,7 +269,7 @@ pub(super) fn pick(lx: &Lx, g: &Gemm, tensor_cores: bool) -> (FastTile, usize) {
     let mut best: Option<(f64, CoopCfg, usize)> = None;
     for &(bm, bn, wm, wn, eff) in &COOP_TILES {
         let c = CoopCfg { bm, bn, wm, wn, b: cb, scatter, emulate, split: false, epi: 1, quads: false };
-        if c.shared_bytes() > lx.opts.max_shared || lx.opts.force_tile.is_some_and(|t| t != (bm, bn)) {
+        if !coop_fits(lx, g, &c) || lx.opts.force_tile.is_some_and(|t| t != (bm, bn)) {
             continue;
         }
         // a tile not yet timed on hardware runs only where it is forced or measured
