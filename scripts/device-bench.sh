@@ -77,10 +77,13 @@ if [ "${QUICK:-}" != targets ]; then
   stamp "probe shapes"
   timeout 60 python3 scripts/probe_nets.py --export /tmp/probes 2>&1 | tail -3
   : > "$OUT/probes.jsonl"
-  # (their autotuning comes last, after the networks')
+  # (their autotuning comes last, after the networks'; the four-subgroup tiles 64x128 and
+  # 128x64, never timed, are also forced here so that a run cut short still times them)
   for run in "gemm4096 f16" "gemm4096 f16 --row-loads quads" "gemm4096 f32" \
       "conv512 f16" "conv512 f16 --row-loads quads" "conv512 f16 --row-loads off" \
       "conv64 f16" "conv64 f16 --row-loads quads" "conv64 f16 --row-loads off" \
+      "gemm4096 f16 --tile 64x128 --slices 1" "conv512 f16 --tile 64x128 --slices 1" \
+      "conv512 f16 --tile 128x64 --slices 1" "conv64 f16 --tile 64x128 --slices 1" \
       "occ132 f16 --tile 128x128 --slices 1" \
       "occ264 f16 --tile 128x128 --slices 1" "occ396 f16 --tile 128x128 --slices 1"; do
     run_probe 60 $run
