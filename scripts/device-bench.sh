@@ -10,7 +10,8 @@
 # its kernels are timed beside the engine's where it is there). QUICK=1 runs only the base 64
 # and 16 networks at 1x3x512x512 (cost model, halo tiles, narrow tensor-core epilogue, halo with
 # A streamed, row loads off or as quads, thin kernel off or for every conv, autotuned), the probe shapes
-# (scripts/probe_nets.py: engine, GEMM probe and cuDNN per shape, probes.md), their check
+# (scripts/probe_nets.py: engine with its own and forced tiles, GEMM probe and cuDNN per shape,
+# probes.md), their check
 # against the CPU reference, and then the fixtures and u2netp; QUICK=targets: only the four
 # target configurations with the cost model's kernels (f16 also with --halo), the baseline, and
 # the checks; GRID=1 with QUICK adds batch 8 and 1024^2 for both, as the full run, which also
