@@ -218,6 +218,88 @@ fn unchecked(s: Shader) -> bool {
     ) && std::env::var_os("UNET_GPU_CHECKED").is_none()
 }
 
+/// Compile the shader modules and then the pipelines of `uniq` (one dispatch per
+/// specialisation, in order) on several threads: the driver's compiler (LLVM on lavapipe, the
+/// NVIDIA compiler on its cards) takes most of a model's build time, autotuning builds a model
+/// per candidate, and wgpu creates modules and pipelines concurrently (its error scopes are per
+/// thread). The first error in `uniq`'s order is returned.
+fn build_pipelines(ctx: &GpuContext, prec: Precision, uniq: &[&Dispatch]) -> Result<Vec<wgpu::ComputePipeline>> {
+    let dev = &ctx.device;
+    let mut shaders: Vec<Shader> = Vec::new();
+    for d in uniq {
+        if !shaders.contains(&d.shader) {
+            shaders.push(d.shader);
+        }
+    }
+    let modules = par_map(&shaders, |&shader| {
+        ctx.scoped(&format!("compiling {}", shader.file()), || {
+            let desc = wgpu::ShaderModuleDescriptor {
+                label: Some(shader.file()),
+                source: wgpu::ShaderSource::Wgsl(shader.source(prec).into()),
+            };
+            if unchecked(shader) {
+                // SAFETY: the unchecked kernels (`unchecked`) index only inside the extents
+                // recorded in `Dispatch::min_bytes`, which are checked against the bound buffers
+                // before any bind group is built; their loops have uniform trip counts from the
+                // parameters.
+                unsafe { dev.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+            } else {
+                dev.create_shader_module(desc)
+            }
+        })
+    })
+    .into_iter()
+    .collect::<Result<Vec<_>>>()?;
+    par_map(uniq, |d| {
+        let module = &modules[shaders.iter().position(|s| *s == d.shader).unwrap_or(0)];
+        let constants: Vec<(&str, f64)> = d.overrides.iter().map(|(k, v)| (*k, *v)).collect();
+        ctx.scoped(&format!("building pipeline {}:{}", d.shader.file(), d.entry), || {
+            dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(d.shader.file()),
+                layout: None,
+                module,
+                entry_point: Some(d.entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &constants,
+                    // the generated kernels write all of their workgroup memory before reading it
+                    zero_initialize_workgroup_memory: !unchecked(d.shader),
+                },
+                cache: None,
+            })
+        })
+    })
+    .into_iter()
+    .collect()
+}
+
+/// `f` over `items` on up to 8 threads (the available cores), results in `items`' order.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8).min(items.len());
+    if threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut out: Vec<(usize, R)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { break };
+                        mine.push((i, f(item)));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        // (a worker's panic is the caller's, as on one thread)
+        workers.into_iter().flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+    });
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, r)| r).collect()
+}
+
 /// The largest storage binding the model may use.
 fn binding_limit(ctx: &GpuContext, opts: &GpuOptions) -> u64 {
     let lim = ctx.limits.max_storage_buffer_binding_size.min(ctx.limits.max_buffer_size);
@@ -572,9 +654,8 @@ impl GpuModel {
         }
 
         // pipelines, one per specialisation
-        let mut modules: HashMap<Shader, wgpu::ShaderModule> = HashMap::new();
         let mut keys: HashMap<PipelineKey, usize> = HashMap::new();
-        let mut pipelines = Vec::new();
+        let mut uniq: Vec<&Dispatch> = Vec::new();
         let mut dispatch_pipeline = Vec::with_capacity(dispatches.len());
         for d in &dispatches {
             let key = PipelineKey {
@@ -582,52 +663,13 @@ impl GpuModel {
                 entry: d.entry,
                 overrides: d.overrides.iter().map(|(k, v)| (*k, v.to_bits())).collect(),
             };
-            if let Some(&i) = keys.get(&key) {
-                dispatch_pipeline.push(i);
-                continue;
-            }
-            let module = match modules.get(&d.shader) {
-                Some(m) => m.clone(),
-                None => {
-                    let src = d.shader.source(prec);
-                    let m = ctx.scoped(&format!("compiling {}", d.shader.file()), || {
-                        let desc = wgpu::ShaderModuleDescriptor {
-                            label: Some(d.shader.file()),
-                            source: wgpu::ShaderSource::Wgsl(src.into()),
-                        };
-                        if unchecked(d.shader) {
-                            // SAFETY: the unchecked kernels (`unchecked`) index only inside the extents
-                            // recorded in `Dispatch::min_bytes`, which are checked against the
-                            // bound buffers below before any bind group is built; their loops
-                            // have uniform trip counts from the parameters.
-                            unsafe { dev.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
-                        } else {
-                            dev.create_shader_module(desc)
-                        }
-                    })?;
-                    modules.insert(d.shader, m.clone());
-                    m
-                }
-            };
-            let constants: Vec<(&str, f64)> = d.overrides.iter().map(|(k, v)| (*k, *v)).collect();
-            let pl = ctx.scoped(&format!("building pipeline {}:{}", d.shader.file(), d.entry), || {
-                dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(d.shader.file()),
-                    layout: None,
-                    module: &module,
-                    entry_point: Some(d.entry),
-                    compilation_options: wgpu::PipelineCompilationOptions {
-                        constants: &constants,
-                        // the generated kernels write all of their workgroup memory before reading it
-                        zero_initialize_workgroup_memory: !unchecked(d.shader),
-                    },
-                    cache: None,
-                })
-            })?;
-            pipelines.push(pl);
-            keys.insert(key, pipelines.len() - 1);
-            dispatch_pipeline.push(pipelines.len() - 1);
+            let i = *keys.entry(key).or_insert_with(|| {
+                uniq.push(d);
+                uniq.len() - 1
+            });
+            dispatch_pipeline.push(i);
         }
+        let pipelines = build_pipelines(&ctx, prec, &uniq)?;
 
         // bind groups, once
         let resolve = |b: BufRef| -> &wgpu::Buffer {
@@ -978,5 +1020,30 @@ impl GpuModel {
     /// The dispatches, for statistics and tests.
     pub fn dispatches(&self) -> &[Dispatch] {
         &self.dispatches
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::par_map;
+
+    #[test]
+    fn par_map_keeps_the_order_of_its_items() {
+        // more items than threads, with uneven work, so that workers finish out of order
+        let items: Vec<u64> = (0..97).collect();
+        let out = par_map(&items, |&i| {
+            std::thread::sleep(std::time::Duration::from_micros((97 - i) * 20));
+            (i, std::thread::current().id())
+        });
+        assert_eq!(out.iter().map(|o| o.0).collect::<Vec<_>>(), items);
+        assert!(par_map(&[] as &[u64], |&i| i).is_empty());
+        assert_eq!(par_map(&[5u64], |&i| i + 1), vec![6]);
+    }
+
+    #[test]
+    #[should_panic(expected = "item 40")]
+    fn par_map_passes_a_workers_panic_on() {
+        let items: Vec<u64> = (0..64).collect();
+        par_map(&items, |&i| assert_ne!(i, 40, "item 40"));
     }
 }
