@@ -2,7 +2,7 @@
 //! chosen kernel, the parameters, the extents every index stays within (the kernels are built
 //! unchecked), and the split-K reduction.
 
-use super::pick::{FastTile, Gemm, halo_tile, pick, wants_thin, widen_epilogue};
+use super::pick::{FastTile, Gemm, halo_tile, pick, rows_cfg, wants_thin, widen_epilogue};
 use super::{Dispatch, Epilogue, Lx, act_overrides, err, input, output};
 use crate::error::Result;
 use crate::gpu::convgen::{BMode, COOP_BK, CoopCfg};
@@ -298,21 +298,16 @@ impl RowsGeom {
     }
 }
 
-/// With row loads on, switch a tensor-core tile to the `Rows` loader where the input view is
-/// 4-element aligned (offset and image stride) and not in the output's buffer (the vector
-/// binding cannot alias it) and the tile is valid and fits; whether it did. With row quads on
-/// and `cin` (channels per tap) a multiple of the K tile, the loader takes quads of 4 pixels
-/// where that tile is valid.
-fn rows_fit(lx: &Lx, cfg: &mut FastTile, x: &View, y: &View, cin: usize) -> bool {
+/// Switch a tensor-core tile to the `Rows` loader where that variant is valid and fits (the
+/// caller has checked the conv and its views: `Gemm::rows`); whether it did. With row quads
+/// on and `cin` (channels per tap) a multiple of the K tile, the loader takes quads of 4
+/// pixels where that tile is valid.
+fn rows_fit(lx: &Lx, cfg: &mut FastTile, cin: usize) -> bool {
     let FastTile::Coop(c) = *cfg else { return false };
-    let r = CoopCfg { b: BMode::Rows, ..c };
+    let Some(r) = rows_cfg(lx, &c) else { return false };
     let q = CoopCfg { quads: true, ..r };
-    let r = if lx.opts.row_quads && cin.is_multiple_of(COOP_BK as usize) && q.valid() { q } else { r };
-    let ok = rows_view_ok(lx, x, y) && r.valid() && r.shared_bytes() <= lx.opts.max_shared;
-    if ok {
-        *cfg = FastTile::Coop(r);
-    }
-    ok
+    *cfg = FastTile::Coop(if lx.opts.row_quads && cin.is_multiple_of(COOP_BK as usize) && q.valid() { q } else { r });
+    true
 }
 
 /// Whether row loads are on and the input view allows them: 4-element aligned (offset and
@@ -409,7 +404,7 @@ pub(super) fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::C
         }),
         _ => None,
     };
-    let rows_geom = rows_geom.filter(|_| rows_fit(lx, &mut cfg, &xv, &yv, g.c));
+    let rows_geom = rows_geom.filter(|_| rows && rows_fit(lx, &mut cfg, g.c));
     if cfg.b() == BMode::Packed {
         let blocks = npix.div_ceil(64);
         let params = vec![
@@ -576,7 +571,7 @@ pub(super) fn fast_conv_transpose(
         pick(lx, &gemm, false)
     };
     // on the tensor cores, the input pixels read as runs of rows where they are 4-aligned
-    let rows = matches!(cfg, FastTile::Coop(_)) && rows && rows_fit(lx, &mut cfg, &xv, &yv, cin);
+    let rows = rows && rows_fit(lx, &mut cfg, cin);
     let mut params = vec![0u32; 24];
     params[8] = g.x.input as u32;
     params[9] = g.y.input as u32;

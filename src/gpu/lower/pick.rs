@@ -208,12 +208,18 @@ impl FastTile {
     }
 }
 
-/// Whether tensor-core tile `c` fits the workgroup memory with the B loader it will get: the
-/// `Rows` loader (smaller B: K rows of pixels, no column padding per K value) where the GEMM
-/// allows it and that variant is valid, else `c`'s own.
-pub(super) fn coop_fits(lx: &Lx, g: &Gemm, c: &CoopCfg) -> bool {
+/// Tensor-core tile `c` with the `Rows` loader (B staged as K rows of pixels), where that
+/// variant is valid and fits the workgroup memory.
+pub(super) fn rows_cfg(lx: &Lx, c: &CoopCfg) -> Option<CoopCfg> {
     let r = CoopCfg { b: BMode::Rows, ..*c };
-    c.shared_bytes() <= lx.opts.max_shared || (g.rows && r.valid() && r.shared_bytes() <= lx.opts.max_shared)
+    (r.valid() && r.shared_bytes() <= lx.opts.max_shared).then_some(r)
+}
+
+/// Whether tensor-core tile `c` fits the workgroup memory with the B loader it will get: the
+/// `Rows` loader (smaller B: no column padding per K value) where the GEMM allows it and that
+/// variant is valid, else `c`'s own.
+pub(super) fn coop_fits(lx: &Lx, g: &Gemm, c: &CoopCfg) -> bool {
+    c.shared_bytes() <= lx.opts.max_shared || (g.rows && rows_cfg(lx, c).is_some())
 }
 
 pub(super) fn use_coop(lx: &Lx) -> bool {
