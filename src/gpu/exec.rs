@@ -225,11 +225,14 @@ fn unchecked(s: Shader) -> bool {
 /// thread). The first error in `uniq`'s order is returned.
 fn build_pipelines(ctx: &GpuContext, prec: Precision, uniq: &[&Dispatch]) -> Result<Vec<wgpu::ComputePipeline>> {
     let dev = &ctx.device;
+    // the distinct shaders, and each pipeline's among them
     let mut shaders: Vec<Shader> = Vec::new();
+    let mut module_of = Vec::with_capacity(uniq.len());
     for d in uniq {
-        if !shaders.contains(&d.shader) {
+        module_of.push(shaders.iter().position(|s| *s == d.shader).unwrap_or_else(|| {
             shaders.push(d.shader);
-        }
+            shaders.len() - 1
+        }));
     }
     let modules = par_map(&shaders, |&shader| {
         ctx.scoped(&format!("compiling {}", shader.file()), || {
@@ -250,8 +253,9 @@ fn build_pipelines(ctx: &GpuContext, prec: Precision, uniq: &[&Dispatch]) -> Res
     })
     .into_iter()
     .collect::<Result<Vec<_>>>()?;
-    par_map(uniq, |d| {
-        let module = &modules[shaders.iter().position(|s| *s == d.shader).unwrap_or(0)];
+    let jobs: Vec<(&Dispatch, &wgpu::ShaderModule)> =
+        uniq.iter().zip(&module_of).map(|(d, &m)| (*d, &modules[m])).collect();
+    par_map(&jobs, |&(d, module)| {
         let constants: Vec<(&str, f64)> = d.overrides.iter().map(|(k, v)| (*k, *v)).collect();
         ctx.scoped(&format!("building pipeline {}:{}", d.shader.file(), d.entry), || {
             dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
