@@ -102,6 +102,28 @@ fn conv3x3_relu(name: &'static str, x: Vec<usize>, cout: usize, seed: u64) -> Ca
     )
 }
 
+/// A 1x1 conv with bias, `cout` outputs, then ReLU (a direct GEMM). Input `x` (channels at
+/// index 1), seeds from `seed`.
+fn conv1x1_relu(name: &'static str, x: Vec<usize>, cout: usize, seed: u64) -> Case {
+    let cin = x[1] as i64;
+    graph(
+        name,
+        vec![conv(vec!["x", "w", "b"], "c", vec![]), ("Relu", vec!["c"], vec!["y"], vec![])],
+        vec![Run("x", x), init("w", &[cout as i64, cin, 1, 1], seed), init("b", &[cout as i64], seed + 1)],
+    )
+}
+
+/// A 2x2 stride-2 transposed conv with bias, `cout` outputs. Input `x` (channels at index 1),
+/// seeds from `seed`.
+fn conv_transpose2x2(name: &'static str, x: Vec<usize>, cout: usize, seed: u64) -> Case {
+    let cin = x[1] as i64;
+    graph(
+        name,
+        vec![("ConvTranspose", vec!["x", "w", "b"], vec!["y"], vec![attr_ints("strides", &[2, 2])])],
+        vec![Run("x", x), init("w", &[cin, cout as i64, 2, 2], seed), init("b", &[cout as i64], seed + 1)],
+    )
+}
+
 /// A 5x1 conv (pads 2 above and below) with bias, `cout` outputs, plus a fused residual Add
 /// of the output's shape. Input `x` (channels at index 1), seeds from `seed`.
 fn conv5x1_residual(name: &'static str, x: Vec<usize>, cout: usize, seed: u64) -> Case {
@@ -771,16 +793,8 @@ fn row_loads_tensor_core_convs() {
             )
         },
         // direct GEMMs: their pixels are one long row (the last run partial)
-        graph(
-            "1x1, 20 channels, 6x6 (36 pixels), batch 2 + relu",
-            vec![conv(vec!["x", "w", "b"], "c", vec![]), ("Relu", vec!["c"], vec!["y"], vec![])],
-            vec![Run("x", vec![2, 20, 6, 6]), init("w", &[11, 20, 1, 1], 151), init("b", &[11], 152)],
-        ),
-        graph(
-            "transposed 2x2 stride 2, 40 -> 9 channels, 5x8, batch 2",
-            vec![("ConvTranspose", vec!["x", "w", "b"], vec!["y"], vec![attr_ints("strides", &[2, 2])])],
-            vec![Run("x", vec![2, 40, 5, 8]), init("w", &[40, 9, 2, 2], 153), init("b", &[9], 154)],
-        ),
+        conv1x1_relu("1x1, 20 channels, 6x6 (36 pixels), batch 2 + relu", vec![2, 20, 6, 6], 11, 151),
+        conv_transpose2x2("transposed 2x2 stride 2, 40 -> 9 channels, 5x8, batch 2", vec![2, 40, 5, 8], 9, 153),
     ];
     let mut variants = Vec::new();
     for split in [Some(1), Some(2)] {
@@ -800,16 +814,8 @@ fn row_loads_tensor_core_convs() {
         .iter()
         .map(|&i| cases[i].clone())
         .chain([
-            graph(
-                "1x1, 32 channels, 6x6 (36 pixels), batch 2 + relu",
-                vec![conv(vec!["x", "w", "b"], "c", vec![]), ("Relu", vec!["c"], vec!["y"], vec![])],
-                vec![Run("x", vec![2, 32, 6, 6]), init("w", &[11, 32, 1, 1], 157), init("b", &[11], 158)],
-            ),
-            graph(
-                "transposed 2x2 stride 2, 64 -> 9 channels, 5x4, batch 2",
-                vec![("ConvTranspose", vec!["x", "w", "b"], vec!["y"], vec![attr_ints("strides", &[2, 2])])],
-                vec![Run("x", vec![2, 64, 5, 4]), init("w", &[64, 9, 2, 2], 159), init("b", &[9], 160)],
-            ),
+            conv1x1_relu("1x1, 32 channels, 6x6 (36 pixels), batch 2 + relu", vec![2, 32, 6, 6], 11, 157),
+            conv_transpose2x2("transposed 2x2 stride 2, 64 -> 9 channels, 5x4, batch 2", vec![2, 64, 5, 4], 9, 159),
         ])
         .collect();
     let quad_variants: Vec<GpuOptions> = variants.iter().map(|v| GpuOptions { row_quads: true, ..*v }).collect();
