@@ -894,7 +894,7 @@ fn halo_tile_tensor_core_convs() {
         conv5x1_residual("5x1 + residual, 64 channels", vec![2, 64, 7, 33], 9, 113),
         in_concat_buffer("16 channels in the concat buffer, with a residual", vec![2, 3, 13, 17], 16, 115),
     ];
-    // (three tiles: lavapipe takes 5-30 s to compile each emulated kernel; the others validate
+    // (three tiles: each emulated kernel costs lavapipe seconds to compile; the others validate
     // with naga in the unit tests). The 64x64 tile streams A tap by tap (resident A off), and
     // its epilogue takes two or all four fragments per round in lavapipe's 32 KiB of
     // workgroup memory (four with 16-channel blocks); the 16x128 and 32x128 tiles keep A for

@@ -848,25 +848,33 @@ pub(super) fn store4(s: &mut String, arr: &str, at: &str, v: &str) {
 /// `b_row_major`).
 fn emu_mma(s: &mut String, a_row: u32, b_row: u32, b_row_major: bool) {
     let (b_at, b_kind) =
-        if b_row_major { (format!("k * {b_row}u + cc"), "row") } else { (format!("cc * {b_row}u + k"), "column") };
+        if b_row_major { (format!("kk * {b_row}u + cc"), "row") } else { (format!("cc * {b_row}u + kk"), "column") };
     let _ = write!(
         s,
         r#"
 // acc += A(16x16 at offset a, row stride {a_row}) * B(16x16 at offset b, {b_kind} stride {b_row}),
 // the lane's 8 elements
 fn emu_mma(acc: array<f32, 8>, a: u32, b: u32, lane: u32) -> array<f32, 8> {{
+    // 16 and 8 as loop bounds the shader compiler cannot see (parameter 0 is never 0xffffffff):
+    // with constant bounds lavapipe unrolls both loops at every call, one per fragment pair and
+    // K step, and took 5-30 s to compile an emulated kernel. The indices are masked, so the
+    // accesses stay in bounds whatever the bound.
+    let n16 = select(16u, pu(0u), pu(0u) == 0xffffffffu);
+    let n8 = n16 / 2u;
     var o = acc;
-    for (var e = 0u; e < 8u; e++) {{
-        let idx = lane * 8u + e;
+    for (var e = 0u; e < n8; e++) {{
+        let ee = e & 7u;
+        let idx = lane * 8u + ee;
         let r = idx / 16u;
         let cc = idx % 16u;
         var sum = 0.0;
-        for (var k = 0u; k < 16u; k++) {{
-            let av = As[a + r * {a_row}u + k];
+        for (var k = 0u; k < n16; k++) {{
+            let kk = k & 15u;
+            let av = As[a + r * {a_row}u + kk];
             let bv = Bs[b + {b_at}];
             sum += f32(av) * f32(bv);
         }}
-        o[e] += sum;
+        o[ee] += sum;
     }}
     return o;
 }}
