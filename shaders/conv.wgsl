@@ -22,7 +22,7 @@ const TN: u32 = 4u;
 
 @group(0) @binding(1) var<storage, read> X: array<ST>;
 @group(0) @binding(2) var<storage, read> Wt: array<ST>;
-@group(0) @binding(3) var<storage, read> Bias: array<ST>;
+@group(0) @binding(3) var<storage, read> Bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> Y: array<ST>;
 @group(0) @binding(5) var<storage, read> R: array<ST>;
 

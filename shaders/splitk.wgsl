@@ -16,7 +16,7 @@ override R_IN_Y: bool = false;
 override SCATTER: bool = false;
 
 @group(0) @binding(1) var<storage, read> Part: array<f32>;
-@group(0) @binding(2) var<storage, read> Bias: array<ST>;
+@group(0) @binding(2) var<storage, read> Bias: array<f32>;
 @group(0) @binding(3) var<storage, read> R: array<ST>;
 @group(0) @binding(4) var<storage, read_write> Y: array<ST>;
 

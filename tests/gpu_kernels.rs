@@ -524,6 +524,33 @@ fn conv_fused_epilogues() {
 }
 
 #[test]
+fn conv_bias_fed_at_run_time() {
+    // the conv kernels read their bias in f32 from a buffer written at load: a bias computed at
+    // run time is split off into an Add after the conv (then the activation), in every variant
+    let cases = vec![
+        graph(
+            "3x3 conv, bias fed at run time, relu",
+            vec![conv(vec!["x", "w", "b"], "c", pad1()), ("Relu", vec!["c"], vec!["y"], vec![])],
+            vec![Run("x", vec![2, 6, 9, 13]), init("w", &[7, 6, 3, 3], 31), Run("b", vec![7])],
+        ),
+        graph(
+            "2x2 stride-2 transposed conv, bias fed at run time",
+            vec![("ConvTranspose", vec!["x", "w", "b"], vec!["y"], vec![attr_ints("strides", &[2, 2])])],
+            vec![Run("x", vec![1, 5, 7, 10]), init("w", &[5, 9, 2, 2], 32), Run("b", vec![9])],
+        ),
+    ];
+    for c in &cases {
+        let (model, feeds) = case_model(c).unwrap();
+        let shapes: Vec<Vec<usize>> = feeds.iter().map(|t| t.shape.clone()).collect();
+        let p = model.prepare(&shapes).unwrap();
+        let ops: Vec<&str> = p.graph.nodes.iter().map(|n| n.op_type.as_str()).collect();
+        assert!(ops.contains(&"Add") && ops.contains(&"Reshape"), "{}: {ops:?}", c.name);
+        assert!(p.graph.nodes.iter().all(|n| n.input(2).is_none() || n.op_type != c.nodes[0].0), "{}", c.name);
+    }
+    check_kernels(&cases, &variants(), &[]);
+}
+
+#[test]
 fn conv_fused_residual_add() {
     // Add(conv(..), r) with r of the output's shape runs as one conv whose epilogue adds r
     // (then the activation after the Add, if any); every kernel variant, odd shapes, batch 2.

@@ -967,7 +967,7 @@ override R_IN_Y: bool = false;
 
 {xdecl}
 @group(0) @binding(2) var<storage, read> WT: array<vec4<ST>>;
-@group(0) @binding(3) var<storage, read> Bias: array<ST>;
+@group(0) @binding(3) var<storage, read> Bias: array<f32>;
 {ktab}@group(0) @binding(5) var<storage, read_write> Y: array<ST>;
 @group(0) @binding(6) var<storage, read> R: array<ST>;
 {part}

@@ -287,6 +287,24 @@ impl<'a> Lx<'a> {
         Err(err(n, format!("internal: value '{}' has no GPU storage", self.p.graph.name(v))))
     }
 
+    /// A conv's bias, which every conv kernel reads as f32 whatever the storage precision: in
+    /// f16 a conv's bias often nearly cancels its weighted sum (large after BatchNorm folding),
+    /// and rounding it to f16 alone cost u2netp rel-L2 1.4e-2 in an emulation (its weights:
+    /// 8e-3). A constant bias gets its own f32 buffer; one computed at run time is an f32
+    /// activation (prepare turns it into an Add in f16, see `graph::prepare`).
+    fn bias(&mut self, n: &Node, b: ValueId) -> Result<View> {
+        if let Some(t) = self.p.graph.consts.get(&b) {
+            let v = t.to_f32_vec();
+            let len = v.len() as u64;
+            let buf = self.aux(bytemuck::cast_slice(&v).to_vec());
+            return Ok(View { buf, offset: 0, batch_stride: len });
+        }
+        if self.opts.precision != Precision::F32 {
+            return Err(err(n, "internal: a bias computed at run time reached an f16 conv kernel"));
+        }
+        self.view(n, b)
+    }
+
     fn shape(&self, v: ValueId) -> &'a [usize] {
         self.p.shape(v)
     }
@@ -948,7 +966,7 @@ fn generic_conv(
 ) -> Result<()> {
     let (x, w, y) = (input(n, 0)?, input(n, 1)?, output(n)?);
     let (xv, wv, yv) = (lx.view(n, x)?, lx.view(n, w)?, lx.view(n, y)?);
-    let bias = n.input(2).map(|b| lx.view(n, b)).transpose()?;
+    let bias = n.input(2).map(|b| lx.bias(n, b)).transpose()?;
     let (cg, mg) = (s.c / s.group, s.m / s.group);
     let params = vec![
         s.c as u32,

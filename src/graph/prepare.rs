@@ -5,7 +5,8 @@
 //! 3. one forward pass in topological order that infers every value's type and shape and folds
 //!    every node whose inputs are all constant (the shape subgraphs of dynamic-size exports:
 //!    Shape, Gather, Slice, Concat, Cast, ...), with Shape folded from the inferred shape alone;
-//! 4. dead-node removal (what is left is what runs);
+//! 4. dead-node removal (what is left is what runs), and a conv bias computed at run time
+//!    split off into an Add after the conv;
 //! 5. BatchNormalization folded into the Conv / ConvTranspose before it when their weights are
 //!    constant;
 //! 6. activation fusion: a Relu / LeakyRelu / Sigmoid / Tanh / Clip / SiLU (Sigmoid then Mul) /
@@ -250,6 +251,8 @@ pub fn prepare(g: &Graph, bindings: &[Binding], opts: &Options) -> Result<Prepar
         }
     }
 
+    // 4b. conv biases computed at run time become Adds (the GPU reads biases as f32 built at load)
+    split_runtime_biases(&mut g, &mut types);
     // 5. BatchNorm folding
     if opts.fold_batchnorm {
         fold_batchnorm(&mut g, &mut types);
@@ -344,6 +347,61 @@ pub fn new_const(g: &mut Graph, types: &mut Vec<Option<(DType, Vec<usize>)>>, na
     types.push(Some((t.dtype, t.shape.clone())));
     g.consts.insert(id, Arc::new(t));
     id
+}
+
+/// A Conv or ConvTranspose whose bias is computed at run time (not a constant once the graph is
+/// prepared) gives it up to an Add after it of the bias reshaped to [C, 1, ...]. The GPU's conv
+/// kernels read their bias in f32 from a buffer written at load, whatever the storage
+/// precision (see `gpu::lower`); the same sum, with the bias added last as the kernels do.
+fn split_runtime_biases(g: &mut Graph, types: &mut Vec<Option<(DType, Vec<usize>)>>) {
+    let mut nodes = Vec::with_capacity(g.nodes.len());
+    for mut n in std::mem::take(&mut g.nodes) {
+        let (Some(b), Some(y)) = (n.input(2), n.output(0)) else {
+            nodes.push(n);
+            continue;
+        };
+        let (Some((bt, bshape)), Some((yt, yshape))) = (types[b].clone(), types[y].clone()) else {
+            nodes.push(n);
+            continue;
+        };
+        if !matches!(n.op, Op::Conv(_) | Op::ConvTranspose(_))
+            || g.consts.contains_key(&b)
+            || yshape.len() < 2
+            || bshape != [yshape[1]]
+        {
+            nodes.push(n);
+            continue;
+        }
+        let mut dims = vec![yshape[1] as i64];
+        dims.resize(yshape.len() - 1, 1);
+        let shape = new_const(g, types, format!("{}.bias_shape", n.name), Tensor::i64(vec![dims.len()], dims.clone()));
+        let mut value = |name: String, t: (DType, Vec<usize>)| {
+            g.values.push(super::ValueInfo { name, dtype: Some(t.0), dims: None });
+            types.push(Some(t));
+            g.values.len() - 1
+        };
+        let bias = value(format!("{}.bias_reshaped", n.name), (bt, dims.iter().map(|&d| d as usize).collect()));
+        let sum = value(format!("{}.without_bias", n.name), (yt, yshape));
+        let name = n.name.clone();
+        n.inputs.truncate(2);
+        n.outputs[0] = Some(sum);
+        nodes.push(n);
+        nodes.push(Node {
+            name: format!("{name}.bias_reshape"),
+            op_type: "Reshape".into(),
+            op: Op::Reshape(crate::ops::shape_ops::Reshape { allowzero: false }),
+            inputs: vec![Some(b), Some(shape)],
+            outputs: vec![Some(bias)],
+        });
+        nodes.push(Node {
+            name: format!("{name}.bias_add"),
+            op_type: "Add".into(),
+            op: Op::Binary(crate::ops::elementwise::Binary { kind: BinaryKind::Add }),
+            inputs: vec![Some(sum), Some(bias)],
+            outputs: vec![Some(y)],
+        });
+    }
+    g.nodes = nodes;
 }
 
 fn fold_batchnorm(g: &mut Graph, types: &mut Vec<Option<(DType, Vec<usize>)>>) {

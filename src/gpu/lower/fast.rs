@@ -162,7 +162,7 @@ fn fast_dispatch(lx: &mut Lx, k: usize, n: &Node, f: FastConv) -> Result<()> {
     let mut min_bytes = vec![
         x_need * x_eb,
         w_vec4 as u64 * 4 * w_eb,
-        if f.bias.is_some() && !split { f.y_channels as u64 * eb } else { 0 },
+        if f.bias.is_some() && !split { f.y_channels as u64 * 4 } else { 0 },
         kk as u64 * 16,
         y_need * eb,
         0,
@@ -224,7 +224,7 @@ fn fast_dispatch(lx: &mut Lx, k: usize, n: &Node, f: FastConv) -> Result<()> {
         }
         // its extents, as the GEMM's (it is built unchecked): every slice's partial sums, a bias
         // per output channel, the residual and the output views
-        let mut min_bytes = vec![part, if f.bias.is_some() { f.y_channels as u64 * eb } else { 0 }, 0, y_need * eb];
+        let mut min_bytes = vec![part, if f.bias.is_some() { f.y_channels as u64 * 4 } else { 0 }, 0, y_need * eb];
         match r_need {
             Some(r) if rbuf == BufRef::Dummy => min_bytes[3] = min_bytes[3].max(r),
             Some(r) => min_bytes[2] = r,
@@ -325,7 +325,7 @@ pub(super) fn fast_conv(lx: &mut Lx, k: usize, n: &Node, c: &crate::ops::conv::C
     let Some(wt) = lx.p.graph.consts.get(&w).cloned() else { return Ok(false) };
     let g = c.geom(lx.shape(x), lx.shape(w)).map_err(|m| err(n, m))?;
     let (xv, yv) = (lx.view(n, x)?, lx.view(n, y)?);
-    let bias = n.input(2).map(|b| lx.view(n, b)).transpose()?;
+    let bias = n.input(2).map(|b| lx.bias(n, b)).transpose()?;
     let (kh, kw) = (g.y.kernel, g.x.kernel);
     let kk = g.c * kh * kw;
     let m = g.m;
@@ -556,7 +556,7 @@ pub(super) fn fast_conv_transpose(
         return Ok(false);
     }
     let (xv, yv) = (lx.view(n, x)?, lx.view(n, y)?);
-    let bias = n.input(2).map(|b| lx.view(n, b)).transpose()?;
+    let bias = n.input(2).map(|b| lx.bias(n, b)).transpose()?;
     let (kh, kw) = (g.y.kernel, g.x.kernel);
     let taps = kh * kw;
     let (cin, m) = (g.c, g.m);
