@@ -290,8 +290,9 @@ impl<'a> Lx<'a> {
     /// A conv's bias, which every conv kernel reads as f32 whatever the storage precision: in
     /// f16 a conv's bias often nearly cancels its weighted sum (large after BatchNorm folding),
     /// and rounding it to f16 alone cost u2netp rel-L2 1.4e-2 in an emulation (its weights:
-    /// 8e-3). A constant bias gets its own f32 buffer; one computed at run time is an f32
-    /// activation (prepare turns it into an Add in f16, see `graph::prepare`).
+    /// 8e-3). A constant bias gets its own f32 buffer. `graph::prepare` splits a bias computed
+    /// at run time off into an Add; should one reach a conv anyway, f32 storage reads it in
+    /// place and f16 storage refuses it.
     fn bias(&mut self, n: &Node, b: ValueId) -> Result<View> {
         if let Some(t) = self.p.graph.consts.get(&b) {
             let v = t.to_f32_vec();
