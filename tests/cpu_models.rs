@@ -55,16 +55,12 @@ fn u2netp() -> std::path::PathBuf {
 
 #[test]
 fn u2netp_matches_onnxruntime_on_cpu() {
-    let dir = u2netp();
-    let m = Model::load(&dir.join("model.onnx")).unwrap();
-    let x = npy::read(&dir.join("input.npy")).unwrap();
+    let (m, x, want) = u2netp_reference();
     let out = m.run_cpu(&[x]).unwrap();
     assert_eq!(out.len(), 7);
-    let mut files: Vec<_> = std::fs::read_dir(dir.join("all_outputs")).unwrap().map(|e| e.unwrap().path()).collect();
-    files.sort();
-    for (k, f) in files.iter().enumerate() {
-        let want = npy::read(f).unwrap();
-        let err = rel_l2(out[k].as_f32().unwrap(), want.as_f32().unwrap());
+    assert_eq!(want.len(), 7);
+    for (k, w) in want.iter().enumerate() {
+        let err = rel_l2(out[k].as_f32().unwrap(), w.as_f32().unwrap());
         assert!(err <= 1e-4, "u2netp output {k}: rel-L2 {err:.3e}");
     }
 }

@@ -48,19 +48,14 @@ fn classic_unet_256_memory_plan_halves_activation_memory() {
 
 #[test]
 fn u2netp_matches_onnxruntime_on_gpu() {
-    let dir = data_dir().join("data/u2netp");
-    let m = Model::load(&dir.join("model.onnx")).unwrap();
-    let x = npy::read(&dir.join("input.npy")).unwrap();
+    let (m, x, want) = u2netp_reference();
     let p = m.prepare(&[x.shape.clone()]).unwrap();
     let gm = GpuModel::new(gpu(), &p).unwrap();
     let (out, st) = gm.run_with_stats(&[x], false).unwrap();
     assert_eq!((st.uploads, st.submits, st.readbacks, st.concat_copies), (1, 1, 1, 0));
-    let mut files: Vec<_> = std::fs::read_dir(dir.join("all_outputs")).unwrap().map(|e| e.unwrap().path()).collect();
-    files.sort();
-    assert_eq!(out.len(), files.len());
-    for (k, f) in files.iter().enumerate() {
-        let want = npy::read(f).unwrap();
-        let err = rel_l2(out[k].as_f32().unwrap(), want.as_f32().unwrap());
+    assert_eq!(out.len(), want.len());
+    for (k, w) in want.iter().enumerate() {
+        let err = rel_l2(out[k].as_f32().unwrap(), w.as_f32().unwrap());
         assert!(err <= 1e-4, "u2netp output {k}: rel-L2 {err:.3e}");
     }
 }
@@ -73,20 +68,15 @@ fn u2netp_in_f16_stays_within_1e_2() {
     // read in f32 since)
     use unet_gpu::gpu::exec::GpuOptions;
     use unet_gpu::gpu::lower::CoopMode;
-    let dir = data_dir().join("data/u2netp");
-    let m = Model::load(&dir.join("model.onnx")).unwrap();
-    let x = npy::read(&dir.join("input.npy")).unwrap();
+    let (m, x, want) = u2netp_reference();
     let p = m.prepare(&[x.shape.clone()]).unwrap();
-    let mut files: Vec<_> = std::fs::read_dir(dir.join("all_outputs")).unwrap().map(|e| e.unwrap().path()).collect();
-    files.sort();
     for coop in [CoopMode::Off, CoopMode::Emulate] {
         let opts = GpuOptions { coop: Some(coop), ..GpuOptions::f16() };
         let gm = GpuModel::with_options(gpu(), &p, opts).unwrap();
         let out = gm.run(std::slice::from_ref(&x)).unwrap();
-        assert_eq!(out.len(), files.len());
-        for (k, f) in files.iter().enumerate() {
-            let want = npy::read(f).unwrap();
-            let err = rel_l2(out[k].as_f32().unwrap(), want.as_f32().unwrap());
+        assert_eq!(out.len(), want.len());
+        for (k, w) in want.iter().enumerate() {
+            let err = rel_l2(out[k].as_f32().unwrap(), w.as_f32().unwrap());
             assert!(err <= 1e-2, "u2netp f16 {coop:?} output {k}: rel-L2 {err:.3e}");
         }
     }

@@ -14,6 +14,18 @@ pub fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests")
 }
 
+/// u2netp (`tests/data/u2netp`): the model, its input, and onnxruntime's seven outputs in the
+/// model's output order (the files of `all_outputs`, sorted by name).
+pub fn u2netp_reference() -> (Model, Tensor, Vec<Tensor>) {
+    let dir = data_dir().join("data/u2netp");
+    let m = Model::load(&dir.join("model.onnx")).unwrap();
+    let x = unet_gpu::npy::read(&dir.join("input.npy")).unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(dir.join("all_outputs")).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let want = files.iter().map(|f| unet_gpu::npy::read(f).unwrap()).collect();
+    (m, x, want)
+}
+
 /// Tests of the ONNX backend suite that are skipped, with the reason. Everything else must pass.
 pub const SKIPPED: &[(&str, &str)] = &[(
     "test_resize_downsample_scales_linear_align_corners",
