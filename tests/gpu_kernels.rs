@@ -937,6 +937,88 @@ fn halo_tile_tensor_core_convs() {
     check_kernels(&cases[3..], &[resident_split], &["halo_32x128", "_res"]);
 }
 
+/// The tensor-core tiles that need the H200's 48 KiB of workgroup memory (128x128, and 128x64
+/// with the gather), which lavapipe's 32 KiB cannot run, through their scalar emulation:
+/// gathers per tap, runs of 16 and quads of 4 pixels, direct GEMMs of 1x1 and transposed convs,
+/// the im2col-packed operand, the halo tile (128x128), split-K, one fragment per epilogue round,
+/// output channels over one tile (two M tiles). Ignored by default: run it with
+/// `scripts/lavapipe-48k.sh` (lavapipe with wgpu's workgroup-memory limit raised to 48 KiB:
+/// llvmpipe allocates whatever a shader declares) or on a GPU that has 48 KiB
+/// (`cargo test --release --test gpu_kernels -- --ignored`).
+#[test]
+#[ignore = "needs 48 KiB of workgroup memory: scripts/lavapipe-48k.sh, or a GPU with -- --ignored"]
+fn tensor_core_tiles_needing_48k() {
+    let have = gpu().limits.max_compute_workgroup_storage_size;
+    assert!(
+        have >= 49152,
+        "this adapter has {have} bytes of workgroup memory; the 128-row tensor-core tiles need 49152 \
+         (on lavapipe: scripts/lavapipe-48k.sh)"
+    );
+    let rows = vec![
+        conv3x3_relu("3x3 pad 1, 32 channels, 7x16, batch 2, 136 outputs + relu", vec![2, 32, 7, 16], 136, 170),
+        graph(
+            "3x3 pads left 2 right 0, 64 channels, 5x32",
+            vec![conv(vec!["x", "w"], "y", vec![attr_ints("pads", &[1, 2, 1, 0])])],
+            vec![Run("x", vec![1, 64, 5, 32]), init("w", &[17, 64, 3, 3], 172)],
+        ),
+        conv5x1_residual("5x1 + residual, 32 channels, batch 2", vec![2, 32, 5, 16], 9, 173),
+        in_concat_buffer("in the concat buffer, 32 channels", vec![2, 32, 3, 16], 32, 175),
+        conv1x1_relu("1x1, 32 -> 140 channels, 6x6 (36 pixels), batch 2 + relu", vec![2, 32, 6, 6], 140, 178),
+        conv_transpose2x2(
+            "transposed 2x2 stride 2, 64 -> 40 channels (160 rows), 5x4, batch 2",
+            vec![2, 64, 5, 4],
+            40,
+            180,
+        ),
+        // K tiles spanning taps (16 channels): runs of 16, never quads
+        graph(
+            "3x3 pad 1, 16 channels, 4x32",
+            vec![conv(vec!["x", "w"], "y", pad1())],
+            vec![Run("x", vec![1, 16, 4, 32]), init("w", &[16, 16, 3, 3], 182)],
+        ),
+    ];
+    // rows not runs of 16, a stride (24 channels: K tiles span taps, through the tap table):
+    // gathered one f16 per load
+    let gathers = vec![
+        graph(
+            "3x3 pad 1, 32 channels, 5x13, 131 outputs",
+            vec![conv(vec!["x", "w"], "y", pad1())],
+            vec![Run("x", vec![1, 32, 5, 13]), init("w", &[131, 32, 3, 3], 183)],
+        ),
+        graph(
+            "3x3 stride 2, 24 channels, 9x32",
+            vec![conv(vec!["x", "w"], "y", vec![attr_ints("pads", &[1, 1, 1, 1]), attr_ints("strides", &[2, 2])])],
+            vec![Run("x", vec![1, 24, 9, 32]), init("w", &[8, 24, 3, 3], 184)],
+        ),
+    ];
+    let halo = vec![
+        conv3x3_relu("halo: 3x3 pad 1, 32 channels, batch 2, 130 outputs, bias + relu", vec![2, 32, 19, 21], 130, 185),
+        conv5x1_residual("halo: 5x1 + residual, 64 channels", vec![2, 64, 7, 33], 9, 187),
+        in_concat_buffer("halo: 16 channels in the concat buffer, with a residual", vec![2, 3, 13, 17], 16, 189),
+    ];
+    for tile in [(128, 128), (128, 64)] {
+        let name = format!("coop_{}x{}_", tile.0, tile.1);
+        let name = name.as_str();
+        let plain: Vec<GpuOptions> = [Some(1), Some(2)].iter().map(|&s| emulated(tile, s)).collect();
+        check_kernels(&rows, &plain, &[name, "_rows"]);
+        check_kernels(&rows[..3], &plain[1..], &[name, "_splitk"]);
+        let quads: Vec<GpuOptions> = plain.iter().map(|v| GpuOptions { row_quads: true, ..*v }).collect();
+        check_kernels(&rows[..6], &quads, &[name, "_rows_q4"]);
+        check_kernels(&gathers, &plain, &[name, "_taps|_gather", "!_rows"]);
+        let off = GpuOptions { row_loads: false, ..plain[0] };
+        check_kernels(&rows[..2], &[off], &[name, "_taps", "!_rows"]);
+        let narrow = GpuOptions { wide_epilogue: false, ..plain[0] };
+        check_kernels(&rows[..2], &[narrow], &[name, "_rows"]);
+        let packed: Vec<GpuOptions> = plain.iter().map(|v| GpuOptions { im2col: true, ..*v }).collect();
+        check_kernels(&gathers, &packed, &[name, "_packed"]);
+    }
+    let halo_opts: Vec<GpuOptions> =
+        [Some(1), Some(2)].iter().map(|&s| GpuOptions { halo: true, ..emulated((128, 128), s) }).collect();
+    check_kernels(&halo, &halo_opts, &["halo_128x128"]);
+    let streamed = GpuOptions { halo_resident: false, wide_epilogue: false, ..halo_opts[0] };
+    check_kernels(&halo, &[streamed], &["halo_128x128"]);
+}
+
 #[test]
 fn thin_direct_convs() {
     // convs with few output channels or a short K on the thin direct kernel (gpu/thin.rs), in f32
