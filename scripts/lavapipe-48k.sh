@@ -50,5 +50,5 @@ fi
 patch=(--config "patch.crates-io.wgpu-hal.path=\"$patched\"")
 cargo test --release "${patch[@]}" --test gpu_kernels -- --ignored tensor_core_tiles_needing_48k
 if [ "${ALL:-0}" = 1 ]; then
-    cargo test --release "${patch[@]}" --test gpu_kernels --test gpu_models
+    cargo test --release "${patch[@]}" --no-fail-fast --test gpu_kernels --test gpu_models
 fi
