@@ -13,6 +13,9 @@ override X_IN_Y: bool = false;
 override HAS_RES: bool = false;
 // the residual lives in the buffer this dispatch writes (another slice of a concat)
 override R_IN_Y: bool = false;
+// sum K from its last element to its first: a second summation order of the same products,
+// to measure how far a model's outputs move with f32 rounding alone (crate::tune::noise_floor)
+override REVERSE_K: bool = false;
 
 const BM: u32 = 64u;
 const BN: u32 = 64u;
@@ -122,7 +125,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             acc[i][j] = 0.0;
         }
     }
-    for (var k0 = 0u; k0 < K; k0 += BK) {
+    let k_tiles = (K + BK - 1u) / BK;
+    for (var kt = 0u; kt < k_tiles; kt++) {
+        var k0 = kt * BK;
+        if (REVERSE_K) {
+            k0 = (k_tiles - 1u - kt) * BK;
+        }
         for (var r = 0u; r < 4u; r++) {
             let e = li + r * 256u;
             let kk = e % BK;
@@ -148,7 +156,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             Bs[kk * BN + pp] = v;
         }
         workgroupBarrier();
-        for (var kk = 0u; kk < BK; kk++) {
+        for (var q = 0u; q < BK; q++) {
+            var kk = q;
+            if (REVERSE_K) {
+                kk = BK - 1u - q;
+            }
             var a: array<f32, 4>;
             var b: array<f32, 4>;
             for (var i = 0u; i < TM; i++) {

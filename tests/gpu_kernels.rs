@@ -939,6 +939,29 @@ fn halo_tile_tensor_core_convs() {
     check_kernels(&[cases[0].clone(), cases[3].clone()], &[resident_split], &["halo_32x128", "_res"]);
 }
 
+/// The generic conv kernel summing K backwards (`reverse_k`, the second summation order behind
+/// `tune::noise_floor`) computes the same convs, in another order: within 1e-4 of the CPU
+/// reference, and not bit for bit the forward sums.
+#[test]
+fn generic_conv_summing_k_backwards() {
+    let cases = vec![
+        conv3x3_relu("3x3 pad 1, 45 channels (K 405: a partial K tile), batch 2", vec![2, 45, 9, 11], 19, 190),
+        conv_transpose2x2("transposed 2x2 stride 2, 37 -> 6 channels", vec![1, 37, 5, 7], 6, 192),
+    ];
+    let fwd = GpuOptions { fast_conv: false, ..GpuOptions::default() };
+    let bwd = GpuOptions { reverse_k: true, ..fwd };
+    check_kernels(&cases, &[bwd, GpuOptions { precision: Precision::F16, ..bwd }], &["conv.wgsl"]);
+    for c in &cases {
+        let (model, feeds) = case_model(c).unwrap();
+        let shapes: Vec<Vec<usize>> = feeds.iter().map(|t| t.shape.clone()).collect();
+        let p = model.prepare(&shapes).unwrap();
+        let run = |o| GpuModel::with_options(gpu(), &p, o).unwrap().run(&feeds).unwrap()[0].to_f32_vec();
+        let (a, b) = (run(fwd), run(bwd));
+        let differ = a.iter().zip(&b).filter(|(x, y)| x != y).count();
+        assert!(differ > 0, "{}: summing backwards gave the forward sums bit for bit", c.name);
+    }
+}
+
 /// The tensor-core tiles that need the H200's 48 KiB of workgroup memory (128x128, and 128x64
 /// with the gather), which lavapipe's 32 KiB cannot run, through their scalar emulation:
 /// gathers per tap, runs of 16 and quads of 4 pixels, direct GEMMs of 1x1 and transposed convs,

@@ -127,6 +127,10 @@ pub struct GpuOptions {
     /// loads quads of 4 pixels, consecutive invocations consecutive quads (`CoopCfg::quads`;
     /// default off, to compare).
     pub row_quads: bool,
+    /// The generic conv kernel sums K from its last element to its first (default off): a
+    /// second summation order of the same products, to measure how much a model amplifies f32
+    /// rounding ([`crate::tune::noise_floor`]).
+    pub reverse_k: bool,
 }
 
 impl Default for GpuOptions {
@@ -149,6 +153,7 @@ impl Default for GpuOptions {
             halo_resident: true,
             row_loads: true,
             row_quads: false,
+            reverse_k: false,
         }
     }
 }
@@ -544,6 +549,7 @@ impl GpuModel {
             halo_resident: opts.halo_resident,
             row_loads: opts.row_loads,
             row_quads: opts.row_quads,
+            reverse_k: opts.reverse_k,
             max_binding: binding_limit(&ctx, &opts),
         };
         let Lowered { dispatches, aux, consts, scratch_bytes, im2col_bytes } =

@@ -188,6 +188,9 @@ pub struct LowerOpts {
     /// ... as quads of 4 pixels where the channels are a multiple of the K tile
     /// ([`CoopCfg::quads`](super::convgen::CoopCfg::quads)).
     pub row_quads: bool,
+    /// The generic conv kernel sums K backwards (a second summation order, for
+    /// [`crate::tune::noise_floor`]).
+    pub reverse_k: bool,
     /// The largest storage binding in bytes (bounds the split-K scratch buffer).
     pub max_binding: u64,
 }
@@ -214,6 +217,7 @@ impl LowerOpts {
             halo_resident: true,
             row_loads: true,
             row_quads: false,
+            reverse_k: false,
             max_binding: 2047 << 20,
         }
     }
@@ -998,6 +1002,7 @@ fn generic_conv(
     let (mut ov, rbuf) = epi.bind(&yv);
     ov.push(("TRANSPOSED", transposed as u32 as f64));
     ov.push(("HAS_BIAS", bias.is_some() as u32 as f64));
+    ov.push(("REVERSE_K", lx.opts.reverse_k as u32 as f64));
     // the input may be another slice of the concat buffer this conv writes into
     let x_in_y = xv.buf == yv.buf;
     ov.push(("X_IN_Y", x_in_y as u32 as f64));
