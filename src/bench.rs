@@ -86,15 +86,11 @@ pub fn bench(ctx: Arc<GpuContext>, model: &Model, opts: &BenchOpts) -> Result<se
     let (check, floor, check_ok) = if opts.gpu.fast_conv {
         let generic = GpuOptions { fast_conv: false, autotune: false, ..opts.gpu };
         let g = GpuModel::for_model(ctx.clone(), model, std::slice::from_ref(&shape), generic)?.run(&inputs)?;
-        let err = crate::tune::rel_l2_each(&first_out, &g);
-        let prec = opts.gpu.precision;
         let mut floor = None;
-        if !crate::tune::check_passes(prec, &err, None) {
+        let (err, ok) = crate::tune::check_outputs(opts.gpu.precision, &first_out, &g, &mut floor, || {
             let rev = GpuOptions { reverse_k: true, ..generic };
-            let r = GpuModel::for_model(ctx.clone(), model, std::slice::from_ref(&shape), rev)?.run(&inputs)?;
-            floor = Some(crate::tune::noise_floor(&r, &g));
-        }
-        let ok = crate::tune::check_passes(prec, &err, floor.as_deref());
+            GpuModel::for_model(ctx.clone(), model, std::slice::from_ref(&shape), rev)?.run(&inputs)
+        })?;
         (Some(crate::tune::worst(&err)), floor, Some(ok))
     } else {
         (None, None, None)

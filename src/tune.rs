@@ -233,11 +233,6 @@ fn label(c: TileChoice) -> String {
     format!("{kind} {}x{}{split}", c.bm, c.bn)
 }
 
-/// The largest relative L2 distance between two lists of outputs.
-pub fn max_rel_l2(a: &[Tensor], b: &[Tensor]) -> f64 {
-    worst(&rel_l2_each(a, b))
-}
-
 /// The rel-L2 distance of each output of `a` from the same output of `b`.
 pub fn rel_l2_each(a: &[Tensor], b: &[Tensor]) -> Vec<f64> {
     a.iter()
@@ -292,6 +287,28 @@ pub fn check_passes(prec: Precision, err: &[f64], floor: Option<&[f64]>) -> bool
         let f = floor.and_then(|f| f.get(k)).copied().filter(|f| f.is_finite()).unwrap_or(0.0);
         e <= tol.max(NOISE_FACTOR * f)
     })
+}
+
+/// Check a fast model's outputs against the generic model's (`reference`): their distance per
+/// output, and whether it passes [`check_passes`]. Where an output exceeds the plain tolerance,
+/// the noise floor is measured, once, into `floor` from `reversed()` (the generic model's
+/// outputs with K summed backwards), and the check is made against it.
+pub fn check_outputs(
+    prec: Precision,
+    outputs: &[Tensor],
+    reference: &[Tensor],
+    floor: &mut Option<Vec<f64>>,
+    reversed: impl FnOnce() -> Result<Vec<Tensor>>,
+) -> Result<(Vec<f64>, bool)> {
+    let err = rel_l2_each(outputs, reference);
+    if check_passes(prec, &err, None) {
+        return Ok((err, true));
+    }
+    if floor.is_none() {
+        *floor = Some(noise_floor(&reversed()?, reference));
+    }
+    let ok = check_passes(prec, &err, floor.as_deref());
+    Ok((err, ok))
 }
 
 /// The generic-kernel model's outputs on `inputs` with K summed backwards (for [`noise_floor`]).
@@ -386,14 +403,8 @@ pub fn measure(
     // the model's own rounding noise, measured the first time a candidate exceeds the plain
     // tolerance
     let mut floor: Option<Vec<f64>> = None;
-    let mut passes = |err: &[f64]| -> Result<bool> {
-        if check_passes(base.precision, err, None) {
-            return Ok(true);
-        }
-        if floor.is_none() {
-            floor = Some(noise_floor(&reversed_generic(ctx, p, base, &inputs)?, &reference));
-        }
-        Ok(check_passes(base.precision, err, floor.as_deref()))
+    let mut check = |out: &[Tensor]| {
+        check_outputs(base.precision, out, &reference, &mut floor, || reversed_generic(ctx, p, base, &inputs))
     };
     let mut rejected = Vec::new();
     // The cost model's own model is the control: it is timed again beside every group of
@@ -401,8 +412,7 @@ pub fn measure(
     // (GPU clocks rise and fall with the load, and building a group leaves the GPU idle).
     let control = GpuModel::with_options(ctx.clone(), p, base)?;
     let control_out = control.run(&inputs)?;
-    let control_each = rel_l2_each(&control_out, &reference);
-    let control_ok = passes(&control_each)?;
+    let (control_each, control_ok) = check(&control_out)?;
     if !control_ok {
         rejected.push(serde_json::json!({ "candidate": describe(&base), "rel_l2_vs_generic": worst(&control_each) }));
     }
@@ -423,8 +433,8 @@ pub fn measure(
                     continue;
                 }
             };
-            let each = rel_l2_each(&out, &reference);
-            if !passes(&each)? {
+            let (each, ok) = check(&out)?;
+            if !ok {
                 let err = worst(&each);
                 log::warn!("autotune: candidate {} differs from the generic kernels by {err:.3e}", describe(c));
                 rejected.push(serde_json::json!({ "candidate": describe(c), "rel_l2_vs_generic": err }));
