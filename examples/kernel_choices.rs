@@ -4,7 +4,9 @@
 //!
 //!     cargo run --release --example kernel_choices -- MODEL.onnx [HxW] [f32|f16] [halo]
 //!
-//! (`halo`: with f16, the tensor-core convs that can on halo tiles, as `--halo` does.)
+//! (`halo`: with f16, the tensor-core convs that can on halo tiles, as `--halo` does.) With
+//! `UNET_GPU_WGSL_DIR=DIR` set, it also writes each chosen conv kernel's WGSL to DIR/NAME.wgsl,
+//! to read what the device will compile.
 //!
 //! Compare its output with an autotune report (`unet-gpu bench --autotune`) from the device to
 //! see where the cost model and the measurements disagree.
@@ -56,6 +58,15 @@ fn main() -> anyhow::Result<()> {
             })
             .map(|d| d.shader.kernel_name())
             .collect();
+        if let Ok(dir) = std::env::var("UNET_GPU_WGSL_DIR") {
+            std::fs::create_dir_all(&dir)?;
+            for d in low.dispatches.iter().filter(|d| d.node == k) {
+                let name = d.shader.kernel_name();
+                let name = if name.ends_with(".wgsl") { name } else { format!("{name}.wgsl") };
+                let file = std::path::Path::new(&dir).join(name);
+                std::fs::write(&file, d.shader.source(precision))?;
+            }
+        }
         let out = n.output(0).map(|v| unet_gpu::tensor::fmt_shape(p.shape(v))).unwrap_or_default();
         println!("{:<24} {:<20} {} slices {}", n.name, out, names.join(" + "), ch.slices);
     }
