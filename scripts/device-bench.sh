@@ -16,11 +16,30 @@
 # target configurations with the cost model's kernels (f16 also with --halo), the baseline, and
 # the checks; GRID=1 with QUICK adds batch 8 and 1024^2 for both, as the full run, which also
 # compares split-K off, tap-major off and im2col.
+# DRY=1 (with any mode): the same steps on any Vulkan adapter, lavapipe included, to check this
+# script, the binary's options and the table scripts before spending device time: the networks
+# at 32x32 (64x64 for the 1024^2 rows), 2 iterations, the probe shapes made small, the
+# tensor-core kernels through their scalar emulation (--coop emulate), and no PyTorch timing (it
+# needs CUDA); the exports still need torch. Its times mean nothing.
 set -u
 OUT=${1:-${OUT:-device-out}}
 mkdir -p "$OUT"
 B=${UNET_GPU_BIN:-target/release/unet-gpu}
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
+DRY=${DRY:-}
+# a command's time limit in seconds: four times longer in a dry run (lavapipe is slow)
+limit() { if [ -n "$DRY" ]; then echo $(( $1 * 4 )); else echo "$1"; fi; }
+# the bench options a dry run adds or changes: --iters 2, and --coop emulate unless given
+dry_args() {
+  local out=() prev='' coop=''
+  for a in "$@"; do
+    if [ "$prev" = --iters ]; then a=2; fi
+    [ "$a" = --coop ] && coop=1
+    out+=("$a"); prev=$a
+  done
+  [ -z "$coop" ] && out+=(--coop emulate)
+  echo "${out[@]}"
+}
 {
   date -u +%Y-%m-%dT%H:%MZ
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1
@@ -35,7 +54,11 @@ done
 run_bench() {
   local base=$1 size=$2 batch=$3 prec=$4; shift 4
   local line
-  line=$(timeout 180 "$B" bench /tmp/unet$base.onnx --size ${size}x$size --batch $batch --precision $prec "$@" 2>&1 | tail -1)
+  if [ -n "$DRY" ]; then
+    if [ "$size" = 512 ]; then size=32; else size=64; fi
+    set -- $(dry_args "$@")
+  fi
+  line=$(timeout $(limit 180) "$B" bench /tmp/unet$base.onnx --size ${size}x$size --batch $batch --precision $prec "$@" 2>&1 | tail -1)
   if [[ "$line" != "{"* ]]; then
     line=$(python3 -c 'import json,sys; print(json.dumps(dict(model=sys.argv[1], input=sys.argv[2], precision=sys.argv[3], error=sys.argv[4])))' \
       "/tmp/unet$base.onnx" "[$batch, 3, $size, $size]" "$prec" "$line")
@@ -49,7 +72,8 @@ run_bench() {
 run_probe() {
   local limit=$1 n=$2 prec=$3; shift 3
   local line
-  line=$(timeout "$limit" "$B" bench /tmp/probes/$n.onnx --iters 10 --precision $prec "$@" 2>&1 | tail -1)
+  [ -n "$DRY" ] && set -- $(dry_args --iters 2 "$@")
+  line=$(timeout "$(limit $limit)" "$B" bench /tmp/probes/$n.onnx --iters 10 --precision $prec "$@" 2>&1 | tail -1)
   python3 -c 'import json,sys; n,p,a,l=sys.argv[1:5]
 try: r=json.loads(l)
 except Exception: r=dict(error=l)
@@ -60,7 +84,7 @@ print(json.dumps(dict(probe=n, precision=p, args=a, result=r)))' "$n" "$prec" "$
 stamp() { echo "== $(date -u +%H:%M:%S) $*"; }
 stamp "the benchmark networks against the CPU reference"
 for base in 64 16; do
-  timeout 120 python3 scripts/device_check_bench_net.py "$B" /tmp/unet$base.onnx 256 | tee -a "$OUT/check_bench_net.jsonl"
+  timeout $(limit 120) python3 scripts/device_check_bench_net.py "$B" /tmp/unet$base.onnx ${DRY:+32 --coop emulate} | tee -a "$OUT/check_bench_net.jsonl"
 done
 
 stamp "unet-gpu bench: the target configurations"
@@ -70,35 +94,13 @@ run_bench 64 512 1 f16 --iters 20 --halo
 run_bench 16 512 1 f16 --iters 30
 run_bench 16 512 1 f16 --iters 30 --halo
 run_bench 16 512 1 f32 --iters 30 --cpu-reference
-# the probe shapes (scripts/probe_nets.py): one conv each, large enough to fill the GPU many
-# times over, timed here, autotuned (every tile timed on them), against the GEMM probe's own
-# kernels on the same card (when its binary was carried as $GEMM_PROBE, default
-# .devbin/gemm-probe) and against cuDNN per shape (with every U-Net layer's shape)
-if [ "${QUICK:-}" != targets ]; then
-  stamp "probe shapes"
-  timeout 60 python3 scripts/probe_nets.py --export /tmp/probes 2>&1 | tail -3
-  : > "$OUT/probes.jsonl"
-  # (their autotuning comes last, after the networks'; the four-subgroup tiles 64x128 and
-  # 128x64, never timed, are also forced here so that a run cut short still times them)
-  for run in "gemm4096 f16" "gemm4096 f16 --row-loads quads" "gemm4096 f32" \
-      "conv512 f16" "conv512 f16 --row-loads quads" "conv512 f16 --row-loads off" \
-      "conv64 f16" "conv64 f16 --row-loads quads" "conv64 f16 --row-loads off" \
-      "gemm4096 f16 --tile 64x128 --slices 1" "conv512 f16 --tile 64x128 --slices 1" \
-      "conv512 f16 --tile 128x64 --slices 1" "conv64 f16 --tile 64x128 --slices 1" \
-      "occ132 f16 --tile 128x128 --slices 1" \
-      "occ264 f16 --tile 128x128 --slices 1" "occ396 f16 --tile 128x128 --slices 1"; do
-    run_probe 60 $run
-  done
-  GP=${GEMM_PROBE:-.devbin/gemm-probe}
-  if [ -x "$GP" ]; then
-    timeout 60 "$GP" 4096 --runs 10 --no-coop-check --max-seconds 50 \
-      --kernel coop_sms_128x128_w64x32_k32,coop_smv_64x64_w32x32_k32,f32_rb128x128_t8x8_k8 \
-      > "$OUT/gemm-probe.txt" 2>&1
-    grep '^RESULT' "$OUT/gemm-probe.txt"
-  fi
-  timeout 120 python3 scripts/probe_nets.py --time --iters 30 ${QUICK:+--nets 64} 2>&1 | grep '^{' > "$OUT/torch_layers.jsonl"
-  wc -l "$OUT/torch_layers.jsonl"
-fi
+# the baseline of the same run right after the targets, so that a run cut short has them both
+stamp "PyTorch / cuDNN"
+: > "$OUT/torch.jsonl"
+if [ -n "${QUICK:-}" ] && [ -z "${GRID:-}" ]; then SIZES="512"; BATCHES="1"; else SIZES="512 1024"; BATCHES="1 8"; fi
+[ -n "$DRY" ] && echo "(dry run: no PyTorch timing)" && BATCHES=''
+[ -n "$BATCHES" ] && timeout $(limit 150) python3 scripts/torch_unet_baseline.py --base 64 --size $SIZES --batch $BATCHES --iters 20 2>&1 | grep '^{' | tee -a "$OUT/torch.jsonl" | cut -c1-300
+[ -n "$BATCHES" ] && timeout $(limit 60) python3 scripts/torch_unet_baseline.py --base 16 --size $SIZES --batch $BATCHES --iters 20 2>&1 | grep '^{' | tee -a "$OUT/torch.jsonl" | cut -c1-300
 
 if [ -z "${QUICK:-}" ]; then
   stamp "unet-gpu bench: split-K off, tap-major off, im2col, to compare in the same run"
@@ -134,14 +136,8 @@ if [ "${QUICK:-}" != targets ]; then
   run_bench 16 512 1 f32 --iters 30 --thin all
 fi
 
-stamp "PyTorch / cuDNN"
-: > "$OUT/torch.jsonl"
-if [ -n "${QUICK:-}" ] && [ -z "${GRID:-}" ]; then SIZES="512"; BATCHES="1"; else SIZES="512 1024"; BATCHES="1 8"; fi
-timeout 150 python3 scripts/torch_unet_baseline.py --base 64 --size $SIZES --batch $BATCHES --iters 20 2>&1 | grep '^{' | tee -a "$OUT/torch.jsonl" | cut -c1-300
-timeout 60 python3 scripts/torch_unet_baseline.py --base 16 --size $SIZES --batch $BATCHES --iters 20 2>&1 | grep '^{' | tee -a "$OUT/torch.jsonl" | cut -c1-300
-
 stamp "correctness of the fixtures and u2netp on this card"
-timeout 150 python3 scripts/device_check.py "$B" "$OUT" 2>&1 | grep -v '"ok": true' | tail -40
+timeout $(limit 150) python3 scripts/device_check.py "$B" "$OUT" 2>&1 | grep -v '"ok": true' | tail -40
 
 # after the baseline and the checks, so that a run cut short still has its comparison and
 # its correctness
@@ -152,12 +148,43 @@ if [ "${QUICK:-}" != targets ]; then
   run_bench 64 512 1 f16 --iters 20 --autotune --tune-cache "$OUT/tune-cache.json"
   run_bench 16 512 1 f16 --iters 30 --autotune --tune-cache "$OUT/tune-cache.json"
   run_bench 16 512 1 f32 --iters 30 --autotune --tune-cache "$OUT/tune-cache.json" --no-layers
+fi
+
+# last in a QUICK run: the diagnostics (a run cut short loses these first)
+# the probe shapes (scripts/probe_nets.py): one conv each, large enough to fill the GPU many
+# times over, timed here, autotuned (every tile timed on them), against the GEMM probe's own
+# kernels on the same card (when its binary was carried as $GEMM_PROBE, default
+# .devbin/gemm-probe) and against cuDNN per shape (with every U-Net layer's shape)
+if [ "${QUICK:-}" != targets ]; then
+  stamp "probe shapes"
+  timeout $(limit 60) python3 scripts/probe_nets.py --export /tmp/probes ${DRY:+--small} 2>&1 | tail -3
+  : > "$OUT/probes.jsonl"
+  # (the four-subgroup tiles 64x128 and 128x64, never timed, are forced here so that a run cut
+  # short before the probes' autotuning still times them)
+  for run in "gemm4096 f16" "gemm4096 f16 --row-loads quads" "gemm4096 f32" \
+      "conv512 f16" "conv512 f16 --row-loads quads" "conv512 f16 --row-loads off" \
+      "conv64 f16" "conv64 f16 --row-loads quads" "conv64 f16 --row-loads off" \
+      "gemm4096 f16 --tile 64x128 --slices 1" "conv512 f16 --tile 64x128 --slices 1" \
+      "conv512 f16 --tile 128x64 --slices 1" "conv64 f16 --tile 64x128 --slices 1" \
+      "occ132 f16 --tile 128x128 --slices 1" \
+      "occ264 f16 --tile 128x128 --slices 1" "occ396 f16 --tile 128x128 --slices 1"; do
+    run_probe 60 $run
+  done
+  GP=${GEMM_PROBE:-.devbin/gemm-probe}
+  if [ -x "$GP" ]; then
+    timeout $(limit 60) "$GP" 4096 --runs 10 --no-coop-check --max-seconds 50 \
+      --kernel coop_sms_128x128_w64x32_k32,coop_smv_64x64_w32x32_k32,f32_rb128x128_t8x8_k8 \
+      > "$OUT/gemm-probe.txt" 2>&1
+    grep '^RESULT' "$OUT/gemm-probe.txt"
+  fi
   stamp "probe shapes autotuned (every tile timed on each)"
   for n in gemm4096 conv512 conv64; do
     run_probe 90 $n f16 --autotune
   done
+  stamp "cuDNN per probe shape and per U-Net layer"
+  [ -z "$DRY" ] && timeout $(limit 120) python3 scripts/probe_nets.py --time --iters 30 ${QUICK:+--nets 64} 2>&1 | grep '^{' > "$OUT/torch_layers.jsonl"
+  [ -f "$OUT/torch_layers.jsonl" ] && wc -l "$OUT/torch_layers.jsonl"
 fi
-
 
 if [ -n "${QUICK:-}" ] && [ -z "${GRID:-}" ]; then
   stamp "table"

@@ -11,11 +11,15 @@
 #   - gpu_kernels' ignored test `tensor_core_tiles_needing_48k` (every loader on those tiles);
 #   - with ALL=1, also the whole gpu_kernels and gpu_models suites under the 48 KiB limit, so
 #     that the cost model picks the tiles it picks on the H200 (its f16 choices then reach the
-#     emulation).
+#     emulation);
+#   - with BIN=1, nothing: it builds the unet-gpu binary instead
+#     (target/lavapipe-48k/release/unet-gpu), which with `--coop emulate` runs the H200's kernel
+#     choices; `UNET_GPU_BIN=target/lavapipe-48k/release/unet-gpu DRY=1 QUICK=1
+#     scripts/device-bench.sh OUT` runs a device run's every step that way.
 # Nothing in the repository changes (Cargo.lock, which the patch rewrites, is restored on
 # exit). Tens of minutes with an empty Mesa shader cache; not part of .ci/run.
 #
-# Usage: scripts/lavapipe-48k.sh            (ALL=1 scripts/lavapipe-48k.sh: the whole suites)
+# Usage: scripts/lavapipe-48k.sh            (ALL=1 ...: the whole suites; BIN=1 ...: the binary)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
@@ -48,6 +52,11 @@ if [ ! -d "$patched" ]; then
 fi
 
 patch=(--config "patch.crates-io.wgpu-hal.path=\"$patched\"")
+if [ "${BIN:-0}" = 1 ]; then
+    cargo build --release "${patch[@]}" --bin unet-gpu
+    echo "$CARGO_TARGET_DIR/release/unet-gpu"
+    exit 0
+fi
 cargo test --release "${patch[@]}" --test gpu_kernels -- --ignored tensor_core_tiles_needing_48k
 if [ "${ALL:-0}" = 1 ]; then
     cargo test --release "${patch[@]}" --no-fail-fast --test gpu_kernels --test gpu_models

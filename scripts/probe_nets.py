@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Single-conv networks and per-layer cuDNN times: where the engine's conv kernels stand, shape by shape.
 
-  python3 probe_nets.py --export DIR     write DIR/<name>.onnx for each probe shape (one conv + ReLU, FP32
-                                         weights, seed 0, opset 17, the input size fixed)
+  python3 probe_nets.py --export DIR [--small]
+                                         write DIR/<name>.onnx for each probe shape (one conv + ReLU, FP32
+                                         weights, seed 0, opset 17, the input size fixed; --small: the
+                                         shapes shrunk for a dry run on lavapipe)
   python3 probe_nets.py --time [--iters N] [--nets 64 16]
                                          time in PyTorch/cuDNN, one JSON line per shape, every probe shape
                                          and every conv and transposed conv of the classic U-Net (base 64
@@ -36,6 +38,16 @@ PROBES = [
     ('occ132', 2048, 128, 1, 128, 132),
     ('occ264', 2048, 128, 1, 128, 264),
     ('occ396', 2048, 128, 1, 128, 396),
+]
+# the same names at shapes small enough for a software Vulkan driver (device-bench.sh DRY=1,
+# which checks the script, not the speed): fewer channels and pixels, the same kernel sizes
+PROBES_SMALL = [
+    ('gemm4096', 256, 256, 1, 16, 16),
+    ('conv512', 128, 128, 3, 16, 16),
+    ('conv64', 64, 64, 3, 32, 32),
+    ('occ132', 64, 128, 1, 16, 13),
+    ('occ264', 64, 128, 1, 16, 26),
+    ('occ396', 64, 128, 1, 16, 39),
 ]
 
 
@@ -130,9 +142,9 @@ def time_all(iters, bases=(64, 16)):
         torch.cuda.empty_cache()
 
 
-def export(d):
+def export(d, small=False):
     os.makedirs(d, exist_ok=True)
-    for name, ci, co, k, h, w in PROBES:
+    for name, ci, co, k, h, w in PROBES_SMALL if small else PROBES:
         torch.manual_seed(0)
         m = ConvRelu(ci, co, k).eval()
         x = torch.randn(1, ci, h, w)
@@ -145,13 +157,15 @@ def export(d):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--export', metavar='DIR')
+    ap.add_argument('--small', action='store_true',
+                    help='with --export: small shapes under the same names, for a dry run on a software driver')
     ap.add_argument('--time', action='store_true')
     ap.add_argument('--iters', type=int, default=30)
     ap.add_argument('--nets', type=int, nargs='+', default=[64, 16], metavar='BASE',
                     help='the U-Net bases whose layers --time times (default: 64 16)')
     a = ap.parse_args()
     if a.export:
-        export(a.export)
+        export(a.export, a.small)
     if a.time:
         time_all(a.iters, a.nets)
     if not a.export and not a.time:
