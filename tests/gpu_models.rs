@@ -172,6 +172,21 @@ fn cli_run_gpu_writes_stats() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("no-such-gpu"));
     assert!(!out2.exists());
+    // a wait limit that is not a number of seconds is refused before anything runs
+    let o = cli()
+        .arg("run")
+        .arg(&model)
+        .arg("--input")
+        .arg(&x)
+        .arg("--output")
+        .arg(&out2)
+        .env("UNET_GPU_WAIT_S", "ten minutes")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("UNET_GPU_WAIT_S") && err.contains("'ten minutes'"), "{err}");
+    assert!(!out2.exists());
     let o = cli()
         .arg("run")
         .arg(&model)

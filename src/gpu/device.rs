@@ -81,6 +81,26 @@ pub fn list_adapters() -> Vec<AdapterReport> {
 }
 
 /// The GPU the engine runs on: device, queue and what it can do.
+/// How long `GpuContext::wait` lets submitted work run before giving up: `UNET_GPU_WAIT_S`
+/// seconds (0: no limit), else 600 s on a hardware adapter and an hour on a software one, where
+/// llvmpipe compiles each kernel at its first dispatch, inside the submission, and a big model's
+/// first run on two busy cores has taken over ten minutes.
+pub fn wait_limit(device_type: wgpu::DeviceType) -> Result<Option<std::time::Duration>> {
+    parse_wait_limit(std::env::var("UNET_GPU_WAIT_S").ok().as_deref(), device_type)
+}
+
+/// `wait_limit` for a given value of `UNET_GPU_WAIT_S`.
+pub fn parse_wait_limit(value: Option<&str>, device_type: wgpu::DeviceType) -> Result<Option<std::time::Duration>> {
+    let secs = match value.map(str::trim) {
+        Some(v) if !v.is_empty() => v.parse::<u64>().map_err(|_| {
+            Error::Gpu(format!("UNET_GPU_WAIT_S must be a whole number of seconds (0: no limit), not '{v}'"))
+        })?,
+        _ if device_type == wgpu::DeviceType::Cpu => 3600,
+        _ => 600,
+    };
+    Ok((secs > 0).then(|| std::time::Duration::from_secs(secs)))
+}
+
 pub struct GpuContext {
     pub adapter: wgpu::Adapter,
     pub device: wgpu::Device,
@@ -90,6 +110,8 @@ pub struct GpuContext {
     pub timestamps: bool,
     pub shader_f16: bool,
     pub coop: bool,
+    /// How long `wait` lets submitted work run: see `wait_limit`.
+    pub wait_limit: Option<std::time::Duration>,
     lost: Arc<AtomicBool>,
     lost_msg: Arc<Mutex<String>>,
     /// Uncaptured errors (should not happen: operations are wrapped in error scopes).
@@ -144,6 +166,7 @@ impl GpuContext {
         } else {
             wgpu::ExperimentalFeatures::disabled()
         };
+        let wait_limit = wait_limit(info.device_type)?;
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("unet-gpu"),
@@ -176,6 +199,7 @@ impl GpuContext {
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
             shader_f16: features.contains(wgpu::Features::SHADER_F16),
             coop,
+            wait_limit,
             adapter,
             device,
             queue,
@@ -233,9 +257,14 @@ impl GpuContext {
 
     /// Wait for submitted work.
     pub fn wait(&self) -> Result<()> {
-        self.device
-            .poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(std::time::Duration::from_secs(600)) })
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
+        let limit = self.wait_limit;
+        self.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: limit }).map_err(|e| {
+            let after = match limit {
+                Some(d) => format!(" after {} s (UNET_GPU_WAIT_S sets the limit; 0: none)", d.as_secs()),
+                None => String::new(),
+            };
+            Error::Gpu(format!("waiting for the GPU failed{after}: {e}"))
+        })?;
         self.check()
     }
 
@@ -279,5 +308,23 @@ impl GpuContext {
             slice.get_mapped_range().map_err(|e| Error::Gpu(format!("reading results back failed: {e:?}")))?.to_vec();
         buf.unmap();
         Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use wgpu::DeviceType::{Cpu, DiscreteGpu};
+
+    #[test]
+    fn wait_limit_defaults_and_overrides() {
+        assert_eq!(parse_wait_limit(None, DiscreteGpu).unwrap(), Some(Duration::from_secs(600)));
+        assert_eq!(parse_wait_limit(None, Cpu).unwrap(), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_wait_limit(Some(" "), Cpu).unwrap(), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_wait_limit(Some("45"), Cpu).unwrap(), Some(Duration::from_secs(45)));
+        assert_eq!(parse_wait_limit(Some("0"), DiscreteGpu).unwrap(), None);
+        let e = parse_wait_limit(Some("-3"), DiscreteGpu).unwrap_err().to_string();
+        assert!(e.contains("UNET_GPU_WAIT_S") && e.contains("'-3'"), "{e}");
     }
 }
