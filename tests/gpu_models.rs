@@ -69,9 +69,8 @@ fn u2netp_on_noise_passes_the_bench_check_within_its_noise_floor() {
     // and allows NOISE_FACTOR times it
     use unet_gpu::gpu::exec::GpuOptions;
     use unet_gpu::tune::{NOISE_FACTOR, check_passes, noise_floor, rel_l2_each, reversed_generic, worst};
-    // at 160x160, a quarter of the reference's pixels: three u2netp runs at 320x320 took over
-    // three minutes on lavapipe
-    // (the file declares 320x320; the network itself takes any multiple of 32)
+    // at 160x160, a quarter of the reference's pixels (three u2netp runs at 320x320 took over
+    // three minutes on lavapipe): the file declares 320x320, the network takes any multiple of 32
     let (mut m, _, _) = u2netp_reference();
     let input = m.graph.inputs[0];
     m.graph.values[input].dims = None;
@@ -132,6 +131,13 @@ fn cli_devices_lists_an_adapter() {
     assert!(text.contains("[0]") && text.contains("SHADER_F16="), "{text}");
 }
 
+/// `unet-gpu run MODEL --input X --output OUT`, to which a test adds options.
+fn cli_run(model: &std::path::Path, x: &std::path::Path, out: &std::path::Path) -> Command {
+    let mut c = cli();
+    c.arg("run").arg(model).arg("--input").arg(x).arg("--output").arg(out);
+    c
+}
+
 #[test]
 fn cli_run_gpu_writes_stats() {
     let (model, pairs) = fixture("classic_unet");
@@ -139,17 +145,7 @@ fn cli_run_gpu_writes_stats() {
     std::fs::create_dir_all(&dir).unwrap();
     let (x, out, stats) = (dir.join("x.npy"), dir.join("y.npy"), dir.join("stats.json"));
     npy::write(&x, &pairs[0].0).unwrap();
-    let o = cli()
-        .arg("run")
-        .arg(&model)
-        .arg("--input")
-        .arg(&x)
-        .arg("--output")
-        .arg(&out)
-        .arg("--stats")
-        .arg(&stats)
-        .output()
-        .unwrap();
+    let o = cli_run(&model, &x, &out).arg("--stats").arg(&stats).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let y = npy::read(&out).unwrap();
     assert!(rel_l2(y.as_f32().unwrap(), pairs[0].1.as_f32().unwrap()) <= 1e-4);
@@ -166,45 +162,18 @@ fn cli_run_gpu_writes_stats() {
 
     // no such adapter: --device gpu fails clearly and writes nothing; auto falls back
     let out2 = dir.join("y2.npy");
-    let o = cli()
-        .arg("run")
-        .arg(&model)
-        .arg("--input")
-        .arg(&x)
-        .arg("--output")
-        .arg(&out2)
-        .args(["--device", "gpu", "--adapter", "no-such-gpu"])
-        .output()
-        .unwrap();
+    let o = cli_run(&model, &x, &out2).args(["--device", "gpu", "--adapter", "no-such-gpu"]).output().unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("no-such-gpu"));
     assert!(!out2.exists());
     // a wait limit that is not a number of seconds is refused before anything runs
-    let o = cli()
-        .arg("run")
-        .arg(&model)
-        .arg("--input")
-        .arg(&x)
-        .arg("--output")
-        .arg(&out2)
-        .env("UNET_GPU_WAIT_S", "ten minutes")
-        .output()
-        .unwrap();
+    let o = cli_run(&model, &x, &out2).env("UNET_GPU_WAIT_S", "ten minutes").output().unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("UNET_GPU_WAIT_S") && err.contains("'ten minutes'"), "{err}");
     assert!(!out2.exists());
-    let o = cli()
-        .arg("run")
-        .arg(&model)
-        .arg("--input")
-        .arg(&x)
-        .arg("--output")
-        .arg(&out2)
-        .args(["--device", "auto"])
-        .env("UNET_GPU_ADAPTER", "no-such-gpu")
-        .output()
-        .unwrap();
+    let o =
+        cli_run(&model, &x, &out2).args(["--device", "auto"]).env("UNET_GPU_ADAPTER", "no-such-gpu").output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("running on the CPU reference"));
     let y2 = npy::read(&out2).unwrap();

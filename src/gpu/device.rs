@@ -80,7 +80,6 @@ pub fn list_adapters() -> Vec<AdapterReport> {
     all.iter().map(report).collect()
 }
 
-/// The GPU the engine runs on: device, queue and what it can do.
 /// How long `GpuContext::wait` lets submitted work run before giving up: `UNET_GPU_WAIT_S`
 /// seconds (0: no limit), else 600 s on a hardware adapter and an hour on a software one, where
 /// llvmpipe compiles each kernel at its first dispatch, inside the submission, and a big model's
@@ -101,6 +100,7 @@ pub fn parse_wait_limit(value: Option<&str>, device_type: wgpu::DeviceType) -> R
     Ok((secs > 0).then(|| std::time::Duration::from_secs(secs)))
 }
 
+/// The GPU the engine runs on: device, queue and what it can do.
 pub struct GpuContext {
     pub adapter: wgpu::Adapter,
     pub device: wgpu::Device,
