@@ -119,7 +119,7 @@ pub fn bench(ctx: Arc<GpuContext>, model: &Model, opts: &BenchOpts) -> Result<se
         "input": fmt_shape(&shape),
         "precision": format!("{:?}", opts.gpu.precision).to_lowercase(),
         "device": ctx.describe(),
-        "iters": opts.iters,
+        "iters": opts.iters.max(1),
         "gpu_ms_median": gpu_med,
         "gpu_ms_min": gpu_med.map(|_| gpu_min),
         "wall_ms_median": wall_med,

@@ -10,6 +10,12 @@ use unet_gpu::infer::{DeviceChoice, Engine, InferOptions};
 use unet_gpu::presets::{Preset, RawParams, parse_floats};
 use unet_gpu::skips::SkipSelection;
 
+/// A count option's value, refused below `min` ("must be at least 1", not clap's u64 range).
+pub fn count_at_least(s: &str, min: usize) -> Result<usize, String> {
+    let n: usize = s.trim().parse().map_err(|_| format!("'{s}' is not a whole number"))?;
+    if n < min { Err(format!("must be at least {min}")) } else { Ok(n) }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DeviceArg {
     Gpu,
@@ -110,8 +116,8 @@ pub struct CompareArgs {
     /// All numbers as JSON
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Height of each panel of the side-by-side picture
-    #[arg(long, default_value_t = 192)]
+    /// Height of each panel of the side-by-side picture (32 or more)
+    #[arg(long, default_value_t = 192, value_parser = |s: &str| count_at_least(s, 32))]
     pub panel_height: usize,
     /// Where to run: gpu, cpu, or auto (default: the GPU, or the CPU when there is none)
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]

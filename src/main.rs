@@ -122,11 +122,12 @@ enum Cmd {
         size: Option<String>,
         /// Batch size (default: the model's declared batch, or 1); a batch too large for one
         /// storage binding runs in chunks
-        #[arg(long)]
+        #[arg(long, value_parser = |s: &str| cli_image::count_at_least(s, 1))]
         batch: Option<usize>,
         #[arg(long, default_value = "f32")]
         precision: Precision,
-        #[arg(long, default_value_t = 20)]
+        /// Timed runs (at least 1)
+        #[arg(long, default_value_t = 20, value_parser = |s: &str| cli_image::count_at_least(s, 1))]
         iters: usize,
         #[arg(long, default_value_t = 3)]
         warmup: usize,

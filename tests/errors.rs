@@ -246,3 +246,25 @@ fn cli_failures_leave_no_output_file() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn counts_below_their_minimum_are_refused_by_name() {
+    // clap refuses them before any model or device is opened: `bench --batch 0` once reached the
+    // GPU kernels and failed with an internal bounds message, `--iters 0` timed one run and
+    // reported 0, `compare --panel-height 0` wrote a picture with no panels
+    let d = tmpdir("counts");
+    let model = d.join("m.onnx");
+    std::fs::write(&model, bytes(&small_conv())).unwrap();
+    let m = model.to_str().unwrap();
+    for (args, want) in [
+        (vec!["bench", m, "--batch", "0"], "'--batch <BATCH>': must be at least 1"),
+        (vec!["bench", m, "--iters", "0"], "'--iters <ITERS>': must be at least 1"),
+        (vec!["bench", m, "--iters", "many"], "'many' is not a whole number"),
+        (vec!["compare", "x.jpg", "--panel-height", "5"], "'--panel-height <PANEL_HEIGHT>': must be at least 32"),
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_unet-gpu")).args(&args).output().unwrap();
+        assert!(!o.status.success(), "{args:?}");
+        assert_contains(&String::from_utf8_lossy(&o.stderr), &[want]);
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}

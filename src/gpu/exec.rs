@@ -324,6 +324,34 @@ fn buffer_size_check(lim: u64, what: &str, bytes: u64) -> Result<()> {
     Ok(())
 }
 
+/// The kernels assume every tensor they touch holds at least one element (a zero batch or a
+/// zero-sized axis would underflow their bounds), so a graph computing an empty tensor at run time
+/// is refused with its name; the CPU reference runs it.
+fn empty_tensor_check(p: &Prepared) -> Result<()> {
+    let g = &p.graph;
+    let empty = |v: ValueId| crate::tensor::numel(p.shape(v)) == 0 && p.types[v].is_some();
+    let hint = "the GPU executor does not run empty tensors (the CPU reference does: --device cpu)";
+    for &v in &g.inputs {
+        if empty(v) {
+            return Err(Error::Input {
+                name: g.name(v).to_string(),
+                msg: format!("shape {} has no elements: {hint}", crate::tensor::fmt_shape(p.shape(v))),
+            });
+        }
+    }
+    for n in &g.nodes {
+        if let Some(v) = n.outputs.iter().flatten().copied().find(|&v| empty(v)) {
+            let shape = crate::tensor::fmt_shape(p.shape(v));
+            return Err(Error::node(
+                &n.name,
+                &n.op_type,
+                format!("output '{}' of shape {shape} has no elements: {hint}", g.name(v)),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Whether every buffer the model needs stays within the device's storage-binding limit.
 fn fits(ctx: &GpuContext, p: &Prepared, opts: &GpuOptions) -> Result<bool> {
     let lim = binding_limit(ctx, opts);
@@ -522,6 +550,7 @@ impl GpuModel {
         if prec == Precision::F16 && !ctx.shader_f16 {
             return Err(Error::Gpu(format!("--precision f16 needs SHADER_F16, which '{}' lacks", ctx.info.name)));
         }
+        empty_tensor_check(&p)?;
         let eb = prec.bytes();
         let plan = plan(&p, eb)?;
         let max_groups = ctx.limits.max_compute_workgroups_per_dimension;
