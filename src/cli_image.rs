@@ -136,6 +136,9 @@ pub fn infer(a: InferArgs) -> Result<()> {
     if !a.input.exists() {
         bail!("{}: no such file", a.input.display());
     }
+    if let Some(dir) = a.dump_activations.as_deref().filter(|d| d.exists() && !d.is_dir()) {
+        bail!("--dump-activations {}: exists and is not a directory", dir.display());
+    }
     let (model, shipped) = unet_gpu::infer::load_model(&a.model)?;
     let preset_arg = a.preset.unwrap_or(if shipped { PresetArg::Colorize } else { PresetArg::Raw });
     if preset_arg != PresetArg::Raw && (a.mean.is_some() || a.std.is_some() || a.scale.is_some()) {

@@ -5,12 +5,10 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The OS error's text is part of the message and not also chained as a source, so that
+    /// `{:#}` (anyhow's chain, as `main` prints it) does not repeat it.
+    #[error("{}: {err}", path.display())]
+    Io { path: PathBuf, err: std::io::Error },
     /// The file is not a usable ONNX model (decoding failed, no graph, bad tensor data...).
     #[error("{0}")]
     Model(String),
@@ -32,7 +30,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io { path: path.into(), err: source }
     }
     pub fn node(node: &str, op: &str, msg: impl Into<String>) -> Self {
         Error::Node { node: node.to_string(), op: op.to_string(), msg: msg.into() }

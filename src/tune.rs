@@ -94,12 +94,29 @@ fn choice_from_json(v: &serde_json::Value) -> Option<TileChoice> {
     })
 }
 
-fn read_cache(path: &Path) -> serde_json::Map<String, serde_json::Value> {
-    std::fs::read(path)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v.as_object().cloned())
-        .unwrap_or_default()
+/// The cache file's entries: none when it does not exist yet or is empty. A file that is not a
+/// JSON object (not a cache, or a damaged one) is an error before any measuring, instead of being
+/// overwritten afterwards.
+fn read_cache(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+        Err(e) => return Err(crate::error::Error::io(path, e)),
+    };
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(Default::default());
+    }
+    let not_cache = |why: String| {
+        crate::error::Error::Data(format!(
+            "{}: not a tune cache ({why}); delete it or give --tune-cache another path",
+            path.display()
+        ))
+    };
+    match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(serde_json::Value::Object(m)) => Ok(m),
+        Ok(_) => Err(not_cache("JSON, but not an object".into())),
+        Err(e) => Err(not_cache(format!("not JSON: {e}"))),
+    }
 }
 
 /// [`measure`], or what the cache file holds for the same key.
@@ -111,7 +128,7 @@ pub fn autotune(
     let path = CACHE.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let Some(path) = path else { return measure(ctx, p, opts) };
     let key = cache_key(ctx, p, &opts);
-    let mut cache = read_cache(&path);
+    let mut cache = read_cache(&path)?;
     if let Some(e) = cache.get(&key)
         && let Some(list) = e.get("choices").and_then(|c| c.as_array())
         && list.len() == p.graph.nodes.len()
@@ -525,4 +542,27 @@ pub fn measure(
     });
     log::info!("autotune: {} candidates, fast convs {auto_total:.3} ms -> {tuned_total:.3} ms", tried);
     Ok((chosen, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_cache;
+
+    #[test]
+    fn a_tune_cache_that_is_not_one_is_refused_by_name() {
+        let d = std::env::temp_dir().join(format!("unet-gpu-tunecache-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let f = d.join("t.json");
+        assert!(read_cache(&f).unwrap().is_empty(), "a missing file is an empty cache");
+        std::fs::write(&f, "\n").unwrap();
+        assert!(read_cache(&f).unwrap().is_empty(), "an empty file is an empty cache");
+        std::fs::write(&f, r#"{"k": {"choices": []}}"#).unwrap();
+        assert_eq!(read_cache(&f).unwrap().len(), 1);
+        for (text, why) in [("garbage", "not JSON"), ("[1, 2]", "not an object")] {
+            std::fs::write(&f, text).unwrap();
+            let e = read_cache(&f).unwrap_err().to_string();
+            assert!(e.contains("t.json") && e.contains("not a tune cache") && e.contains(why), "{e}");
+        }
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }

@@ -176,6 +176,11 @@ fn unwritable_outputs_are_refused_and_nothing_is_left() {
         .arg(blocker.join("d")));
     assert!(!ok && err.contains("blocker"), "{err}");
     assert!(!out.exists());
+    // and the file itself, refused before the network runs
+    let (ok, _, err) =
+        run(bin().arg("infer").arg(&input).arg(&out).args(["--device", "cpu", "--dump-activations"]).arg(&blocker));
+    assert!(!ok && err.contains("blocker: exists and is not a directory"), "{err}");
+    assert!(!out.exists());
     assert_eq!(listing(&dir), ["blocker", "taken.png"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -190,6 +195,8 @@ fn bad_options_are_explained() {
     let (ok, _, err) =
         run(bin().arg("infer").arg(&input).arg(&out).args(["--device", "cpu", "--model", "no-such-model.onnx"]));
     assert!(!ok && err.contains("no-such-model.onnx") && err.contains("colorize"), "{err}");
+    // the OS error's text once, not repeated by the error chain
+    assert_eq!(err.matches("no such model file").count(), 1, "{err}");
     let (ok, _, err) = run(bin().arg("infer").arg(&input).arg(&out).args(["--device", "cpu", "--ablate-skips", "3"]));
     assert!(!ok && err.contains("no skip connection at level 3"), "{err}");
     let (ok, _, err) = run(bin().arg("infer").arg(&input).arg(&out).args(["--device", "cpu", "--mean", "0.5"]));
