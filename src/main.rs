@@ -365,6 +365,13 @@ fn real_main(cli: Cli) -> Result<()> {
             if output.is_none() && all_outputs.is_none() {
                 bail!("give --output FILE and/or --all-outputs DIR");
             }
+            // every file this run writes can be written, before any work: a failed run leaves none
+            for path in output.iter().chain(stats.iter()) {
+                unet_gpu::imageio::check_writable(path)?;
+            }
+            if let Some(dir) = all_outputs.as_deref().filter(|d| d.exists() && !d.is_dir()) {
+                bail!("--all-outputs {}: exists and is not a directory", dir.display());
+            }
             let m = Model::load(&model)?;
             if m.graph.inputs.len() != 1 {
                 let names: Vec<&str> = m.graph.inputs.iter().map(|&v| m.graph.name(v)).collect();

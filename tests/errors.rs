@@ -193,6 +193,11 @@ fn bad_npy() {
 
 /// `unet-gpu run MODEL --input X --output OUT --device cpu`: (success, stderr).
 fn run_cpu(model: &Path, x: &Path, out: &Path) -> (bool, String) {
+    run_cpu_with(model, x, out, &[])
+}
+
+/// The same with more options.
+fn run_cpu_with(model: &Path, x: &Path, out: &Path, extra: &[&std::ffi::OsStr]) -> (bool, String) {
     let o = Command::new(env!("CARGO_BIN_EXE_unet-gpu"))
         .arg("run")
         .arg(model)
@@ -201,6 +206,7 @@ fn run_cpu(model: &Path, x: &Path, out: &Path) -> (bool, String) {
         .arg("--output")
         .arg(out)
         .args(["--device", "cpu"])
+        .args(extra)
         .output()
         .unwrap();
     (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
@@ -233,6 +239,17 @@ fn cli_failures_leave_no_output_file() {
     let (ok, err) = run_cpu(&model, &x, &bad_out);
     assert!(!ok);
     assert_contains(&err, &["y.npy"]);
+    // a --stats file or an --all-outputs directory that cannot be written: refused before the
+    // run, so the output is not written either (it used to be, and then the stats failed)
+    let stats = d.join("no/such/dir/s.json");
+    let (ok, err) = run_cpu_with(&model, &x, &out, &["--stats".as_ref(), stats.as_os_str()]);
+    assert!(!ok);
+    assert_contains(&err, &["s.json", "does not exist"]);
+    assert!(!out.exists());
+    let (ok, err) = run_cpu_with(&model, &x, &out, &["--all-outputs".as_ref(), x.as_os_str()]);
+    assert!(!ok);
+    assert_contains(&err, &["x.npy: exists and is not a directory"]);
+    assert!(!out.exists());
     // the good run works and leaves only the output
     let (ok, err) = run_cpu(&model, &x, &out);
     assert!(ok, "{err}");
