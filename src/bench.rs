@@ -5,6 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::exec::GpuOptions;
+use crate::gpu::f16split;
 use crate::gpu::{GpuContext, GpuModel};
 use crate::graph::Dim;
 use crate::model::Model;
@@ -107,8 +108,14 @@ pub fn bench(ctx: Arc<GpuContext>, model: &Model, opts: &BenchOpts) -> Result<se
         }
         wall.push(st.wall_ms);
     }
-    let conv_flops: u64 =
-        gm.dispatches().iter().filter(|d| d.kind.starts_with("Conv")).map(|d| d.flops).sum::<u64>() * chunks;
+    // useful work: the second conv of a split f16 conv (`gpu/f16split.rs`) computes nothing new
+    let conv_flops: u64 = gm
+        .dispatches()
+        .iter()
+        .filter(|d| d.kind.starts_with("Conv") && !f16split::is_low_part(&prepared.graph.nodes[d.node]))
+        .map(|d| d.flops)
+        .sum::<u64>()
+        * chunks;
     let gflop = conv_flops as f64 / 1e9;
     let wall_med = median(&mut wall);
     let gpu_med = (!gpu.is_empty()).then(|| median(&mut gpu));
@@ -133,6 +140,8 @@ pub fn bench(ctx: Arc<GpuContext>, model: &Model, opts: &BenchOpts) -> Result<se
         "halo": opts.gpu.halo,
         "tap_major": opts.gpu.tap_major,
         "wide_epilogue": opts.gpu.wide_epilogue,
+        "f16_split": opts.gpu.f16_split,
+        "f16_split_convs": prepared.graph.nodes.iter().filter(|n| f16split::is_low_part(n)).count(),
         "thin": opts.gpu.thin,
         "thin_all": opts.gpu.thin_all,
         "row_loads": opts.gpu.row_loads,

@@ -162,6 +162,10 @@ enum Cmd {
         /// barrier as workgroup memory allows (on), or one per two barriers (off: to compare)
         #[arg(long, value_enum, default_value_t = OnOff::On)]
         wide_epilogue: OnOff,
+        /// With f16: convs whose bias cancels their weighted sum (a bias of 64 or more) keep
+        /// their weights in two f16 parts, as two convs (on), or in one (off: to compare)
+        #[arg(long, value_enum, default_value_t = OnOff::On)]
+        f16_split: OnOff,
         /// Convs with at most 4 output channels or 32 K rows (the 1x1 head, the first conv) on the
         /// thin direct kernel (on), or on GEMM tiles (off: to compare), or every conv on it (all:
         /// to compare)
@@ -286,6 +290,7 @@ fn real_main(cli: Cli) -> Result<()> {
             halo,
             tap_major,
             wide_epilogue,
+            f16_split,
             thin,
             halo_resident,
             row_loads,
@@ -326,6 +331,7 @@ fn real_main(cli: Cli) -> Result<()> {
                     halo,
                     tap_major: tap_major == OnOff::On,
                     wide_epilogue: wide_epilogue == OnOff::On,
+                    f16_split: f16_split == OnOff::On,
                     thin: thin != Thin::Off,
                     thin_all: thin == Thin::All,
                     halo_resident: halo_resident == OnOff::On,

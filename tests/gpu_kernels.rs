@@ -1576,3 +1576,109 @@ fn concat_of_conv_outputs_is_written_in_place() {
     assert_eq!(stats.concat_copies, 0);
     assert_eq!(stats.dispatches, 3, "two convs and the relu, no copy");
 }
+
+#[test]
+fn f16_split_weights_of_convs_whose_bias_cancels() {
+    // A conv whose bias cancels its weighted sum (u2netp's Conv_787 in miniature): input channel
+    // 0 holds values near 200, and each output channel's bias is minus 200 x the sum of its
+    // channel-0 weights, so the outputs are of order 1 while W*x and b are of order 100. The
+    // inputs are exact in f16 (multiples of 1/8 near 200, of 1/1024 in [-1, 1]) so that only the
+    // weights' rounding differs between the runs. With f16 weights the outputs are off by
+    // about 3e-2; with the weights split into two f16 parts (two convs, `gpu/f16split.rs`) by
+    // about the f16 rounding of the outputs. Cases: with a fused Relu (which moves after the
+    // second conv's residual), with a residual Add (which the first conv takes), with both (the
+    // residual becomes an Add after the pair), and with a Relu after the residual (left alone:
+    // the pair cannot express it).
+    use unet_gpu::ops::Op;
+    let (c, m, h, w) = (4usize, 6usize, 11usize, 13usize);
+    let mut s = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = |k: u64| {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s % k) as f32
+    };
+    let mut x = vec![0f32; c * h * w];
+    for (i, v) in x.iter_mut().enumerate() {
+        *v = if i < h * w { 200.0 + (next(17) - 8.0) / 8.0 } else { (next(2049) - 1024.0) / 1024.0 };
+    }
+    let wt = random(m * c * 9, 211, -1.0, 1.0);
+    let b: Vec<f32> = (0..m).map(|o| -200.0 * wt[o * c * 9..][..9].iter().sum::<f32>()).collect();
+    assert!(b.iter().any(|v| v.abs() >= unet_gpu::gpu::f16split::BIAS_LIMIT), "{b:?}");
+    let r = random(m * (h - 2) * (w - 2), 212, -1.0, 1.0);
+    let (xs, ys) = (vec![1, c, h, w], vec![1, m, h - 2, w - 2]);
+    let relu = ("Relu", vec!["z"], vec!["y"], vec![]);
+    let add = |a: &'static str| ("Add", vec![a, "r"], vec!["y"], vec![]);
+    let relu_of = |a: &'static str| ("Relu", vec![a], vec!["y"], vec![]);
+    // (name, nodes, whether it has the residual input, dispatches the split adds)
+    let cases: Vec<(&str, Vec<NodeSpec>, bool, usize)> = vec![
+        ("conv + relu", vec![conv(vec!["x", "w", "b"], "z", vec![]), relu.clone()], false, 1),
+        ("conv + residual", vec![conv(vec!["x", "w", "b"], "z", vec![]), add("z")], true, 1),
+        (
+            "conv + relu + residual",
+            vec![conv(vec!["x", "w", "b"], "z", vec![]), ("Relu", vec!["z"], vec!["a"], vec![]), add("a")],
+            true,
+            2,
+        ),
+        (
+            "conv + residual + relu",
+            vec![conv(vec!["x", "w", "b"], "z", vec![]), ("Add", vec!["z", "r"], vec!["a"], vec![]), relu_of("a")],
+            true,
+            0,
+        ),
+    ];
+    for (name, nodes, with_r, extra) in cases {
+        let mut inputs = vec![vi("x", &[1, c as i64, h as i64, w as i64])];
+        let mut feeds = vec![Tensor::f32(xs.clone(), x.clone())];
+        if with_r {
+            inputs.push(vi("r", &[1, m as i64, h as i64 - 2, w as i64 - 2]));
+            feeds.push(Tensor::f32(ys.clone(), r.clone()));
+        }
+        let nodes = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, (op, ins, outs, attrs))| node(op, &format!("n{i}"), ins, outs, attrs.clone()))
+            .collect();
+        let inits = vec![tensor("w", &[m as i64, c as i64, 3, 3], &wt), tensor("b", &[m as i64], &b)];
+        let model = Model::from_bytes(&bytes(&model(nodes, inputs, vec![vi("y", &[])], inits)), name).unwrap();
+        let p = model.prepare(&feeds.iter().map(|t| t.shape.clone()).collect::<Vec<_>>()).unwrap();
+        assert!(
+            p.graph.nodes.len() == 1 && matches!(&p.graph.nodes[0].op, Op::Conv(k) if k.residual == with_r),
+            "{name}: expected one fused conv"
+        );
+        let want = unet_gpu::cpu::run(&p, &feeds).unwrap();
+        for coop in [CoopMode::Off, CoopMode::Emulate] {
+            let run = |f16_split: bool| {
+                let opts = GpuOptions { coop: Some(coop), f16_split, ..GpuOptions::f16() };
+                let gm = GpuModel::with_options(gpu(), &p, opts).unwrap();
+                let out = gm.run(&feeds).unwrap();
+                (rel_l2(out[0].as_f32().unwrap(), want[0].as_f32().unwrap()), gm.dispatches().len())
+            };
+            let ((on, n_on), (off, n_off)) = (run(true), run(false));
+            eprintln!("{name} {coop:?}: rel-L2 {on:.2e} split, {off:.2e} not split; {n_on} vs {n_off} dispatches");
+            if extra > 0 {
+                assert_eq!(n_on, n_off + extra, "{name} {coop:?}: one more conv (and an Add)");
+                assert!(off > 5e-3 && on < 1e-3 && on * 10.0 < off, "{name} {coop:?}: {on:.2e} split vs {off:.2e}");
+            } else {
+                assert_eq!((n_on, on), (n_off, off), "{name} {coop:?}: not split, the same run");
+            }
+        }
+    }
+    // f32 storage is never split
+    let (split, n) = unet_gpu::gpu::f16split::split_cancelling_convs(
+        &Model::from_bytes(
+            &bytes(&model(
+                vec![node("Conv", "n0", &["x", "w", "b"], &["y"], vec![])],
+                vec![vi("x", &[1, c as i64, h as i64, w as i64])],
+                vec![vi("y", &[])],
+                vec![tensor("w", &[m as i64, c as i64, 3, 3], &wt), tensor("b", &[m as i64], &b)],
+            )),
+            "f32",
+        )
+        .unwrap()
+        .prepare(&[xs.clone()])
+        .unwrap(),
+        Precision::F32,
+    );
+    assert_eq!((n, split.graph.nodes.len()), (0, 1));
+}

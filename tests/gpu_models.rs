@@ -115,7 +115,8 @@ fn u2netp_in_f16_stays_within_1e_2() {
     // f16 storage against onnxruntime's f32, all seven outputs, on the scalar f16 kernels and
     // the tensor-core kernels' emulation. This model is sensitive: with its conv biases rounded
     // to f16 as well, its full-resolution outputs were at 1.1e-2 to 1.2e-2 (the biases are
-    // read in f32 since)
+    // read in f32 since), and at 9.3e-3 with one f16 part of the weights of the three convs
+    // whose bias cancels their sum (two parts since, `gpu/f16split.rs`: 6.8e-3)
     use unet_gpu::gpu::exec::GpuOptions;
     use unet_gpu::gpu::lower::CoopMode;
     let (m, x, want) = u2netp_reference();
@@ -125,9 +126,11 @@ fn u2netp_in_f16_stays_within_1e_2() {
         let gm = GpuModel::with_options(gpu(), &p, opts).unwrap();
         let out = gm.run(std::slice::from_ref(&x)).unwrap();
         assert_eq!(out.len(), want.len());
-        for (k, w) in want.iter().enumerate() {
-            let err = rel_l2(out[k].as_f32().unwrap(), w.as_f32().unwrap());
-            assert!(err <= 1e-2, "u2netp f16 {coop:?} output {k}: rel-L2 {err:.3e}");
+        let errs: Vec<f64> =
+            want.iter().enumerate().map(|(k, w)| rel_l2(out[k].as_f32().unwrap(), w.as_f32().unwrap())).collect();
+        eprintln!("u2netp f16 {coop:?}: rel-L2 {:?}", errs.iter().map(|e| format!("{e:.2e}")).collect::<Vec<_>>());
+        for (k, err) in errs.iter().enumerate() {
+            assert!(*err <= 1e-2, "u2netp f16 {coop:?} output {k}: rel-L2 {err:.3e}");
         }
     }
 }

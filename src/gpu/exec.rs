@@ -131,6 +131,9 @@ pub struct GpuOptions {
     /// second summation order of the same products, to measure how much a model amplifies f32
     /// rounding ([`crate::tune::noise_floor`]).
     pub reverse_k: bool,
+    /// With f16: convs whose bias cancels their weighted sum keep their weights in two f16
+    /// parts, run as two convs (`gpu/f16split.rs`; default on; off to compare).
+    pub f16_split: bool,
 }
 
 impl Default for GpuOptions {
@@ -154,6 +157,7 @@ impl Default for GpuOptions {
             row_loads: true,
             row_quads: false,
             reverse_k: false,
+            f16_split: true,
         }
     }
 }
@@ -523,6 +527,16 @@ impl GpuModel {
     }
 
     pub fn with_options(ctx: Arc<GpuContext>, prepared: &Prepared, opts: GpuOptions) -> Result<GpuModel> {
+        // the graph as it will run (the autotuner's choices are per node of this graph)
+        // (and is not split again by the models the autotuner builds from it)
+        let split;
+        let prepared = if opts.f16_split {
+            split = super::f16split::split_cancelling_convs(prepared, opts.precision).0;
+            &split
+        } else {
+            prepared
+        };
+        let opts = GpuOptions { f16_split: false, ..opts };
         if opts.autotune {
             let (tuned, report) = crate::tune::autotune(&ctx, prepared, opts)?;
             let mut gm = GpuModel::with_tuning(ctx, prepared, GpuOptions { autotune: false, ..opts }, &tuned)?;

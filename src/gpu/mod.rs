@@ -10,6 +10,7 @@
 pub mod convgen;
 pub mod device;
 pub mod exec;
+pub mod f16split;
 pub mod halo;
 pub mod lower;
 pub mod plan;
