@@ -328,29 +328,27 @@ fn buffer_size_check(lim: u64, what: &str, bytes: u64) -> Result<()> {
     Ok(())
 }
 
-/// The kernels assume every tensor they touch holds at least one element (a zero batch or a
-/// zero-sized axis would underflow their bounds), so a graph computing an empty tensor at run time
-/// is refused with its name; the CPU reference runs it.
+/// The conv kernels' bounds, proven on the host, assume tensors with at least one element (a
+/// zero batch or a zero-sized axis would underflow them), so a conv reading or writing an empty
+/// tensor is refused with its name; the CPU reference runs it. (Other ops with empty tensors run:
+/// their dispatches have no work.)
 fn empty_tensor_check(p: &Prepared) -> Result<()> {
     let g = &p.graph;
-    let empty = |v: ValueId| crate::tensor::numel(p.shape(v)) == 0 && p.types[v].is_some();
-    let hint = "the GPU executor does not run empty tensors (the CPU reference does: --device cpu)";
-    for &v in &g.inputs {
-        if empty(v) {
-            return Err(Error::Input {
-                name: g.name(v).to_string(),
-                msg: format!("shape {} has no elements: {hint}", crate::tensor::fmt_shape(p.shape(v))),
-            });
-        }
-    }
-    for n in &g.nodes {
-        if let Some(v) = n.outputs.iter().flatten().copied().find(|&v| empty(v)) {
-            let shape = crate::tensor::fmt_shape(p.shape(v));
-            return Err(Error::node(
-                &n.name,
-                &n.op_type,
-                format!("output '{}' of shape {shape} has no elements: {hint}", g.name(v)),
-            ));
+    for n in g.nodes.iter().filter(|n| matches!(n.op, crate::ops::Op::Conv(_) | crate::ops::Op::ConvTranspose(_))) {
+        let tensors =
+            n.inputs.iter().flatten().map(|v| ("input", *v)).chain(n.outputs.iter().flatten().map(|v| ("output", *v)));
+        for (role, v) in tensors {
+            if p.types[v].is_some() && crate::tensor::numel(p.shape(v)) == 0 {
+                let shape = crate::tensor::fmt_shape(p.shape(v));
+                return Err(Error::node(
+                    &n.name,
+                    &n.op_type,
+                    format!(
+                        "{role} '{}' of shape {shape} has no elements: the GPU conv kernels do not run empty tensors (the CPU reference does: --device cpu)",
+                        g.name(v)
+                    ),
+                ));
+            }
         }
     }
     Ok(())
