@@ -525,8 +525,8 @@ impl GpuModel {
     }
 
     pub fn with_options(ctx: Arc<GpuContext>, prepared: &Prepared, opts: GpuOptions) -> Result<GpuModel> {
-        // the graph as it will run (the autotuner's choices are per node of this graph)
-        // (and is not split again by the models the autotuner builds from it)
+        // the graph as it will run: the autotuner's choices are per node of this graph, and the
+        // models it builds from it must not split it again
         let split;
         let prepared = if opts.f16_split {
             split = super::f16split::split_cancelling_convs(prepared, opts.precision).0;
