@@ -29,8 +29,8 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), err: source }
+    pub fn io(path: impl Into<PathBuf>, err: std::io::Error) -> Self {
+        Error::Io { path: path.into(), err }
     }
     pub fn node(node: &str, op: &str, msg: impl Into<String>) -> Self {
         Error::Node { node: node.to_string(), op: op.to_string(), msg: msg.into() }
