@@ -136,8 +136,8 @@ pub fn infer(a: InferArgs) -> Result<()> {
     if !a.input.exists() {
         bail!("{}: no such file", a.input.display());
     }
-    if let Some(dir) = a.dump_activations.as_deref().filter(|d| d.exists() && !d.is_dir()) {
-        bail!("--dump-activations {}: exists and is not a directory", dir.display());
+    if let Some(dir) = &a.dump_activations {
+        unet_gpu::imageio::check_dir_usable(dir).context("--dump-activations")?;
     }
     let (model, shipped) = unet_gpu::infer::load_model(&a.model)?;
     let preset_arg = a.preset.unwrap_or(if shipped { PresetArg::Colorize } else { PresetArg::Raw });

@@ -258,6 +258,15 @@ pub fn check_writable(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Check early that a directory to write into is not an existing file (it is created when
+/// missing).
+pub fn check_dir_usable(dir: &Path) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::Data(format!("{}: exists and is not a directory", dir.display())));
+    }
+    Ok(())
+}
+
 /// Write a picture: JPEG for a `.jpg` / `.jpeg` name, PNG otherwise; atomically.
 pub fn write(path: &Path, p: &Picture, sixteen_bit: bool) -> Result<()> {
     let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();

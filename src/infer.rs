@@ -614,9 +614,7 @@ pub fn dump_grid(d: &Dump) -> Picture {
 
 /// Write each dump as `DIR/<stem>.png`; returns the files written (none are left on error).
 pub fn write_dumps(dir: &Path, dumps: &[Dump]) -> Result<Vec<PathBuf>> {
-    if dir.exists() && !dir.is_dir() {
-        return Err(Error::Data(format!("{}: exists and is not a directory", dir.display())));
-    }
+    crate::imageio::check_dir_usable(dir)?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut written = Vec::new();
     for d in dumps {

@@ -375,8 +375,8 @@ fn real_main(cli: Cli) -> Result<()> {
             for path in output.iter().chain(stats.iter()) {
                 unet_gpu::imageio::check_writable(path)?;
             }
-            if let Some(dir) = all_outputs.as_deref().filter(|d| d.exists() && !d.is_dir()) {
-                bail!("--all-outputs {}: exists and is not a directory", dir.display());
+            if let Some(dir) = &all_outputs {
+                unet_gpu::imageio::check_dir_usable(dir).context("--all-outputs")?;
             }
             let m = Model::load(&model)?;
             if m.graph.inputs.len() != 1 {

@@ -22,7 +22,7 @@
 
 use crate::error::{Error, Result};
 use crate::graph::ValueId;
-use crate::graph::prepare::{Prepared, new_const, prune};
+use crate::graph::prepare::{Prepared, drop_unused_consts, new_const, prune};
 use crate::ops::Op;
 use crate::ops::elementwise::{BinaryKind, VariadicKind};
 use crate::tensor::{DType, Tensor};
@@ -451,15 +451,7 @@ pub fn ablate(p: &mut Prepared, skips: &[&Skip]) {
         p.graph.nodes[s.node].inputs[s.input_index] = Some(id);
     }
     prune(&mut p.graph);
-    // constants no node reads any more
-    let used: HashSet<ValueId> = p
-        .graph
-        .nodes
-        .iter()
-        .flat_map(|n| n.inputs.iter().flatten().copied())
-        .chain(p.graph.outputs.iter().copied())
-        .collect();
-    p.graph.consts.retain(|v, _| used.contains(v));
+    drop_unused_consts(&mut p.graph);
 }
 
 /// Make these values extra graph outputs (after the existing ones), so that both executors

@@ -24,8 +24,8 @@
 //! `Conv_920`); the built-in models and the benchmark networks none.
 
 use crate::gpu::Precision;
-use crate::graph::prepare::{Prepared, new_const};
-use crate::graph::{Node, ValueInfo};
+use crate::graph::Node;
+use crate::graph::prepare::{Prepared, drop_unused_consts, new_const, new_value};
 use crate::ops::Op;
 use crate::ops::elementwise::{Binary, BinaryKind};
 use crate::tensor::{Data, Tensor};
@@ -87,9 +87,8 @@ pub fn split_cancelling_convs(p: &Prepared, precision: Precision) -> (Prepared, 
         // t = conv(x, W_lo), plus the residual where the conv adds one with no activation
         // before it
         let residual_in_lo = c.residual && c.act.is_none();
-        let t = g.values.len();
-        g.values.push(ValueInfo { name: format!("{}.f16_lo", g.name(y)), dtype: g.values[y].dtype, dims: None });
-        types.push(p.types[y].clone());
+        let y_type = p.types[y].clone().expect("a conv's output has a type");
+        let t = new_value(g, types, format!("{}.f16_lo", g.name(y)), y_type.clone());
         let mut lo_conv = c.clone();
         (lo_conv.act, lo_conv.post_act, lo_conv.residual) = (None, None, residual_in_lo);
         let mut lo_inputs = vec![n.input(0), Some(lo_id), None];
@@ -112,9 +111,7 @@ pub fn split_cancelling_convs(p: &Prepared, precision: Precision) -> (Prepared, 
         hi_node.inputs = vec![n.input(0), Some(hi_id), n.input(2), Some(t)];
         if c.residual && c.act.is_some() {
             // act(conv + b) + r: the residual that has no room left becomes an Add after it
-            let u = g.values.len();
-            g.values.push(ValueInfo { name: format!("{}.f16_hi", g.name(y)), dtype: g.values[y].dtype, dims: None });
-            types.push(p.types[y].clone());
+            let u = new_value(g, types, format!("{}.f16_hi", g.name(y)), y_type);
             hi_node.outputs = vec![Some(u)];
             nodes.push(hi_node);
             nodes.push(Node {
@@ -131,8 +128,6 @@ pub fn split_cancelling_convs(p: &Prepared, precision: Precision) -> (Prepared, 
     }
     out.graph.nodes = nodes;
     // the original weights are read by no node any more
-    let used: std::collections::HashSet<usize> =
-        out.graph.nodes.iter().flat_map(|n| n.inputs.iter().flatten().copied()).collect();
-    out.graph.consts.retain(|v, _| used.contains(v) || out.graph.outputs.contains(v));
+    drop_unused_consts(&mut out.graph);
     (out, count)
 }

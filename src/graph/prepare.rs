@@ -349,6 +349,26 @@ pub fn new_const(g: &mut Graph, types: &mut Vec<Option<(DType, Vec<usize>)>>, na
     id
 }
 
+/// Add a value computed at run time, of this type, to the graph (and to `types`); returns its id.
+pub fn new_value(
+    g: &mut Graph,
+    types: &mut Vec<Option<(DType, Vec<usize>)>>,
+    name: String,
+    t: (DType, Vec<usize>),
+) -> ValueId {
+    g.values.push(super::ValueInfo { name, dtype: Some(t.0), dims: None });
+    types.push(Some(t));
+    g.values.len() - 1
+}
+
+/// Drop the constants that no node reads and that are not graph outputs (after a rewrite that
+/// replaced some node inputs).
+pub fn drop_unused_consts(g: &mut Graph) {
+    let used: HashSet<ValueId> =
+        g.nodes.iter().flat_map(|n| n.inputs.iter().flatten().copied()).chain(g.outputs.iter().copied()).collect();
+    g.consts.retain(|v, _| used.contains(v));
+}
+
 /// A Conv or ConvTranspose whose bias is computed at run time (not a constant once the graph is
 /// prepared) gives it up to an Add after it of the bias reshaped to [C, 1, ...]. The GPU's conv
 /// kernels read their bias in f32 from a buffer written at load, whatever the storage
@@ -375,13 +395,9 @@ fn split_runtime_biases(g: &mut Graph, types: &mut Vec<Option<(DType, Vec<usize>
         let mut dims = vec![yshape[1] as i64];
         dims.resize(yshape.len() - 1, 1);
         let shape = new_const(g, types, format!("{}.bias_shape", n.name), Tensor::i64(vec![dims.len()], dims.clone()));
-        let mut value = |name: String, t: (DType, Vec<usize>)| {
-            g.values.push(super::ValueInfo { name, dtype: Some(t.0), dims: None });
-            types.push(Some(t));
-            g.values.len() - 1
-        };
-        let bias = value(format!("{}.bias_reshaped", n.name), (bt, dims.iter().map(|&d| d as usize).collect()));
-        let sum = value(format!("{}.without_bias", n.name), (yt, yshape));
+        let bias =
+            new_value(g, types, format!("{}.bias_reshaped", n.name), (bt, dims.iter().map(|&d| d as usize).collect()));
+        let sum = new_value(g, types, format!("{}.without_bias", n.name), (yt, yshape));
         let name = n.name.clone();
         n.inputs.truncate(2);
         n.outputs[0] = Some(sum);
